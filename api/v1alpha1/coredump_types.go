@@ -1,0 +1,322 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DetectionSource says how an agent first noticed a file.
+// +kubebuilder:validation:Enum=Watch;Poll;Rescan
+type DetectionSource string
+
+const (
+	// DetectedByWatch: an fsnotify event.
+	DetectedByWatch DetectionSource = "Watch"
+	// DetectedByPoll: the periodic polling fallback.
+	DetectedByPoll DetectionSource = "Poll"
+	// DetectedByRescan: a full rescan (at start, or after a lost event).
+	DetectedByRescan DetectionSource = "Rescan"
+)
+
+// Phase is where a CoreDump is in its life.
+// +kubebuilder:validation:Enum=Pending;Uploading;Uploaded;Skipped;Failed
+type Phase string
+
+const (
+	// PhasePending: captured, not yet handled by the controller.
+	PhasePending Phase = "Pending"
+	// PhaseUploading: the controller is streaming the dump into storage.
+	PhaseUploading Phase = "Uploading"
+	// PhaseUploaded: the dump is in storage; the node's copy can go.
+	PhaseUploaded Phase = "Uploaded"
+	// PhaseSkipped: the dump is not stored (see status.reason); the node's copy can go.
+	PhaseSkipped Phase = "Skipped"
+	// PhaseFailed: the upload failed for good.
+	PhaseFailed Phase = "Failed"
+)
+
+// ResolvedBy says how the owning pod was found.
+// +kubebuilder:validation:Enum=ContainerID;Hostname;Termination;Unresolved
+type ResolvedBy string
+
+const (
+	// ResolvedByContainerID: the container ID read from the process's cgroup.
+	ResolvedByContainerID ResolvedBy = "ContainerID"
+	// ResolvedByHostname: the only pod on the node with that hostname.
+	ResolvedByHostname ResolvedBy = "Hostname"
+	// ResolvedByTermination: among pods with that hostname, the one whose
+	// container terminated with the crash's signal near the dump time.
+	ResolvedByTermination ResolvedBy = "Termination"
+	// ResolvedByUnresolved: no pod, or more than one candidate; never a guess.
+	ResolvedByUnresolved ResolvedBy = "Unresolved"
+)
+
+// FileIdentity identifies a file on its node across agent restarts.
+type FileIdentity struct {
+	// device number of the filesystem.
+	Device uint64 `json:"device"`
+	// inode number.
+	Inode uint64 `json:"inode"`
+	// ctimeNanos is the inode change time, in nanoseconds since the epoch.
+	CtimeNanos int64 `json:"ctimeNanos"`
+}
+
+// ProcessInfo describes the process that dumped core.
+type ProcessInfo struct {
+	// executable name (the kernel's comm or the main program's file name).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Executable string `json:"executable,omitempty"`
+	// commandLine as the kernel recorded it (at most 80 bytes in ELF cores).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	CommandLine string `json:"commandLine,omitempty"`
+	// pid in the process's own PID namespace.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PID int64 `json:"pid,omitempty"`
+	// hostPID is the pid in the node's PID namespace.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	HostPID int64 `json:"hostPID,omitempty"`
+	// hostname of the process (the pod's hostname in a pod).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Hostname string `json:"hostname,omitempty"`
+	// uid of the process.
+	// +optional
+	UID *int64 `json:"uid,omitempty"`
+	// gid of the process.
+	// +optional
+	GID *int64 `json:"gid,omitempty"`
+	// signal number that killed the process.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=128
+	Signal int32 `json:"signal,omitempty"`
+	// signalName, e.g. SIGSEGV.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	SignalName string `json:"signalName,omitempty"`
+	// dumpedAt is the time of the dump, from the file name (%t) when present.
+	// +optional
+	DumpedAt *metav1.Time `json:"dumpedAt,omitempty"`
+}
+
+// ELFInfo is what the core's ELF notes say about the crash.
+type ELFInfo struct {
+	// machine, e.g. x86_64 or aarch64.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	Machine string `json:"machine,omitempty"`
+	// threads in the process.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Threads int32 `json:"threads,omitempty"`
+	// faultAddress is the faulting address, hexadecimal (0x...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=18
+	FaultAddress string `json:"faultAddress,omitempty"`
+	// crashModule is the file that holds the faulting instruction.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	CrashModule string `json:"crashModule,omitempty"`
+	// crashOffset is the faulting instruction's offset in crashModule, hexadecimal.
+	// +optional
+	// +kubebuilder:validation:MaxLength=18
+	CrashOffset string `json:"crashOffset,omitempty"`
+	// buildID is the GNU build-id of crashModule, hexadecimal.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	BuildID string `json:"buildID,omitempty"`
+	// truncated: the file is shorter than its program headers claim.
+	// +optional
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// CoreDumpSpec holds the facts an agent found on the node. It is written once.
+type CoreDumpSpec struct {
+	// policyName is the CoreDumpPolicy whose agent captured the dump.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	PolicyName string `json:"policyName"`
+	// nodeName is the node the dump is on.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	NodeName string `json:"nodeName"`
+	// fileName is the file's path relative to the policy's hostPath. It may hold
+	// any bytes the kernel wrote except NUL; invalid UTF-8 is escaped.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	FileName string `json:"fileName"`
+	// fileIdentity is the file's device, inode and ctime.
+	// +optional
+	FileIdentity *FileIdentity `json:"fileIdentity,omitempty"`
+	// size of the file in bytes.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Size int64 `json:"size"`
+	// displaySize is size for people, e.g. 41Mi.
+	// +optional
+	// +kubebuilder:validation:MaxLength=16
+	DisplaySize string `json:"displaySize,omitempty"`
+	// detectedAt is when the agent first saw the file.
+	// +required
+	DetectedAt metav1.Time `json:"detectedAt"`
+	// detectedBy is how the agent first saw the file.
+	// +required
+	DetectedBy DetectionSource `json:"detectedBy"`
+	// process that dumped core.
+	// +optional
+	Process ProcessInfo `json:"process,omitempty"`
+	// containerID of the crashed process, runtime-prefixed (containerd://...),
+	// when the agent could read it from the process's cgroup.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	ContainerID string `json:"containerID,omitempty"`
+	// elf is what the core's notes say; absent when the file is not an ELF core.
+	// +optional
+	ELF *ELFInfo `json:"elf,omitempty"`
+	// signature is a short hash of executable, signal, crash module and offset.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Signature string `json:"signature,omitempty"`
+	// parseError says why the file could not be fully described (not an ELF
+	// core, corrupt notes); the dump is kept all the same.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	ParseError string `json:"parseError,omitempty"`
+	// refusedReason is set when the agent did not keep the file (QuotaExceeded).
+	// +optional
+	// +kubebuilder:validation:Enum=QuotaExceeded
+	RefusedReason string `json:"refusedReason,omitempty"`
+}
+
+// PodReference describes the pod that owned the crashed process.
+type PodReference struct {
+	// namespace of the pod.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// name of the pod.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// uid of the pod.
+	// +optional
+	UID string `json:"uid,omitempty"`
+	// container that crashed.
+	// +optional
+	Container string `json:"container,omitempty"`
+	// image of that container.
+	// +optional
+	Image string `json:"image,omitempty"`
+	// imageID of that container.
+	// +optional
+	ImageID string `json:"imageID,omitempty"`
+	// workloadKind: Deployment, StatefulSet, DaemonSet, Job, CronJob or Pod.
+	// +optional
+	WorkloadKind string `json:"workloadKind,omitempty"`
+	// workloadName is the name of that workload.
+	// +optional
+	WorkloadName string `json:"workloadName,omitempty"`
+	// resolvedBy says how the pod was found.
+	// +optional
+	ResolvedBy ResolvedBy `json:"resolvedBy,omitempty"`
+}
+
+// StorageStatus says where the dump is stored.
+type StorageStatus struct {
+	// url of the stored object, e.g. s3://bucket/prefix/ns/pod/....zst.
+	// +optional
+	URL string `json:"url,omitempty"`
+	// key of the object in its bucket.
+	// +optional
+	Key string `json:"key,omitempty"`
+	// compression of the stored object.
+	// +optional
+	Compression Compression `json:"compression,omitempty"`
+	// storedSize is the stored object's size in bytes.
+	// +optional
+	StoredSize int64 `json:"storedSize,omitempty"`
+	// sha256 of the uncompressed dump, hexadecimal.
+	// +optional
+	SHA256 string `json:"sha256,omitempty"`
+	// uploadedAt is when the store confirmed the write.
+	// +optional
+	UploadedAt *metav1.Time `json:"uploadedAt,omitempty"`
+}
+
+// CoreDumpStatus is what the controller did with the dump.
+type CoreDumpStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// phase: Pending, Uploading, Uploaded, Skipped or Failed.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// reason is a CamelCase word for the phase (NotSelected, TooLarge, Throttled, QuotaExceeded, ...).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// message says what happened, for people.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// pod that owned the crashed process.
+	// +optional
+	Pod *PodReference `json:"pod,omitempty"`
+	// storage says where the dump is stored.
+	// +optional
+	Storage *StorageStatus `json:"storage,omitempty"`
+	// attempts counts upload attempts.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+	// conditions: PodResolved, Uploaded.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// CoreDump is one core dump captured on a node.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=cdump,categories=coredog
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.pod.namespace`,description="Namespace of the pod that crashed"
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.pod.name`
+// +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.pod.container`
+// +kubebuilder:printcolumn:name="Executable",type=string,JSONPath=`.spec.process.executable`
+// +kubebuilder:printcolumn:name="Signal",type=string,JSONPath=`.spec.process.signalName`
+// +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.spec.displaySize`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1
+// +kubebuilder:printcolumn:name="Signature",type=string,JSONPath=`.spec.signature`,priority=1
+// +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.status.storage.url`,priority=1
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec) || self.spec == oldSelf.spec",message="CoreDump spec is immutable: it records what the agent found; delete the CoreDump instead"
+type CoreDump struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec holds the facts the agent found; immutable.
+	// +required
+	Spec CoreDumpSpec `json:"spec"`
+
+	// status is what the controller did with the dump.
+	// +optional
+	Status CoreDumpStatus `json:"status,omitempty"`
+}
+
+// CoreDumpList is a list of CoreDumps.
+//
+// +kubebuilder:object:root=true
+type CoreDumpList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CoreDump `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CoreDump{}, &CoreDumpList{})
+}

@@ -1,0 +1,96 @@
+package v1alpha1
+
+// Label keys the controller sets on CoreDumps so that `kubectl get coredumps -l` works.
+const (
+	// LabelNode is the node the dump was captured on.
+	LabelNode = "coredog.io/node"
+	// LabelPolicy is the CoreDumpPolicy whose agent captured the dump.
+	LabelPolicy = "coredog.io/policy"
+	// LabelNamespace is the namespace of the pod that crashed.
+	LabelNamespace = "coredog.io/namespace"
+	// LabelPod is the name of the pod that crashed.
+	LabelPod = "coredog.io/pod"
+	// LabelSignal is the signal name, e.g. SIGSEGV.
+	LabelSignal = "coredog.io/signal"
+	// LabelSignature is the crash signature.
+	LabelSignature = "coredog.io/signature"
+	// LabelComponent marks objects CoreDog renders (agent DaemonSets, Secrets).
+	LabelComponent = "coredog.io/component"
+)
+
+// Annotation keys the controller sets on CoreDumps.
+const (
+	// AnnotationPodUID is the UID of the pod that crashed.
+	AnnotationPodUID = "coredog.io/pod-uid"
+	// AnnotationContainer is the container that crashed.
+	AnnotationContainer = "coredog.io/container"
+	// AnnotationImage is the image of that container.
+	AnnotationImage = "coredog.io/image"
+	// AnnotationWorkload is Kind/name of the pod's workload.
+	AnnotationWorkload = "coredog.io/workload"
+	// AnnotationPolicyGeneration records the policy generation an agent DaemonSet was rendered from.
+	AnnotationPolicyGeneration = "coredog.io/policy-generation"
+	// AnnotationTLSHash is a hash of the agent TLS material, so that a rotation rolls the agents.
+	AnnotationTLSHash = "coredog.io/tls-hash"
+)
+
+// Finalizers.
+const (
+	// FinalizerCleanup lets the controller delete stored objects before a CoreDump goes away.
+	FinalizerCleanup = "coredog.io/cleanup"
+)
+
+// Condition types.
+const (
+	// ConditionReady on a CoreDumpPolicy: storage settings are valid, there is no
+	// conflict, and every desired agent is ready.
+	ConditionReady = "Ready"
+	// ConditionConflict on a CoreDumpPolicy: another, older policy selects an
+	// overlapping set of nodes with the same or a nested hostPath; this one runs no agents.
+	ConditionConflict = "Conflict"
+	// ConditionStorageValid on a CoreDumpPolicy: the storage URL, key template
+	// and credentials Secret are usable.
+	ConditionStorageValid = "StorageValid"
+	// ConditionPodResolved on a CoreDump: the owning pod was found (or could not be).
+	ConditionPodResolved = "PodResolved"
+	// ConditionUploaded on a CoreDump: the dump is in storage.
+	ConditionUploaded = "Uploaded"
+)
+
+// Condition reasons.
+const (
+	// ReasonAgentsReady: every desired agent is ready.
+	ReasonAgentsReady = "AgentsReady"
+	// ReasonAgentsNotReady: some desired agents are not ready yet.
+	ReasonAgentsNotReady = "AgentsNotReady"
+	// ReasonNoNodes: the policy selects no nodes.
+	ReasonNoNodes = "NoNodes"
+	// ReasonOverlap: another policy owns the same hostPath on overlapping nodes.
+	ReasonOverlap = "Overlap"
+	// ReasonNoOverlap: no other policy competes for this policy's nodes and hostPath.
+	ReasonNoOverlap = "NoOverlap"
+	// ReasonStorageValid: storage settings parse and the Secret exists.
+	ReasonStorageValid = "Valid"
+	// ReasonInvalidStorageURL: spec.storage.url does not parse or has an unsupported scheme.
+	ReasonInvalidStorageURL = "InvalidStorageURL"
+	// ReasonInvalidKeyTemplate: spec.storage.keyTemplate does not parse.
+	ReasonInvalidKeyTemplate = "InvalidKeyTemplate"
+	// ReasonSecretNotFound: spec.storage.secretRef names a Secret that does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonStorageInvalid: the storage settings are not usable (see the message).
+	ReasonStorageInvalid = "StorageInvalid"
+	// ReasonTLSFailed: the agent TLS material could not be created.
+	ReasonTLSFailed = "TLSFailed"
+)
+
+// Reasons recorded in CoreDump status.reason (and spec.refusedReason for the agent's own refusals).
+const (
+	// ReasonNotSelected: the pod is outside the policy's selectors.
+	ReasonNotSelected = "NotSelected"
+	// ReasonTooLarge: the dump is larger than spec.limits.maxDumpSize.
+	ReasonTooLarge = "TooLarge"
+	// ReasonThrottled: the rate limit for this workload and crash signature was reached.
+	ReasonThrottled = "Throttled"
+	// ReasonQuotaExceeded: keeping the file would break the node disk guard.
+	ReasonQuotaExceeded = "QuotaExceeded"
+)

@@ -1,0 +1,65 @@
+// Command manager runs CoreDog's controllers: it turns CoreDumpPolicies into
+// node agents and CoreDumps into stored, attributed dumps.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/coredog/coredog/controllers"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	o := controllers.Options{}
+	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
+	flag.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
+	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader, so that only one replica reconciles.")
+	flag.StringVar(&o.Namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "Namespace the controller works in: agents, Secrets and CoreDumps live there.")
+	flag.StringVar(&o.AgentImage, "agent-image", os.Getenv("AGENT_IMAGE"), "Agent image for policies that name none (normally the manager's own image).")
+	flag.StringVar(&o.AgentServiceAccount, "agent-service-account", controllers.DefaultAgentServiceAccount, "ServiceAccount the agents run as.")
+	kubeconfig := flag.String("kubeconfig", "", "Path to a kubeconfig; default: in-cluster or $KUBECONFIG.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if *kubeconfig != "" {
+		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {
+			return err
+		}
+	}
+	if o.AgentImage == "" {
+		return fmt.Errorf("--agent-image (or AGENT_IMAGE) is required")
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.NewScheme(), o))
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, o); err != nil {
+		return err
+	}
+	ctrl.Log.Info("Starting manager", "namespace", o.Namespace, "agentImage", o.AgentImage)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,113 @@
+package agentset
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+func TestRenderDaemonSet(t *testing.T) {
+	opts := Options{Namespace: "coredog-system", DefaultImage: "coredog:1", ServiceAccount: "coredog-agent", TLSHash: "abc"}
+	base := func() *coredogv1.CoreDumpPolicy {
+		return &coredogv1.CoreDumpPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Generation: 3}}
+	}
+	cases := []struct {
+		name   string
+		mutate func(*coredogv1.CoreDumpPolicy)
+		check  func(t *testing.T, c corev1.Container, pod corev1.PodSpec)
+	}{
+		{"defaults", func(*coredogv1.CoreDumpPolicy) {}, func(t *testing.T, c corev1.Container, pod corev1.PodSpec) {
+			expect(t, c.Image, "coredog:1")
+			expect(t, pod.Volumes[0].HostPath.Path, coredogv1.DefaultHostPath)
+			expect(t, c.VolumeMounts[0].MountPath, coredogv1.DefaultHostPath)
+			expectArg(t, c, "--file-name-pattern="+coredogv1.DefaultFileNamePattern)
+			expectArg(t, c, "--tls-dir="+TLSMountPath)
+			expectNoArg(t, c, "--core-pattern=Manage")
+			expect(t, pod.HostPID, true)
+			expect(t, pod.NodeSelector[corev1.LabelOSStable], "linux")
+			expect(t, c.Resources.Requests.Memory().String(), "32Mi")
+			expect(t, *c.SecurityContext.ReadOnlyRootFilesystem, true)
+			expect(t, *c.SecurityContext.AllowPrivilegeEscalation, false)
+			expect(t, c.SecurityContext.Privileged == nil, true)
+			expect(t, len(c.SecurityContext.Capabilities.Add), 2)
+			expect(t, pod.Volumes[1].Secret.SecretName, "coredog-p-agent-tls")
+			expect(t, c.LivenessProbe.HTTPGet.Path, "/healthz")
+		}},
+		{"manage core pattern is privileged", func(p *coredogv1.CoreDumpPolicy) {
+			p.Spec.CorePattern = coredogv1.CorePatternManage
+		}, func(t *testing.T, c corev1.Container, _ corev1.PodSpec) {
+			expect(t, *c.SecurityContext.Privileged, true)
+			expectArg(t, c, "--core-pattern=Manage")
+			expectArg(t, c, "--sysctl-path="+SysctlPath)
+		}},
+		{"placement", func(p *coredogv1.CoreDumpPolicy) {
+			p.Spec.NodeSelector = map[string]string{"pool": "a", corev1.LabelOSStable: "windows"}
+			p.Spec.Tolerations = []corev1.Toleration{{Key: "z"}, {Key: "a"}}
+			p.Spec.PriorityClassName = "pc"
+		}, func(t *testing.T, _ corev1.Container, pod corev1.PodSpec) {
+			expect(t, pod.NodeSelector["pool"], "a")
+			// A policy may not move agents off Linux: it would only make them crash-loop.
+			expect(t, pod.NodeSelector[corev1.LabelOSStable], "linux")
+			expect(t, pod.Tolerations[0].Key, "a")
+			expect(t, pod.PriorityClassName, "pc")
+		}},
+		{"overrides", func(p *coredogv1.CoreDumpPolicy) {
+			p.Spec.HostPath = "/data/cores"
+			p.Spec.FileNamePattern = "core.%e.%p"
+			p.Spec.Agent.Image = "mine:2"
+			p.Spec.Agent.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+		}, func(t *testing.T, c corev1.Container, pod corev1.PodSpec) {
+			expect(t, c.Image, "mine:2")
+			expectArg(t, c, "--dir=/data/cores")
+			expectArg(t, c, "--file-name-pattern=core.%e.%p")
+			expect(t, pod.Volumes[0].HostPath.Path, "/data/cores")
+			expect(t, c.Resources.Limits.Memory().String(), "1Gi")
+			expect(t, len(c.Resources.Requests), 0)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := base()
+			tc.mutate(p)
+			ds := RenderDaemonSet(p, opts)
+			expect(t, ds.Name, "coredog-agent-p")
+			expect(t, ds.Namespace, "coredog-system")
+			expect(t, ds.Spec.Template.Annotations[coredogv1.AnnotationTLSHash], "abc")
+			expect(t, ds.Spec.Template.Annotations[coredogv1.AnnotationPolicyGeneration], "3")
+			for k, v := range ds.Spec.Selector.MatchLabels {
+				expect(t, ds.Spec.Template.Labels[k], v)
+			}
+			tc.check(t, ds.Spec.Template.Spec.Containers[0], ds.Spec.Template.Spec)
+		})
+	}
+}
+
+func expect[T comparable](t *testing.T, got, want T) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+func expectArg(t *testing.T, c corev1.Container, arg string) {
+	t.Helper()
+	for _, a := range c.Args {
+		if a == arg {
+			return
+		}
+	}
+	t.Fatalf("args %v lack %q", c.Args, arg)
+}
+
+func expectNoArg(t *testing.T, c corev1.Container, arg string) {
+	t.Helper()
+	for _, a := range c.Args {
+		if a == arg {
+			t.Fatalf("args %v have %q", c.Args, arg)
+		}
+	}
+}

@@ -1,0 +1,289 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/agentset"
+	"github.com/coredog/coredog/controllers/storage"
+)
+
+// FieldManager is the server-side apply field manager of everything the controller applies.
+const FieldManager = "coredog-controller"
+
+// resyncPeriod re-checks certificates for rotation even when nothing else happens.
+const resyncPeriod = 12 * time.Hour
+
+// CoreDumpPolicyReconciler turns a CoreDumpPolicy into its agents: the agent
+// DaemonSet, the private CA and the agents' serving certificate. It reports
+// agent counts, storage problems and conflicts in the policy's status. It
+// does not handle CoreDumps.
+type CoreDumpPolicyReconciler struct {
+	client.Client
+	Scheme *runtime.Scheme
+	// Namespace is the controller's namespace: agents, Secrets and CoreDumps live there.
+	Namespace string
+	// AgentImage is the agent image when a policy names none.
+	AgentImage string
+	// AgentServiceAccount is the ServiceAccount agents run as.
+	AgentServiceAccount string
+	// Clock is injectable for tests; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=coredog.io,resources=coredumppolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coredog.io,resources=coredumppolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=coredog.io,resources=coredumppolicies/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,namespace=coredog-system,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=coredog-system,resources=secrets,verbs=get;list;watch;create;update;patch
+
+// Reconcile brings one policy's agents and status up to date.
+func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	log := ctrlLog(ctx)
+	var p coredogv1.CoreDumpPolicy
+	if err := r.Get(ctx, req.NamespacedName, &p); err != nil {
+		// Owned objects go with the policy through their owner references.
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	orig := p.DeepCopy()
+	defer func() {
+		if equality.Semantic.DeepEqual(orig.Status, p.Status) {
+			return
+		}
+		if err := r.Status().Patch(ctx, &p, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+			retErr = errors.Join(retErr, fmt.Errorf("patching status of %s: %w", p.Name, err))
+		}
+	}()
+	p.Status.ObservedGeneration = p.Generation
+	p.Status.DaemonSetName = ""
+
+	storageOK := r.checkStorage(ctx, &p)
+
+	var all coredogv1.CoreDumpPolicyList
+	if err := r.List(ctx, &all); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing policies: %w", err)
+	}
+	if winner, lost := Conflicts(all.Items)[p.Name]; lost {
+		msg := fmt.Sprintf("CoreDumpPolicy %s, which is older, already runs agents for an overlapping set of nodes and hostPath %s; this policy runs none until the overlap is removed (make the nodeSelectors disjoint or use another hostPath)", winner, hostPath(&p))
+		r.setCondition(&p, coredogv1.ConditionConflict, metav1.ConditionTrue, coredogv1.ReasonOverlap, msg)
+		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonOverlap, msg)
+		p.Status.DesiredAgents, p.Status.ReadyAgents = 0, 0
+		return ctrl.Result{}, r.deleteDaemonSet(ctx, &p)
+	}
+	r.setCondition(&p, coredogv1.ConditionConflict, metav1.ConditionFalse, coredogv1.ReasonNoOverlap, "No older policy overlaps this one")
+
+	tlsHash, err := r.ensureTLS(ctx, &p)
+	if err != nil {
+		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonTLSFailed, err.Error())
+		return ctrl.Result{}, err
+	}
+	ds := agentset.RenderDaemonSet(&p, agentset.Options{
+		Namespace:      r.Namespace,
+		DefaultImage:   r.AgentImage,
+		ServiceAccount: r.AgentServiceAccount,
+		TLSHash:        tlsHash,
+	})
+	if err := r.apply(ctx, &p, ds); err != nil {
+		return ctrl.Result{}, err
+	}
+	// The cache may not have seen a DaemonSet applied a moment ago; its
+	// arrival triggers another reconcile through the Owns watch.
+	var live appsv1.DaemonSet
+	if err := r.Get(ctx, client.ObjectKeyFromObject(ds), &live); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("reading DaemonSet %s: %w", ds.Name, err)
+	}
+	p.Status.DaemonSetName = live.Name
+	p.Status.DesiredAgents = live.Status.DesiredNumberScheduled
+	p.Status.ReadyAgents = live.Status.NumberReady
+
+	switch {
+	case !storageOK:
+		c := meta.FindStatusCondition(p.Status.Conditions, coredogv1.ConditionStorageValid)
+		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonStorageInvalid,
+			"Agents capture dumps but none can be stored: "+c.Message)
+	case live.Status.DesiredNumberScheduled == 0:
+		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonNoNodes,
+			"No node runs an agent yet: check the policy's nodeSelector and tolerations")
+	case live.Status.NumberReady < live.Status.DesiredNumberScheduled || live.Status.ObservedGeneration < live.Generation:
+		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonAgentsNotReady,
+			fmt.Sprintf("%d of %d agents are ready", live.Status.NumberReady, live.Status.DesiredNumberScheduled))
+	default:
+		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionTrue, coredogv1.ReasonAgentsReady,
+			fmt.Sprintf("All %d agents are ready", live.Status.NumberReady))
+	}
+	log.V(1).Info("Reconciled policy", "desired", p.Status.DesiredAgents, "ready", p.Status.ReadyAgents)
+	return ctrl.Result{RequeueAfter: resyncPeriod}, nil
+}
+
+// checkStorage validates spec.storage and records the StorageValid condition.
+func (r *CoreDumpPolicyReconciler) checkStorage(ctx context.Context, p *coredogv1.CoreDumpPolicy) bool {
+	reason, msg := validateStorage(ctx, r.Client, r.Namespace, p.Spec.Storage)
+	if reason != coredogv1.ReasonStorageValid {
+		r.setCondition(p, coredogv1.ConditionStorageValid, metav1.ConditionFalse, reason, msg)
+		return false
+	}
+	r.setCondition(p, coredogv1.ConditionStorageValid, metav1.ConditionTrue, reason, msg)
+	return true
+}
+
+// validateStorage returns a condition reason and message for storage settings.
+func validateStorage(ctx context.Context, c client.Reader, namespace string, s coredogv1.StorageSpec) (string, string) {
+	if _, err := storage.ParseURL(s.URL); err != nil {
+		return coredogv1.ReasonInvalidStorageURL, fmt.Sprintf("spec.storage.url: %v", err)
+	}
+	tmpl := s.KeyTemplate
+	if tmpl == "" {
+		tmpl = coredogv1.DefaultKeyTemplate
+	}
+	if _, err := storage.ParseKeyTemplate(tmpl); err != nil {
+		return coredogv1.ReasonInvalidKeyTemplate, fmt.Sprintf("spec.storage.keyTemplate: %v", err)
+	}
+	if s.SecretRef != nil {
+		var secret corev1.Secret
+		err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: s.SecretRef.Name}, &secret)
+		switch {
+		case apierrors.IsNotFound(err):
+			return coredogv1.ReasonSecretNotFound, fmt.Sprintf("spec.storage.secretRef: Secret %s/%s does not exist", namespace, s.SecretRef.Name)
+		case err != nil:
+			return coredogv1.ReasonStorageInvalid, fmt.Sprintf("reading Secret %s/%s: %v", namespace, s.SecretRef.Name, err)
+		}
+	}
+	return coredogv1.ReasonStorageValid, "Storage URL, key template and credentials reference are valid"
+}
+
+func (r *CoreDumpPolicyReconciler) deleteDaemonSet(ctx context.Context, p *coredogv1.CoreDumpPolicy) error {
+	var ds appsv1.DaemonSet
+	err := r.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: agentset.DaemonSetName(p.Name)}, &ds)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading DaemonSet: %w", err)
+	}
+	if !metav1.IsControlledBy(&ds, p) {
+		return nil
+	}
+	ctrlLog(ctx).Info("Removing agents of a conflicting policy", "daemonset", klog.KObj(&ds))
+	if err := r.Delete(ctx, &ds, client.Preconditions{UID: &ds.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting DaemonSet %s: %w", ds.Name, err)
+	}
+	return nil
+}
+
+// apply server-side applies an owned object with a controller reference to the policy.
+func (r *CoreDumpPolicyReconciler) apply(ctx context.Context, p *coredogv1.CoreDumpPolicy, obj client.Object) error {
+	if err := controllerutil.SetControllerReference(p, obj, r.Scheme); err != nil {
+		return fmt.Errorf("setting owner of %s: %w", obj.GetName(), err)
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return fmt.Errorf("converting %s: %w", obj.GetName(), err)
+	}
+	delete(u, "status")
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u, "spec", "template", "metadata", "creationTimestamp")
+	ac := client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u})
+	if err := r.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
+	}
+	return nil
+}
+
+func (r *CoreDumpPolicyReconciler) setCondition(p *coredogv1.CoreDumpPolicy, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: truncate(msg, 32768),
+		ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(r.now()),
+	})
+}
+
+func (r *CoreDumpPolicyReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+// SetupWithManager registers the reconciler. Any policy change re-evaluates
+// every policy, because one policy's creation or deletion can start or end
+// another's conflict; storage Secrets re-evaluate the policies naming them.
+func (r *CoreDumpPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("coredumppolicy").
+		For(&coredogv1.CoreDumpPolicy{}).
+		Owns(&appsv1.DaemonSet{}).
+		Owns(&corev1.Secret{}).
+		Watches(&coredogv1.CoreDumpPolicy{}, handler.EnqueueRequestsFromMapFunc(r.allPolicies),
+			builder.WithPredicates(predicate.Funcs{
+				// Only creations and deletions, and spec changes, can move a conflict.
+				UpdateFunc: func(e event.UpdateEvent) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
+			})).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
+		Complete(r)
+}
+
+func (r *CoreDumpPolicyReconciler) allPolicies(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list coredogv1.CoreDumpPolicyList
+	if err := r.List(ctx, &list); err != nil {
+		ctrlLog(ctx).Error(err, "Listing policies")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, p := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+	}
+	return reqs
+}
+
+func (r *CoreDumpPolicyReconciler) policiesForSecret(ctx context.Context, obj client.Object) []reconcile.Request {
+	if obj.GetNamespace() != r.Namespace {
+		return nil
+	}
+	var list coredogv1.CoreDumpPolicyList
+	if err := r.List(ctx, &list); err != nil {
+		ctrlLog(ctx).Error(err, "Listing policies")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, p := range list.Items {
+		if ref := p.Spec.Storage.SecretRef; ref != nil && ref.Name == obj.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+		}
+	}
+	return reqs
+}
+
+func ctrlLog(ctx context.Context) logr.Logger { return ctrl.LoggerFrom(ctx) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

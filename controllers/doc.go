@@ -1,0 +1,6 @@
+// Package controllers holds CoreDog's reconcilers and the manager wiring that
+// both cmd/manager and the envtest suites use, so that tests run the manager
+// exactly as it runs in a cluster. Each reconciler has one job; decisions are
+// pure functions in this package or in a sub-package named for the idea
+// (agentset renders agents, storage knows where dumps go).
+package controllers

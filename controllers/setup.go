@@ -1,0 +1,106 @@
+package controllers
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// Defaults of the manager's flags.
+const (
+	DefaultNamespace           = "coredog-system"
+	DefaultAgentServiceAccount = "coredog-agent"
+	LeaderElectionID           = "coredog-controller.coredog.io"
+)
+
+// Leader election and events; CoreDumps are read and written in the controller's namespace only.
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=coredog-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Options are the manager's settings, shared by cmd/manager and the tests.
+type Options struct {
+	// Namespace the controller works in: agents, Secrets and CoreDumps live there.
+	Namespace string
+	// AgentImage is the agent image when a policy names none.
+	AgentImage string
+	// AgentServiceAccount the agents run as.
+	AgentServiceAccount string
+	// MetricsBindAddress ("0" turns metrics off) and HealthProbeBindAddress.
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+	// LeaderElection makes only one replica reconcile.
+	LeaderElection bool
+}
+
+// NewScheme knows the built-in kinds and CoreDog's.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(coredogv1.AddToScheme(s))
+	return s
+}
+
+// ManagerOptions are the controller-runtime options for the manager. The
+// cache watches DaemonSets and Secrets in the controller's namespace only, so
+// the manager needs no cluster-wide rights to them.
+func ManagerOptions(scheme *runtime.Scheme, o Options) ctrl.Options {
+	return ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        LeaderElectionID,
+		LeaderElectionNamespace: o.Namespace,
+		// The manager may exit as soon as it loses the lease: reconcilers are
+		// idempotent and the next leader resumes.
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				&appsv1.DaemonSet{}:   {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&corev1.Secret{}:      {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&coredogv1.CoreDump{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+			},
+		},
+	}
+}
+
+// Setup registers every reconciler and the health checks with a manager.
+func Setup(mgr ctrl.Manager, o Options) error {
+	if o.Namespace == "" {
+		return fmt.Errorf("the controller's namespace is required")
+	}
+	if o.AgentImage == "" {
+		return fmt.Errorf("the default agent image is required")
+	}
+	if o.AgentServiceAccount == "" {
+		o.AgentServiceAccount = DefaultAgentServiceAccount
+	}
+	if err := (&CoreDumpPolicyReconciler{
+		Client:              mgr.GetClient(),
+		Scheme:              mgr.GetScheme(),
+		Namespace:           o.Namespace,
+		AgentImage:          o.AgentImage,
+		AgentServiceAccount: o.AgentServiceAccount,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the CoreDumpPolicy controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding ready check: %w", err)
+	}
+	return nil
+}

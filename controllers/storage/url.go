@@ -1,0 +1,125 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"strings"
+)
+
+// Schemes CoreDog stores into.
+const (
+	SchemeS3     = "s3"
+	SchemeGCS    = "gs"
+	SchemeAzure  = "azblob"
+	SchemeFile   = "file"
+	maxURLLength = 2048
+)
+
+// ErrInvalidURL is returned for storage URLs that cannot be used.
+var ErrInvalidURL = errors.New("invalid storage URL")
+
+// Location is a parsed storage URL.
+type Location struct {
+	Scheme string
+	// Bucket is the bucket or container; for file:// the directory.
+	Bucket string
+	// Prefix is prepended to every key ("" or ending in "/").
+	Prefix string
+	// Query holds the driver options (region, endpoint, use_path_style, ...).
+	Query url.Values
+}
+
+// knownQuery lists the query parameters each scheme accepts, so that a typo
+// fails validation instead of being ignored silently.
+var knownQuery = map[string][]string{
+	SchemeS3:    {"region", "endpoint", "use_path_style", "disable_https", "s3ForcePathStyle", "awssdk", "profile", "anonymous", "dualstack", "fips", "accelerate", "sse_type", "kmskeyid"},
+	SchemeGCS:   {"access_id", "private_key_path", "anonymous"},
+	SchemeAzure: {"domain", "protocol", "cdn", "localemu", "storage_account"},
+	SchemeFile:  {"create_dir", "no_tmp_dir", "dir_file_mode", "file_mode", "metadata"},
+}
+
+// ParseURL checks a storage URL and splits it into its parts.
+func ParseURL(raw string) (*Location, error) {
+	if raw == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidURL)
+	}
+	if len(raw) > maxURLLength {
+		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalidURL, maxURLLength)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidURL, err)
+	}
+	loc := &Location{Scheme: u.Scheme, Query: u.Query()}
+	allowed, ok := knownQuery[u.Scheme]
+	if !ok {
+		return nil, fmt.Errorf("%w: scheme %q is not one of s3, gs, azblob, file", ErrInvalidURL, u.Scheme)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%w: credentials do not belong in the URL; use spec.storage.secretRef", ErrInvalidURL)
+	}
+	for k := range loc.Query {
+		if !contains(allowed, k) {
+			return nil, fmt.Errorf("%w: unknown option %q for %s:// (known: %s)", ErrInvalidURL, k, u.Scheme, strings.Join(allowed, ", "))
+		}
+	}
+	if u.Scheme == SchemeFile {
+		if u.Host != "" {
+			return nil, fmt.Errorf("%w: file:// URLs take an absolute path with no host, e.g. file:///var/lib/coredog/store", ErrInvalidURL)
+		}
+		if !path.IsAbs(u.Path) || path.Clean(u.Path) == "/" || hasDotSegment(u.Path) {
+			return nil, fmt.Errorf("%w: file:// needs an absolute directory other than / without . or .. segments", ErrInvalidURL)
+		}
+		loc.Bucket = path.Clean(u.Path)
+		return loc, nil
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("%w: no bucket in %s:// URL", ErrInvalidURL, u.Scheme)
+	}
+	loc.Bucket = u.Host
+	prefix := strings.Trim(u.Path, "/")
+	if hasDotSegment(prefix) {
+		return nil, fmt.Errorf("%w: the prefix must not contain . or .. segments", ErrInvalidURL)
+	}
+	if prefix != "" {
+		loc.Prefix = prefix + "/"
+	}
+	return loc, nil
+}
+
+// BucketURL is the URL to open the bucket with (the prefix is applied to keys separately).
+func (l *Location) BucketURL() string {
+	u := url.URL{Scheme: l.Scheme, Host: l.Bucket, RawQuery: l.Query.Encode()}
+	if l.Scheme == SchemeFile {
+		u.Host, u.Path = "", l.Bucket
+	}
+	return u.String()
+}
+
+// ObjectURL is where an object with the given key (without prefix) is, for people.
+func (l *Location) ObjectURL(key string) string {
+	if l.Scheme == SchemeFile {
+		return "file://" + path.Join(l.Bucket, l.Prefix, key)
+	}
+	return l.Scheme + "://" + l.Bucket + "/" + l.Prefix + key
+}
+
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,117 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/coredog/coredog/controllers"
+)
+
+const (
+	testNamespace  = "coredog-system"
+	testAgentImage = "ghcr.io/coredog/coredog:test"
+)
+
+// The suite runs the real manager, with the options cmd/manager uses, against
+// a real kube-apiserver and etcd; assertions read through a client without a
+// cache, so they see what the API server has.
+var (
+	k8s     client.Client
+	restCfg *rest.Config
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the suite with `make test`, which builds the envtest binaries (hack/envtest.sh)")
+		return 1
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}()
+	restCfg = cfg
+	scheme := controllers.NewScheme()
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "creating client:", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, "creating namespace:", err)
+		return 1
+	}
+	opts := controllers.Options{
+		Namespace:              testNamespace,
+		AgentImage:             testAgentImage,
+		MetricsBindAddress:     "0",
+		HealthProbeBindAddress: "0",
+	}
+	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(scheme, opts))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "creating manager:", err)
+		return 1
+	}
+	if err := controllers.Setup(mgr, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up manager:", err)
+		return 1
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	code := m.Run()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+			code = 1
+		}
+	case <-time.After(30 * time.Second):
+		fmt.Fprintln(os.Stderr, "manager did not stop within 30s")
+		code = 1
+	}
+	return code
+}
+
+// zapLevel keeps the manager's logs quiet unless COREDOG_TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("COREDOG_TEST_VERBOSE") != "" {
+		return -1
+	}
+	return 2
+}
+
+func clientNegotiator() runtime.NegotiatedSerializer {
+	return serializer.NewCodecFactory(controllers.NewScheme()).WithoutConversion()
+}
