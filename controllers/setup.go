@@ -6,8 +6,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,6 +13,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/scheme"
 )
 
 // Defaults of the manager's flags.
@@ -45,12 +44,7 @@ type Options struct {
 }
 
 // NewScheme knows the built-in kinds and CoreDog's.
-func NewScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(coredogv1.AddToScheme(s))
-	return s
-}
+func NewScheme() *runtime.Scheme { return scheme.New() }
 
 // ManagerOptions are the controller-runtime options for the manager. The
 // cache watches DaemonSets and Secrets in the controller's namespace only, so

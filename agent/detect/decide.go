@@ -138,8 +138,9 @@ func newTracker(dir string, settle time.Duration) *tracker {
 	}
 }
 
-// observe records an observation of path, noticed through src, at now.
-func (t *tracker) observe(path string, o observation, src Source, now time.Time) {
+// observe records an observation of path, noticed through src, at now. It
+// reports whether this is the first sight of this file at this path.
+func (t *tracker) observe(path string, o observation, src Source, now time.Time) (first bool) {
 	s, ok := t.files[path]
 	if !ok || !s.last.sameFile(o) {
 		// A new path, or a different file now sits at a known path: start
@@ -147,7 +148,7 @@ func (t *tracker) observe(path string, o observation, src Source, now time.Time)
 		s = &fileState{last: o, stableSince: now, lastSeen: now, firstSeen: now, source: src, pending: true}
 		t.files[path] = s
 		t.pending[path] = s
-		return
+		return true
 	}
 	s.observe(o, now)
 	if !s.pending && o.identity() != s.emitted {
@@ -156,6 +157,7 @@ func (t *tracker) observe(path string, o observation, src Source, now time.Time)
 		s.source = src
 		t.pending[path] = s
 	}
+	return false
 }
 
 // judge decides whether the pending file at path is complete, given the

@@ -103,6 +103,11 @@ type Options struct {
 	OnMode func(mode string)
 	// OnFound, if set, is called once per emitted file, for a metric.
 	OnFound func(src Source)
+	// OnSeen, if set, is called the first time a file is seen at a path,
+	// while it may still be being written: the moment to read facts that
+	// vanish with the dumping process (its cgroup). It is called with the
+	// detector's lock held and must return quickly.
+	OnSeen func(path string)
 }
 
 // Detector finds complete core files. Create it with New and call Run once.
@@ -498,7 +503,9 @@ func (d *Detector) observeLocked(path string, src Source) bool {
 		}
 		return false
 	}
-	d.t.observe(path, observationOf(fi), src, d.clock.Now())
+	if d.t.observe(path, observationOf(fi), src, d.clock.Now()) && d.opts.OnSeen != nil {
+		d.opts.OnSeen(path)
+	}
 	return true
 }
 

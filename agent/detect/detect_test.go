@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -529,12 +530,22 @@ func TestRunWaitsForDumpingProcess(t *testing.T) {
 	proc := t.TempDir()
 	pidDir := filepath.Join(proc, "4242")
 	mustOK(t, os.Mkdir(pidDir, 0o555))
+	var seen atomic.Int32
+	var seenLate atomic.Bool
 	h := newHarness(t, Options{
 		PollInterval: 200 * time.Millisecond,
 		ProcRoot:     proc,
 		HostPID: func(name string) (int64, bool) {
 			pid, err := strconv.ParseInt(strings.TrimPrefix(name, "core."), 10, 64)
 			return pid, err == nil
+		},
+		OnSeen: func(path string) {
+			// The agent reads the dumping process's cgroup here, so the
+			// process must still be there.
+			if _, err := os.Stat(pidDir); err != nil {
+				seenLate.Store(true)
+			}
+			seen.Add(1)
 		},
 	})
 	h.start()
@@ -552,4 +563,7 @@ func TestRunWaitsForDumpingProcess(t *testing.T) {
 	}
 	checkIdentity(t, f)
 	h.settleFor(300*time.Millisecond, "core.4242")
+	if seen.Load() != 1 || seenLate.Load() {
+		t.Errorf("OnSeen called %d times (want 1), after the process was gone: %v", seen.Load(), seenLate.Load())
+	}
 }

@@ -283,6 +283,8 @@ type CoreDumpStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:shortName=cdump,categories=coredog
 // +kubebuilder:subresource:status
+// +kubebuilder:selectablefield:JSONPath=`.spec.nodeName`
+// +kubebuilder:selectablefield:JSONPath=`.spec.policyName`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.status.pod.namespace`,description="Namespace of the pod that crashed"
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.pod.name`
 // +kubebuilder:printcolumn:name="Container",type=string,JSONPath=`.status.pod.container`

@@ -1,5 +1,11 @@
 package v1alpha1
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+)
+
 // Label keys the controller sets on CoreDumps so that `kubectl get coredumps -l` works.
 const (
 	// LabelNode is the node the dump was captured on.
@@ -94,3 +100,31 @@ const (
 	// ReasonQuotaExceeded: keeping the file would break the node disk guard.
 	ReasonQuotaExceeded = "QuotaExceeded"
 )
+
+// labelValueRE is what Kubernetes accepts as a label value.
+var (
+	labelValueRE     = regexp.MustCompile(`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`)
+	labelUnsafeRE    = regexp.MustCompile(`[^-A-Za-z0-9_.]`)
+	labelUntrimmedRE = regexp.MustCompile(`^[^A-Za-z0-9]+|[^A-Za-z0-9]+$`)
+)
+
+// LabelValue makes v usable as a label value: v itself when it is one,
+// otherwise a readable prefix and a hash, so that long node names or odd
+// executable names still label their CoreDumps (selection by the full value
+// is through the selectable fields spec.nodeName and spec.policyName).
+func LabelValue(v string) string {
+	if len(v) <= 63 && labelValueRE.MatchString(v) {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	h := hex.EncodeToString(sum[:])[:10]
+	prefix := labelUnsafeRE.ReplaceAllString(v, "_")
+	if len(prefix) > 52 {
+		prefix = prefix[:52]
+	}
+	prefix = labelUntrimmedRE.ReplaceAllString(prefix, "")
+	if prefix == "" {
+		return h
+	}
+	return prefix + "-" + h
+}

@@ -120,6 +120,20 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 		"--metrics-bind-address=:" + strconv.Itoa(MetricsPort),
 		"--health-probe-bind-address=:" + strconv.Itoa(HealthPort),
 	}
+	// The agent reads its settings from these flags alone: it has no right
+	// to read policies, which are cluster-scoped.
+	if d := spec.Detection.PollInterval; d != nil {
+		args = append(args, "--poll-interval="+d.Duration.String())
+	}
+	if d := spec.Detection.SettleTime; d != nil {
+		args = append(args, "--settle-time="+d.Duration.String())
+	}
+	if q := spec.Limits.MaxNodeUsage; q != nil {
+		args = append(args, "--max-node-usage="+q.String())
+	}
+	if spec.Limits.MinNodeFree != "" {
+		args = append(args, "--min-node-free="+spec.Limits.MinNodeFree)
+	}
 	if manage {
 		args = append(args, "--core-pattern=Manage", "--sysctl-path="+SysctlPath)
 	}

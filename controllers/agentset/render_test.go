@@ -2,10 +2,12 @@ package agentset
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -60,7 +62,15 @@ func TestRenderDaemonSet(t *testing.T) {
 			p.Spec.FileNamePattern = "core.%e.%p"
 			p.Spec.Agent.Image = "mine:2"
 			p.Spec.Agent.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
+			p.Spec.Detection.PollInterval = &metav1.Duration{Duration: 30 * time.Second}
+			p.Spec.Detection.SettleTime = &metav1.Duration{Duration: 1500 * time.Millisecond}
+			p.Spec.Limits.MaxNodeUsage = ptr.To(resource.MustParse("20Gi"))
+			p.Spec.Limits.MinNodeFree = "10%"
 		}, func(t *testing.T, c corev1.Container, pod corev1.PodSpec) {
+			expectArg(t, c, "--poll-interval=30s")
+			expectArg(t, c, "--settle-time=1.5s")
+			expectArg(t, c, "--max-node-usage=20Gi")
+			expectArg(t, c, "--min-node-free=10%")
 			expect(t, c.Image, "mine:2")
 			expectArg(t, c, "--dir=/data/cores")
 			expectArg(t, c, "--file-name-pattern=core.%e.%p")

@@ -1,0 +1,264 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coredog/coredog/agent/corepattern"
+	"github.com/coredog/coredog/agent/detect"
+	"github.com/coredog/coredog/agent/nodeguard"
+	"github.com/coredog/coredog/agent/serve"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// Agent is one running node agent.
+type Agent struct {
+	cfg      Config
+	set      settings
+	log      logr.Logger
+	client   client.Client
+	registry *serve.Registry
+	guard    *nodeguard.Guard
+	detector *detect.Detector
+	metrics  *metrics
+	pending  *retryQueue
+
+	// cgroups holds what /proc/<pid>/cgroup said when a file was first
+	// seen, until the file is captured.
+	cgMu    sync.Mutex
+	cgroups map[string]string
+
+	ready chan struct{}
+	// endpoint is the URL published in the Lease, known once the server listens.
+	endpoint string
+}
+
+// Run starts the agent and blocks until ctx is done. On return, a managed
+// core_pattern has been restored.
+func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.Scheme, log logr.Logger) error {
+	set, err := cfg.validate()
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(cfg.Dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("--dir %s: not a readable directory (%v)", cfg.Dir, err)
+	}
+	c, err := client.New(restCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating API client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	a := &Agent{
+		cfg:      cfg,
+		set:      set,
+		log:      log,
+		client:   c,
+		registry: serve.NewRegistry(),
+		metrics:  newMetrics(reg),
+		cgroups:  map[string]string{},
+		ready:    make(chan struct{}),
+	}
+	a.pending = newRetryQueue(a.createCoreDump, log)
+	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits, Logger: log.WithName("nodeguard")})
+
+	if cfg.CorePattern == string(coredogv1.CorePatternManage) {
+		pattern, err := corepattern.Pattern(cfg.Dir, cfg.FileNamePattern)
+		if err != nil {
+			return fmt.Errorf("core_pattern: %w", err)
+		}
+		m := corepattern.New(cfg.SysctlPath, log.WithName("corepattern"))
+		if err := m.Set(pattern); err != nil {
+			return fmt.Errorf("setting core_pattern: %w", err)
+		}
+		defer func() {
+			if err := m.Restore(); err != nil {
+				log.Error(err, "Restoring core_pattern")
+			}
+		}()
+		log.Info("Set kernel.core_pattern", "pattern", pattern, "sysctl", cfg.SysctlPath)
+	}
+
+	var hostPID func(string) (int64, bool)
+	if set.pattern.HasHostPID() {
+		hostPID = func(name string) (int64, bool) {
+			f, ok := set.pattern.Parse(name)
+			return f.HostPID, ok && f.HostPID > 0
+		}
+	}
+	procRoot := cfg.ProcRoot
+	if procRoot != "" {
+		if _, err := os.Stat(procRoot); err != nil {
+			log.Info("The host's /proc is not readable: completeness falls back to the settle time and container IDs are not read", "procRoot", procRoot, "err", err.Error())
+			procRoot = ""
+		}
+	}
+	a.cfg.ProcRoot = procRoot
+	a.detector, err = detect.New(detect.Options{
+		Dir:          cfg.Dir,
+		PollInterval: cfg.PollInterval,
+		SettleTime:   cfg.SettleTime,
+		DisableWatch: cfg.DisableWatch,
+		ProcRoot:     procRoot,
+		HostPID:      hostPID,
+		Logger:       log.WithName("detect"),
+		OnMode:       a.metrics.setMode,
+		OnFound:      func(src detect.Source) { a.metrics.found.WithLabelValues(string(src)).Inc() },
+		OnSeen:       a.recordCgroup,
+	})
+	if err != nil {
+		return fmt.Errorf("starting detection: %w", err)
+	}
+
+	server, err := serve.NewServer(serve.Options{
+		Registry:    a.registry,
+		Logger:      log.WithName("serve"),
+		MaxParallel: cfg.MaxParallel,
+		TLSDir:      cfg.TLSDir,
+		Metrics:     reg,
+	}, cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("starting the dump endpoint: %w", err)
+	}
+	a.endpoint, err = advertisedEndpoint(cfg.AdvertiseAddress, server.Addr())
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	goRun("dump endpoint", server.Serve)
+	goRun("metrics endpoint", func(ctx context.Context) error {
+		return serveHTTP(ctx, cfg.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	})
+	goRun("health endpoint", func(ctx context.Context) error { return serveHTTP(ctx, cfg.HealthAddr, a.healthHandler()) })
+
+	// Watch this node's CoreDumps first, so that a dump that is already
+	// Uploaded when its file is found again (after a restart) is released.
+	informerCache, err := a.startLifecycle(ctx, restCfg, scheme)
+	if err != nil {
+		return err
+	}
+	goRun("cache", informerCache.Start)
+	if !informerCache.WaitForCacheSync(ctx) {
+		stopped := ctx.Err() != nil && len(errs) == 0
+		cancel()
+		wg.Wait()
+		if stopped {
+			return errors.Join(drain(errs)...)
+		}
+		return errors.Join(append(drain(errs), errors.New("CoreDump cache did not sync"))...)
+	}
+	goRun("lease", a.heartbeat)
+	goRun("retries", a.pending.run)
+
+	files := make(chan detect.File, 64)
+	goRun("detection", func(ctx context.Context) error { return a.detector.Run(ctx, files) })
+	close(a.ready)
+	log.Info("Agent started", "node", cfg.NodeName, "policy", cfg.Policy, "dir", cfg.Dir, "endpoint", a.endpoint,
+		"pattern", cfg.FileNamePattern, "corePattern", cfg.CorePattern)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case f := <-files:
+			a.capture(ctx, f)
+		}
+	}
+	wg.Wait()
+	return errors.Join(drain(errs)...)
+}
+
+func drain(errs chan error) []error {
+	var out []error
+	for {
+		select {
+		case err := <-errs:
+			out = append(out, err)
+		default:
+			return out
+		}
+	}
+}
+
+func (a *Agent) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-a.ready:
+			_, _ = w.Write([]byte("ok"))
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	return mux
+}
+
+// serveHTTP serves h on addr until ctx is done; addr "0" or "" turns it off.
+func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
+	if addr == "" || addr == "0" {
+		return nil
+	}
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
+
+func advertisedEndpoint(advertise, listenAddr string) (string, error) {
+	host, portStr, err := net.SplitHostPort(listenAddr)
+	if err != nil {
+		return "", fmt.Errorf("dump endpoint address %q: %w", listenAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", fmt.Errorf("dump endpoint port %q: %w", portStr, err)
+	}
+	if advertise == "" {
+		advertise = host
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			advertise = "127.0.0.1"
+		}
+	}
+	return endpointURL(advertise, port), nil
+}
+
+// nodeSelector selects this agent's CoreDumps by the CRD's selectable fields.
+func (a *Agent) nodeSelector() fields.Selector {
+	return fields.SelectorFromSet(fields.Set{"spec.nodeName": a.cfg.NodeName, "spec.policyName": a.cfg.Policy})
+}

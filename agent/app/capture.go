@@ -1,0 +1,313 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coredog/coredog/agent/corefile"
+	"github.com/coredog/coredog/agent/detect"
+	"github.com/coredog/coredog/agent/serve"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/agentlease"
+)
+
+// DumpName is the CoreDump name of a file: a hash of the node and the file's
+// identity, so that an agent that retries or restarts never makes a second
+// object for one file, and AlreadyExists means the work is done.
+func DumpName(node string, id detect.Identity) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%d\x00%d", node, id.Device, id.Inode, id.CtimeNanos, id.Size)
+	return "core-" + hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+var errHardLink = errors.New("file has more than one hard link")
+
+// maxCgroupBytes bounds what is read from /proc/<pid>/cgroup.
+const maxCgroupBytes = 64 << 10
+
+// recordCgroup reads the dumping process's cgroup the moment its file
+// appears: by the time the file is complete the process, and with it
+// /proc/<pid>/cgroup, is gone.
+func (a *Agent) recordCgroup(path string) {
+	if a.cfg.ProcRoot == "" || !a.set.pattern.HasHostPID() {
+		return
+	}
+	fields, ok := a.set.pattern.Parse(filepath.Base(path))
+	if !ok || fields.HostPID <= 0 {
+		return
+	}
+	data, err := readBounded(filepath.Join(a.cfg.ProcRoot, strconv.FormatInt(fields.HostPID, 10), "cgroup"), maxCgroupBytes)
+	if err != nil {
+		a.log.V(1).Info("Cannot read the dumping process's cgroup", "path", path, "pid", fields.HostPID, "err", err.Error())
+		return
+	}
+	info, ok := corefile.ContainerID(data)
+	if !ok {
+		return
+	}
+	id := info.ID
+	if info.Runtime != "" {
+		id = info.Runtime + "://" + info.ID
+	}
+	a.cgMu.Lock()
+	defer a.cgMu.Unlock()
+	if len(a.cgroups) < 10000 {
+		a.cgroups[path] = id
+	}
+}
+
+func (a *Agent) takeContainerID(path string) string {
+	a.cgMu.Lock()
+	defer a.cgMu.Unlock()
+	id := a.cgroups[path]
+	delete(a.cgroups, path)
+	return id
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, limit)
+	n, err := f.Read(buf)
+	if err != nil && n == 0 {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// capture turns one complete file into a CoreDump: describe it, admit it
+// under the node's disk limits, register it for serving, and create its
+// CoreDump (retrying in the background when the API server is away).
+func (a *Agent) capture(ctx context.Context, f detect.File) {
+	log := a.log.WithValues("file", f.RelPath)
+	name := DumpName(a.cfg.NodeName, f.Identity)
+	containerID := a.takeContainerID(f.Path)
+
+	core, parseErr, err := describe(f)
+	if errors.Is(err, errHardLink) {
+		a.metrics.refused.WithLabelValues("HardLink").Inc()
+		log.Info("Ignoring a file with more than one hard link: it is not a core the kernel wrote")
+		return
+	}
+	if err != nil {
+		// The file changed or vanished between detection and capture: the
+		// detector sees whatever is there now as a new file.
+		log.Info("File changed before it could be captured", "err", err.Error())
+		return
+	}
+	cd := a.buildCoreDump(name, f, core, parseErr, containerID)
+
+	admitted, reason, err := a.guard.Admit(name, f.Path, f.Identity.Size)
+	if err != nil {
+		log.Error(err, "Checking the node's disk limits; keeping the file")
+		admitted = true
+	}
+	if !admitted {
+		// Node safety comes first: the file goes now, and its CoreDump
+		// records why, whenever the API server takes it.
+		cd.Spec.RefusedReason = coredogv1.ReasonQuotaExceeded
+		a.metrics.refused.WithLabelValues(coredogv1.ReasonQuotaExceeded).Inc()
+		log.Info("Refusing core file: node disk limit", "reason", reason, "name", name)
+		if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Error(err, "Removing a refused core file")
+		}
+		a.detector.Forget(f.Path)
+	} else {
+		a.registry.Add(serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size})
+		a.metrics.localBytes.Set(float64(a.guard.LocalBytes()))
+	}
+	if err := a.createCoreDump(ctx, cd); err != nil {
+		log.Info("Cannot create the CoreDump yet; retrying in the background", "name", name, "err", err.Error())
+		a.pending.add(cd)
+		return
+	}
+	a.metrics.detectLatency.Observe(time.Since(f.ModTime).Seconds())
+}
+
+// describe reads the file's ELF notes. err is set when the file is no longer
+// the one detected; parseErr when it is, but could not be fully read.
+func describe(f detect.File) (core *corefile.Core, parseErr error, err error) {
+	file, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer file.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(file.Fd()), &st); err != nil {
+		return nil, nil, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || uint64(st.Dev) != f.Identity.Device || st.Ino != f.Identity.Inode {
+		return nil, nil, errors.New("not the file that was detected")
+	}
+	if st.Nlink != 1 {
+		// The kernel writes a core with one link. More mean a hard link,
+		// possibly to a file outside the directory (/etc/shadow): never
+		// describe, serve or upload it.
+		return nil, nil, errHardLink
+	}
+	core, parseErr = corefile.ReadCore(file, st.Size)
+	return core, parseErr, nil
+}
+
+func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, parseErr error, containerID string) *coredogv1.CoreDump {
+	fields, _ := a.set.pattern.Parse(filepath.Base(f.Path))
+	p := coredogv1.ProcessInfo{
+		Executable: fields.Executable,
+		PID:        fields.PID,
+		HostPID:    fields.HostPID,
+		Hostname:   fields.Hostname,
+		UID:        fields.UID,
+		GID:        fields.GID,
+		Signal:     int32(fields.Signal),
+	}
+	var elfInfo *coredogv1.ELFInfo
+	var module string
+	var offset uint64
+	if core != nil {
+		if core.Executable != "" {
+			p.Executable = core.Executable
+		}
+		p.CommandLine = core.CommandLine
+		if core.PID > 0 {
+			p.PID = core.PID
+		}
+		if core.Signal > 0 {
+			p.Signal = int32(core.Signal)
+		}
+		if p.UID == nil {
+			p.UID = core.UID
+		}
+		if p.GID == nil {
+			p.GID = core.GID
+		}
+		elfInfo = &coredogv1.ELFInfo{
+			Machine:     core.Machine,
+			Threads:     int32(core.Threads),
+			CrashModule: core.CrashModule,
+			BuildID:     core.BuildID,
+			Truncated:   core.Truncated,
+		}
+		if core.HasFaultAddress {
+			elfInfo.FaultAddress = "0x" + strconv.FormatUint(core.FaultAddress, 16)
+		}
+		if core.CrashModule != "" {
+			elfInfo.CrashOffset = "0x" + strconv.FormatUint(core.CrashOffset, 16)
+			module, offset = core.CrashModule, core.CrashOffset
+		}
+	}
+	p.Executable = clip(escapeName(p.Executable), 4096)
+	p.Hostname = clip(escapeName(p.Hostname), 253)
+	p.CommandLine = clip(escapeName(p.CommandLine), 4096)
+	if p.Signal < 0 || p.Signal > 128 {
+		p.Signal = 0
+	}
+	p.SignalName = corefile.SignalName(int(p.Signal))
+	dumped := f.ModTime
+	if !fields.Time.IsZero() {
+		dumped = fields.Time
+	}
+	p.DumpedAt = &metav1.Time{Time: dumped}
+
+	spec := coredogv1.CoreDumpSpec{
+		PolicyName:   a.cfg.Policy,
+		NodeName:     a.cfg.NodeName,
+		FileName:     clip(escapeName(f.RelPath), 4096),
+		FileIdentity: &coredogv1.FileIdentity{Device: f.Identity.Device, Inode: f.Identity.Inode, CtimeNanos: f.Identity.CtimeNanos},
+		Size:         f.Identity.Size,
+		DisplaySize:  coredogv1.DisplaySize(f.Identity.Size),
+		DetectedAt:   metav1.NewTime(f.SeenAt),
+		DetectedBy:   coredogv1.DetectionSource(f.Source),
+		Process:      p,
+		ContainerID:  clip(containerID, 256),
+		ELF:          elfInfo,
+		Signature:    corefile.Signature(p.Executable, int(p.Signal), module, offset),
+	}
+	if parseErr != nil {
+		spec.ParseError = clip(parseErr.Error(), 1024)
+	}
+	return &coredogv1.CoreDump{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: a.cfg.Namespace,
+			Labels: map[string]string{
+				coredogv1.LabelNode:   coredogv1.LabelValue(a.cfg.NodeName),
+				coredogv1.LabelPolicy: coredogv1.LabelValue(a.cfg.Policy),
+			},
+		},
+		Spec: spec,
+	}
+}
+
+// createCoreDump creates cd; AlreadyExists is success (the name is the
+// file's identity), and when that CoreDump is already done with, the local
+// file is released at once.
+func (a *Agent) createCoreDump(ctx context.Context, cd *coredogv1.CoreDump) error {
+	err := a.client.Create(ctx, cd.DeepCopy())
+	if err == nil {
+		a.log.Info("Captured core dump", "name", cd.Name, "file", cd.Spec.FileName, "size", cd.Spec.Size,
+			"executable", cd.Spec.Process.Executable, "signal", cd.Spec.Process.SignalName)
+		return nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		a.metrics.createErrors.Inc()
+		return fmt.Errorf("creating CoreDump %s: %w", cd.Name, err)
+	}
+	var existing coredogv1.CoreDump
+	if err := a.client.Get(ctx, client.ObjectKeyFromObject(cd), &existing); err != nil {
+		return fmt.Errorf("reading CoreDump %s: %w", cd.Name, err)
+	}
+	a.log.V(1).Info("CoreDump exists already", "name", cd.Name, "phase", existing.Status.Phase)
+	if done(&existing) {
+		a.release(cd.Name, "its CoreDump is "+string(existing.Status.Phase))
+	}
+	return nil
+}
+
+// escapeName keeps valid UTF-8 as it is and writes other bytes as \xNN, so
+// that any name the kernel wrote can be shown and stored.
+func escapeName(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || r == 0 {
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func endpointURL(host string, port int) string { return agentlease.Endpoint(host, port) }

@@ -1,0 +1,132 @@
+// Package app wires the node agent's parts into one process: detection,
+// description, the disk guard, CoreDump creation with retries, the dump
+// endpoint, the Lease heartbeat, core_pattern management and metrics. The
+// parts themselves live in their own packages; this one owns their order
+// and the agent's side of the CoreDump life cycle (create, then delete the
+// local file once the dump is Uploaded, Skipped or deleted). It never reads
+// storage credentials or CoreDumpPolicies: everything it needs comes from
+// its flags.
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/coredog/coredog/agent/corefile"
+	"github.com/coredog/coredog/agent/nodeguard"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// Config is everything the agent is told.
+type Config struct {
+	NodeName  string
+	Policy    string
+	Namespace string
+	// Dir is the host directory the kernel writes cores into.
+	Dir             string
+	FileNamePattern string
+	// ProcRoot is the host's /proc; "" turns PID and cgroup checks off.
+	ProcRoot string
+	// Listen is the dump endpoint's address; AdvertiseAddress the host put in the Lease.
+	Listen           string
+	AdvertiseAddress string
+	TLSDir           string
+	CorePattern      string
+	SysctlPath       string
+	MetricsAddr      string
+	HealthAddr       string
+	PollInterval     time.Duration
+	SettleTime       time.Duration
+	DisableWatch     bool
+	MaxNodeUsage     string
+	MinNodeFree      string
+	MaxParallel      int
+	// LeaseRenew is how often the agent renews its Lease.
+	LeaseRenew time.Duration
+}
+
+// BindFlags registers the agent's flags.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.NodeName, "node-name", "", "Name of the node the agent runs on.")
+	fs.StringVar(&c.Policy, "policy", "", "Name of the CoreDumpPolicy this agent serves.")
+	fs.StringVar(&c.Namespace, "namespace", "coredog-system", "The controller's namespace, where CoreDumps and the agent's Lease live.")
+	fs.StringVar(&c.Dir, "dir", coredogv1.DefaultHostPath, "Directory the kernel writes cores into.")
+	fs.StringVar(&c.FileNamePattern, "file-name-pattern", coredogv1.DefaultFileNamePattern, "core_pattern file name, with % specifiers.")
+	fs.StringVar(&c.ProcRoot, "proc-root", "/proc", "The host's /proc (the agent runs with hostPID); empty turns PID and cgroup checks off.")
+	fs.StringVar(&c.Listen, "listen", ":9443", "Address of the dump endpoint (mTLS), e.g. 127.0.0.1:0.")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "Host or IP the controller reaches the endpoint at; default: the listen host, or 127.0.0.1.")
+	fs.StringVar(&c.TLSDir, "tls-dir", "/etc/coredog/tls", "Directory with ca.crt, tls.crt and tls.key.")
+	fs.StringVar(&c.CorePattern, "core-pattern", string(coredogv1.CorePatternObserve), "Observe, or Manage: set kernel.core_pattern to dir/file-name-pattern and restore it on exit.")
+	fs.StringVar(&c.SysctlPath, "sysctl-path", "/proc/sys/kernel/core_pattern", "The core_pattern file written in Manage mode.")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
+	fs.StringVar(&c.HealthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 turns it off.")
+	fs.DurationVar(&c.PollInterval, "poll-interval", 10*time.Second, "Polling fallback period; 0 polls only when watching fails.")
+	fs.DurationVar(&c.SettleTime, "settle-time", 2*time.Second, "Quiet time that marks a file complete when its process cannot be checked.")
+	fs.BoolVar(&c.DisableWatch, "disable-watch", false, "Find files by polling alone (for filesystems where inotify is unreliable).")
+	fs.StringVar(&c.MaxNodeUsage, "max-node-usage", "10Gi", "Most disk that cores may use on the node; 0 for no limit.")
+	fs.StringVar(&c.MinNodeFree, "min-node-free", "5%", "Free space to leave on the node: a size (2Gi) or a percentage (5%).")
+	fs.IntVar(&c.MaxParallel, "max-parallel-downloads", 4, "Concurrent dump downloads served.")
+	fs.DurationVar(&c.LeaseRenew, "lease-renew-interval", 10*time.Second, "How often the agent renews its Lease.")
+}
+
+// settings are Config parsed into the forms the parts take.
+type settings struct {
+	pattern *corefile.Pattern
+	limits  nodeguard.Limits
+}
+
+// validate checks the configuration and parses what needs parsing.
+func (c *Config) validate() (settings, error) {
+	var s settings
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required"))
+	}
+	if c.Policy == "" {
+		errs = append(errs, errors.New("--policy is required"))
+	}
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("--namespace is required"))
+	}
+	if !filepath.IsAbs(c.Dir) {
+		errs = append(errs, fmt.Errorf("--dir %q must be an absolute path", c.Dir))
+	}
+	p, err := corefile.ParsePattern(c.FileNamePattern)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--file-name-pattern: %w", err))
+	}
+	s.pattern = p
+	if c.CorePattern != string(coredogv1.CorePatternObserve) && c.CorePattern != string(coredogv1.CorePatternManage) {
+		errs = append(errs, fmt.Errorf("--core-pattern %q: want Observe or Manage", c.CorePattern))
+	}
+	if c.SettleTime <= 0 {
+		errs = append(errs, errors.New("--settle-time must be positive"))
+	}
+	if c.PollInterval < 0 {
+		errs = append(errs, errors.New("--poll-interval must not be negative"))
+	}
+	if c.MaxNodeUsage != "" {
+		q, err := resource.ParseQuantity(c.MaxNodeUsage)
+		if err != nil || q.Sign() < 0 {
+			errs = append(errs, fmt.Errorf("--max-node-usage %q: want a size such as 10Gi", c.MaxNodeUsage))
+		} else {
+			s.limits.MaxUsage = q.Value()
+		}
+	}
+	if c.MinNodeFree != "" {
+		b, pct, err := nodeguard.ParseMinFree(c.MinNodeFree)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--min-node-free: %w", err))
+		}
+		s.limits.MinFree, s.limits.MinFreePercent = b, pct
+	}
+	if c.LeaseRenew <= 0 {
+		c.LeaseRenew = 10 * time.Second
+	}
+	return s, errors.Join(errs...)
+}

@@ -1,0 +1,235 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/agentlease"
+)
+
+// done reports whether the node's copy of a dump may go.
+func done(cd *coredogv1.CoreDump) bool {
+	return cd.Status.Phase == coredogv1.PhaseUploaded || cd.Status.Phase == coredogv1.PhaseSkipped
+}
+
+// startLifecycle watches this node's CoreDumps and releases local files when
+// their dump is Uploaded, Skipped or deleted.
+func (a *Agent) startLifecycle(ctx context.Context, restCfg *rest.Config, scheme *runtime.Scheme) (cache.Cache, error) {
+	c, err := cache.New(restCfg, cache.Options{
+		Scheme:            scheme,
+		DefaultNamespaces: map[string]cache.Config{a.cfg.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&coredogv1.CoreDump{}: {Field: a.nodeSelector()},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating CoreDump cache: %w", err)
+	}
+	inf, err := c.GetInformer(ctx, &coredogv1.CoreDump{})
+	if err != nil {
+		return nil, fmt.Errorf("watching CoreDumps: %w", err)
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { a.onCoreDump(obj, false) },
+		UpdateFunc: func(_, obj any) { a.onCoreDump(obj, false) },
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			a.onCoreDump(obj, true)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watching CoreDumps: %w", err)
+	}
+	return c, nil
+}
+
+func (a *Agent) onCoreDump(obj any, deleted bool) {
+	cd, ok := obj.(*coredogv1.CoreDump)
+	if !ok || cd.Spec.NodeName != a.cfg.NodeName || cd.Spec.PolicyName != a.cfg.Policy {
+		return
+	}
+	switch {
+	case deleted:
+		a.release(cd.Name, "its CoreDump was deleted")
+	case done(cd):
+		a.release(cd.Name, "its CoreDump is "+string(cd.Status.Phase))
+	}
+}
+
+// release deletes the local file of a dump and stops serving it.
+func (a *Agent) release(name, why string) {
+	entry, registered := a.registry.Get(name)
+	a.registry.Remove(name)
+	a.pending.remove(name)
+	if !registered {
+		return
+	}
+	if err := a.guard.DeleteFile(name); err != nil {
+		a.log.Error(err, "Deleting a released core file", "name", name)
+		return
+	}
+	a.detector.Forget(entry.Path)
+	a.metrics.localBytes.Set(float64(a.guard.LocalBytes()))
+	a.log.Info("Deleted local core file", "name", name, "why", why)
+}
+
+// retryQueue re-creates CoreDumps the API server did not take, with capped
+// exponential backoff shared by the whole queue (an unreachable API server
+// fails them all alike). Files stay on the node meanwhile.
+type retryQueue struct {
+	create func(context.Context, *coredogv1.CoreDump) error
+	log    logr.Logger
+	mu     sync.Mutex
+	items  map[string]*coredogv1.CoreDump
+	order  []string
+	wake   chan struct{}
+}
+
+const (
+	retryMin = 500 * time.Millisecond
+	retryMax = 30 * time.Second
+)
+
+func newRetryQueue(create func(context.Context, *coredogv1.CoreDump) error, log logr.Logger) *retryQueue {
+	return &retryQueue{create: create, log: log, items: map[string]*coredogv1.CoreDump{}, wake: make(chan struct{}, 1)}
+}
+
+func (q *retryQueue) add(cd *coredogv1.CoreDump) {
+	q.mu.Lock()
+	if _, ok := q.items[cd.Name]; !ok {
+		q.order = append(q.order, cd.Name)
+	}
+	q.items[cd.Name] = cd
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *retryQueue) remove(name string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.items, name)
+}
+
+func (q *retryQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// next returns the oldest waiting CoreDump.
+func (q *retryQueue) next() *coredogv1.CoreDump {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.order) > 0 {
+		if cd, ok := q.items[q.order[0]]; ok {
+			return cd
+		}
+		q.order = q.order[1:]
+	}
+	return nil
+}
+
+func (q *retryQueue) run(ctx context.Context) error {
+	delay := retryMin
+	for {
+		cd := q.next()
+		if cd == nil {
+			delay = retryMin
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-q.wake:
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		if err := q.create(ctx, cd); err != nil {
+			q.log.V(1).Info("Creating CoreDump failed again", "name", cd.Name, "retryIn", delay.String(), "err", err.Error())
+			delay = min(delay*2, retryMax)
+			continue
+		}
+		delay = retryMin
+		q.remove(cd.Name)
+	}
+}
+
+// heartbeat keeps the agent's Lease fresh with its endpoint and state.
+func (a *Agent) heartbeat(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.LeaseRenew)
+	defer t.Stop()
+	for {
+		if err := a.renewLease(ctx); err != nil {
+			a.log.Info("Renewing the agent's Lease failed", "err", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) renewLease(ctx context.Context) error {
+	name := agentlease.Name(a.cfg.Policy, a.cfg.NodeName)
+	now := metav1.NewMicroTime(time.Now())
+	annotations := map[string]string{
+		agentlease.AnnotationEndpoint:    a.endpoint,
+		agentlease.AnnotationMode:        a.detector.Mode(),
+		agentlease.AnnotationCorePattern: a.cfg.CorePattern,
+		agentlease.AnnotationLocalBytes:  strconv.FormatInt(a.guard.LocalBytes(), 10),
+	}
+	var lease coordinationv1.Lease
+	err := a.client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: name}, &lease)
+	if apierrors.IsNotFound(err) {
+		lease = coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: a.cfg.Namespace, Annotations: annotations, Labels: map[string]string{
+				coredogv1.LabelNode:   coredogv1.LabelValue(a.cfg.NodeName),
+				coredogv1.LabelPolicy: coredogv1.LabelValue(a.cfg.Policy),
+			}},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity:       ptr.To(a.cfg.NodeName),
+				LeaseDurationSeconds: ptr.To(int32(3 * a.cfg.LeaseRenew / time.Second)),
+				AcquireTime:          &now,
+				RenewTime:            &now,
+			},
+		}
+		return a.client.Create(ctx, &lease)
+	}
+	if err != nil {
+		return err
+	}
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	for k, v := range annotations {
+		lease.Annotations[k] = v
+	}
+	lease.Spec.HolderIdentity = ptr.To(a.cfg.NodeName)
+	lease.Spec.LeaseDurationSeconds = ptr.To(int32(3 * a.cfg.LeaseRenew / time.Second))
+	lease.Spec.RenewTime = &now
+	return a.client.Update(ctx, &lease)
+}

@@ -1,0 +1,240 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/coredog/coredog/agent/app"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+func fileGone(path string) func() bool {
+	return func() bool {
+		_, err := os.Lstat(path)
+		return errors.Is(err, os.ErrNotExist)
+	}
+}
+
+func TestFilesPresentAtStartSurviveRestartsWithoutDuplicates(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, nil)
+	coreName, _ := h.crash("api-0")
+	textName := "core.batch-1.sh.999999.6.1767225600"
+	must(t, os.WriteFile(filepath.Join(h.dir, textName), []byte("not a core\n"), 0o600))
+	h.start()
+
+	var core, text *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) {
+		core, text = h.dumpFor(g, coreName), h.dumpFor(g, textName)
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	g.Expect(core.Spec.DetectedBy).To(Equal(coredogv1.DetectedByRescan))
+	g.Expect(text.Spec.ParseError).To(ContainSubstring("not an ELF"))
+	g.Expect(text.Spec.ELF).To(BeNil())
+	g.Expect(text.Spec.Process.Executable).To(Equal("sh"))
+	g.Expect(text.Spec.Process.SignalName).To(Equal("SIGABRT"))
+
+	// Restart: the text file's dump was skipped meanwhile, the core's is still pending.
+	h.stop()
+	setPhase(g, text, coredogv1.PhaseSkipped)
+	h.start()
+	g.Eventually(fileGone(filepath.Join(h.dir, textName)), wait, 100*time.Millisecond).Should(BeTrue())
+	g.Eventually(func(g Gomega) {
+		code, got, _ := h.download(g, core.Name)
+		g.Expect(code).To(Equal(http.StatusOK))
+		g.Expect(got).NotTo(BeEmpty())
+	}, wait, 200*time.Millisecond).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(HaveLen(2)) }, time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// Deleting a CoreDump by hand releases its file too.
+	g.Expect(k8s.Delete(context.Background(), core)).To(Succeed())
+	g.Eventually(fileGone(filepath.Join(h.dir, coreName)), wait, 100*time.Millisecond).Should(BeTrue())
+}
+
+func TestContainerIDIsReadWhileTheDumpIsWritten(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, nil)
+	const pid = "31337"
+	const id = "4d3c2b1a0f9e8d7c6b5a49382716050f4e3d2c1b0a99887766554433221100ff"
+	must(t, os.MkdirAll(filepath.Join(h.proc, pid), 0o755))
+	must(t, os.WriteFile(filepath.Join(h.proc, pid, "cgroup"), []byte(
+		"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234abcd_5678_90ef_1234_567890abcdef.slice/cri-containerd-"+id+".scope\n"), 0o644))
+	h.start()
+	name := "core.web-1.server." + pid + ".11.1767225600"
+	path := filepath.Join(h.dir, name)
+	f, err := os.Create(path)
+	must(t, err)
+	_, _ = f.WriteString("first half ")
+	// The dumping process is alive: nothing may be captured however long the pause.
+	time.Sleep(800 * time.Millisecond)
+	g.Expect(h.dumps(g)).To(BeEmpty())
+	_, _ = f.WriteString("second half")
+	must(t, f.Close())
+	must(t, os.RemoveAll(filepath.Join(h.proc, pid)))
+	g.Eventually(func(g Gomega) {
+		cd := h.dumpFor(g, name)
+		g.Expect(cd.Spec.ContainerID).To(Equal("containerd://" + id))
+		g.Expect(cd.Spec.Size).To(Equal(int64(len("first half second half"))))
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(HaveLen(1)) }, time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+func TestQuotaRefusesAndRemovesFile(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, func(c *app.Config) { c.MaxNodeUsage = "4Ki" })
+	h.start()
+	name := "core.big-0.hog.1.11.1767225600"
+	must(t, os.WriteFile(filepath.Join(h.dir, name), make([]byte, 64<<10), 0o600))
+	g.Eventually(func(g Gomega) {
+		g.Expect(h.dumpFor(g, name).Spec.RefusedReason).To(Equal(coredogv1.ReasonQuotaExceeded))
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	g.Expect(fileGone(filepath.Join(h.dir, name))()).To(BeTrue())
+}
+
+func TestHostileEntriesAreNeitherCapturedNorServed(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, nil)
+	must(t, os.Symlink("/etc/passwd", filepath.Join(h.dir, "core.evil.ln.1.11.1")))
+	must(t, syscall.Mkfifo(filepath.Join(h.dir, "core.evil.fifo.2.11.1"), 0o600))
+	must(t, os.Mkdir(filepath.Join(h.dir, "core.evil.dir.3.11.1"), 0o700))
+	outside := filepath.Join(t.TempDir(), "secret")
+	must(t, os.WriteFile(outside, []byte("token=hunter2"), 0o600))
+	must(t, os.Link(outside, filepath.Join(h.dir, "core.evil.hardlink.4.11.1")))
+	must(t, os.WriteFile(filepath.Join(h.dir, "core.ok.fine.5.11.1"), []byte("x"), 0o600))
+	h.start()
+	g.Eventually(func(g Gomega) { h.dumpFor(g, "core.ok.fine.5.11.1") }, wait, 100*time.Millisecond).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(HaveLen(1)) }, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// A CoreDump made by hand for a file the agent never registered is not served.
+	forged := &coredogv1.CoreDump{
+		ObjectMeta: metav1.ObjectMeta{Name: "core-forged", Namespace: ns},
+		Spec: coredogv1.CoreDumpSpec{PolicyName: h.cfg.Policy, NodeName: h.cfg.NodeName, FileName: "../../etc/passwd",
+			Size: 10, DetectedAt: metav1.Now(), DetectedBy: coredogv1.DetectedByWatch},
+	}
+	must(t, k8s.Create(context.Background(), forged))
+	for _, name := range []string{forged.Name, "..%2F..%2Fetc%2Fpasswd", "core-0000"} {
+		code, _, _ := h.download(g, name)
+		g.Expect(code).To(Equal(http.StatusNotFound), name)
+	}
+	// And deleting it touches nothing on the node.
+	must(t, k8s.Delete(context.Background(), forged))
+	time.Sleep(300 * time.Millisecond)
+	_, err := os.Stat(outside)
+	g.Expect(err).NotTo(HaveOccurred())
+}
+
+func TestManagedCorePatternIsRestoredOnExit(t *testing.T) {
+	g := NewWithT(t)
+	sysctl := filepath.Join(t.TempDir(), "core_pattern")
+	must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
+	h := newHarness(t, func(c *app.Config) { c.CorePattern = "Manage"; c.SysctlPath = sysctl })
+	h.start()
+	want := h.dir + "/" + coredogv1.DefaultFileNamePattern
+	g.Eventually(func() string { b, _ := os.ReadFile(sysctl); return strings.TrimSpace(string(b)) }, wait, 50*time.Millisecond).Should(Equal(want))
+	h.stop()
+	b, err := os.ReadFile(sysctl)
+	must(t, err)
+	g.Expect(strings.TrimSpace(string(b))).To(Equal("core"))
+}
+
+func TestAPIServerAwayKeepsFilesAndRetries(t *testing.T) {
+	g := NewWithT(t)
+	proxy := newToggleProxy(t, restCfg.Host)
+	h := newHarness(t, nil)
+	cfg := rest.CopyConfig(restCfg)
+	cfg.Host = "https://" + proxy.addr()
+	h.startWith(cfg)
+	g.Eventually(func(g Gomega) { h.endpoint(g) }, wait, 100*time.Millisecond).Should(Succeed())
+
+	proxy.setDown(true)
+	name := "core.db-0.postgres.77.11.1767225600"
+	must(t, os.WriteFile(filepath.Join(h.dir, name), []byte("dump bytes"), 0o600))
+	time.Sleep(2 * time.Second)
+	g.Expect(h.dumps(g)).To(BeEmpty())
+	g.Expect(fileGone(filepath.Join(h.dir, name))()).To(BeFalse(), "the file must stay while its CoreDump does not exist")
+	proxy.setDown(false)
+	g.Eventually(func(g Gomega) { h.dumpFor(g, name) }, 45*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(HaveLen(1)) }, time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+// toggleProxy forwards TCP to the API server and, when down, refuses and
+// cuts every connection, as an API server that went away would.
+type toggleProxy struct {
+	t      *testing.T
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+}
+
+func newToggleProxy(t *testing.T, host string) *toggleProxy {
+	u, err := url.Parse(host)
+	must(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	p := &toggleProxy{t: t, ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
+	t.Cleanup(func() { _ = ln.Close(); p.setDown(true) })
+	go p.serve()
+	return p
+}
+
+func (p *toggleProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *toggleProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+	}
+}
+
+func (p *toggleProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *toggleProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			_ = c.Close()
+			continue
+		}
+		go func() {
+			up, err := net.Dial("tcp", p.target)
+			if err != nil || !p.track(up) {
+				_ = c.Close()
+				return
+			}
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			_, _ = io.Copy(c, up)
+			_ = c.Close()
+		}()
+	}
+}

@@ -1,0 +1,294 @@
+package serve
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/coredog/coredog/internal/pki"
+)
+
+// Routes and headers of the download protocol, shared with the controller.
+const (
+	DumpsPath  = "/v1/dumps/"
+	HealthPath = "/healthz"
+
+	// CompressionParam selects the stream encoding; see the Compression constants.
+	CompressionParam = "compression"
+	// CompressionHeader says how the body is encoded. Content-Encoding is
+	// deliberately not used: HTTP clients decode that transparently, and the
+	// controller wants to store the compressed bytes as they are.
+	CompressionHeader = "X-Coredog-Compression"
+	// RawSizeTrailer is the number of bytes read from the file, in decimal.
+	RawSizeTrailer = "X-Coredog-Raw-Size"
+	// RawSHA256Trailer is the hex SHA-256 of the bytes read from the file.
+	RawSHA256Trailer = "X-Coredog-Raw-Sha256"
+)
+
+// Compression is a stream encoding the agent offers.
+type Compression string
+
+// Compressions the agent offers; CompressionZstd is the default.
+const (
+	CompressionZstd Compression = "zstd"
+	CompressionGzip Compression = "gzip"
+	CompressionNone Compression = "none"
+)
+
+const (
+	defaultMaxParallel = 4
+	// bufSize is the read size: large enough that syscalls and per-write
+	// deadline refreshes are negligible, small enough to multiply by MaxParallel.
+	bufSize = 1 << 20
+	// writeTimeout bounds each write, not the download: a dump takes as long as
+	// it takes, but a reader that stops reading must not hold the file (and its
+	// disk space, if deleted meanwhile) forever.
+	writeTimeout = 60 * time.Second
+	// retryAfter is what a refused client is told to wait; downloads take
+	// minutes, so retrying sooner only adds load.
+	retryAfter = "15"
+)
+
+// notFoundBody is the one answer for every "not here": unknown name, bad name,
+// replaced, deleted, linked or special file. The endpoint must not be an
+// oracle for what exists on the node.
+const notFoundBody = "core dump not found\n"
+
+// Options configure the handler and the server.
+type Options struct {
+	// Registry holds what may be served. Nil serves nothing.
+	Registry *Registry
+	// Logger receives request logs; never dump contents.
+	Logger logr.Logger
+	// MaxParallel is the number of concurrent downloads; more get 503 with
+	// Retry-After. Default 4.
+	MaxParallel int
+	// TLSDir holds ca.crt, tls.crt and tls.key (a mounted Secret). The files
+	// are checked on every TLS handshake and reloaded when they change, so
+	// rotation needs no restart. Used by NewServer only.
+	TLSDir string
+	// ClientCommonName is the common name required of client certificates.
+	// Default pki.ControllerCommonName.
+	ClientCommonName string
+	// Metrics, when set, receives coredog_agent_served_bytes_total and
+	// coredog_agent_serve_requests_total{code}.
+	Metrics prometheus.Registerer
+
+	// writeTimeout overrides the per-write deadline, for tests.
+	writeTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Registry == nil {
+		o.Registry = NewRegistry()
+	}
+	if o.MaxParallel <= 0 {
+		o.MaxParallel = defaultMaxParallel
+	}
+	if o.writeTimeout <= 0 {
+		o.writeTimeout = writeTimeout
+	}
+	if o.ClientCommonName == "" {
+		o.ClientCommonName = pki.ControllerCommonName
+	}
+	return o
+}
+
+type handler struct {
+	reg      *Registry
+	log      logr.Logger
+	clientCN string
+	slots    chan struct{}
+	metrics  *metrics
+	timeout  time.Duration
+	// open is openRegistered except in tests that need a failing reader.
+	open func(Entry) (source, error)
+}
+
+var _ http.Handler = (*handler)(nil)
+
+// NewHandler returns the routes without TLS: GET /v1/dumps/{name} and GET
+// /healthz. When a request did come over TLS, the client certificate's common
+// name is checked again here (403 if wrong); NewServer already refuses such
+// handshakes.
+func NewHandler(opts Options) http.Handler {
+	return newHandler(opts.withDefaults())
+}
+
+func newHandler(opts Options) *handler {
+	return &handler{
+		reg:      opts.Registry,
+		log:      opts.Logger,
+		clientCN: opts.ClientCommonName,
+		slots:    make(chan struct{}, opts.MaxParallel),
+		metrics:  newMetrics(opts.Metrics, opts.Logger),
+		timeout:  opts.writeTimeout,
+		open:     openRegistered,
+	}
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Routed by hand on the escaped path rather than with ServeMux: the mux
+	// unescapes %2F into the name and answers ".." with a redirect, and neither
+	// should be possible here.
+	path := r.URL.EscapedPath()
+	switch {
+	case path == HealthPath:
+		if !allowGet(w, r) {
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	case strings.HasPrefix(path, DumpsPath):
+		if !allowGet(w, r) {
+			h.metrics.request(http.StatusMethodNotAllowed)
+			return
+		}
+		h.metrics.request(h.serveDump(w, r, strings.TrimPrefix(path, DumpsPath)))
+	default:
+		notFound(w)
+	}
+}
+
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet {
+		return true
+	}
+	w.Header().Set("Allow", http.MethodGet)
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}
+
+func notFound(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write([]byte(notFoundBody))
+}
+
+// serveDump answers one download and returns the status it sent, for
+// metrics; a download that fails mid-stream panics with http.ErrAbortHandler.
+func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string) int {
+	if r.TLS != nil && !peerIs(r.TLS.PeerCertificates, h.clientCN) {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return http.StatusForbidden
+	}
+	if !ValidName(name) {
+		h.log.V(1).Info("Not serving core dump", "reason", "invalid name", "nameBytes", len(name))
+		notFound(w)
+		return http.StatusNotFound
+	}
+	comp, ok := parseCompression(r.URL.Query().Get(CompressionParam))
+	if !ok {
+		http.Error(w, "compression must be zstd, gzip or none", http.StatusBadRequest)
+		return http.StatusBadRequest
+	}
+
+	// The slot is taken before looking the name up so that a 503 says nothing
+	// about whether the name exists.
+	select {
+	case h.slots <- struct{}{}:
+		defer func() { <-h.slots }()
+	default:
+		w.Header().Set("Retry-After", retryAfter)
+		http.Error(w, "too many downloads", http.StatusServiceUnavailable)
+		return http.StatusServiceUnavailable
+	}
+
+	entry, ok := h.reg.Get(name)
+	if !ok {
+		h.log.V(1).Info("Not serving core dump", "name", name, "reason", "not registered")
+		notFound(w)
+		return http.StatusNotFound
+	}
+	src, err := h.open(entry)
+	if err != nil {
+		h.log.V(1).Info("Not serving core dump", "name", name, "path", entry.Path, "reason", err.Error())
+		notFound(w)
+		return http.StatusNotFound
+	}
+	defer src.Close()
+
+	// Created before the status is sent, so that a failure can still say 500.
+	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes}
+	enc, err := newEncoder(comp, out)
+	if err != nil {
+		h.log.Error(err, "Cannot serve core dump", "name", name)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return http.StatusInternalServerError
+	}
+
+	start := time.Now()
+	res, err := h.stream(w, r, comp, src, enc, out)
+	log := h.log.WithValues("name", name, "compression", comp, "rawBytes", res.raw, "sentBytes", res.sent, "duration", time.Since(start))
+	switch {
+	case errors.Is(err, errRead):
+		log.Error(err, "Aborting core dump download")
+	case err != nil:
+		log.V(1).Info("Client stopped reading core dump", "error", err.Error())
+	default:
+		if res.raw != entry.Size {
+			log.Info("Served core dump of a different size than registered", "registeredBytes", entry.Size)
+		} else {
+			log.Info("Served core dump")
+		}
+		return http.StatusOK
+	}
+	// A clean end would let the client believe a truncated stream with
+	// wrong trailers; aborting breaks the connection instead. The deferred
+	// Close still runs.
+	h.metrics.aborted()
+	panic(http.ErrAbortHandler)
+}
+
+func parseCompression(v string) (Compression, bool) {
+	switch Compression(v) {
+	case "", CompressionZstd:
+		return CompressionZstd, true
+	case CompressionGzip, CompressionNone:
+		return Compression(v), true
+	}
+	return "", false
+}
+
+// result is what a stream got through before it ended.
+type result struct {
+	raw, sent int64
+}
+
+// stream sends src through enc to out (which writes to w) and sets the
+// trailers. On error the response is unusable and must be aborted.
+func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compression, src source, enc io.WriteCloser, out *deadlineWriter) (result, error) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set(CompressionHeader, string(comp))
+	hdr.Set("Trailer", RawSizeTrailer+", "+RawSHA256Trailer)
+	w.WriteHeader(http.StatusOK)
+
+	sum := sha256.New()
+	s := &sink{ctx: r.Context(), hash: sum, enc: enc}
+	err := copyFile(src, s, make([]byte, bufSize))
+	if err == nil {
+		err = enc.Close()
+	}
+	res := result{raw: s.n, sent: out.n}
+	if err != nil {
+		return res, err
+	}
+	hdr.Set(RawSizeTrailer, strconv.FormatInt(s.n, 10))
+	hdr.Set(RawSHA256Trailer, hex.EncodeToString(sum.Sum(nil)))
+	// The last chunk and the trailers are written after the handler returns,
+	// so give them a deadline too.
+	out.refresh()
+	return res, nil
+}
