@@ -55,6 +55,32 @@ test: verify-generated vet build ## Unit, envtest and end-to-end suites (builds 
 	@assets="$$(hack/envtest.sh)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
+FUZZ_TIME ?= 30s
+# Every fuzz target, as package:Target.
+FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -o '^func Fuzz[A-Za-z0-9_]*' | sed -E 's|^\./(.*)/[^/]*_test.go:func (Fuzz.*)|\1:\2|' | sort -u)
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZ_TIME (default 30s); crashers land in testdata/fuzz as regression seeds.
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZ_TIME))"; \
+		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) || exit 1; done
+
+.PHONY: bench
+bench: ## Benchmarks (prints figures; never asserts timings).
+	@assets="$$(hack/envtest.sh)"; \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./... | tee bench.out
+
+##@ Images
+
+.PHONY: docker-build
+docker-build: ## Build the image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+PLATFORMS ?= linux/amd64,linux/arm64
+.PHONY: docker-buildx
+docker-buildx: ## Build and push a multi-arch image (needs docker buildx).
+	docker buildx build --platform $(PLATFORMS) -t $(IMG) --push .
+
 .PHONY: clean
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) bench.out

@@ -18,13 +18,17 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
+const apiTestNamespace = "api-tests"
+
 func validPolicy(name string) *coredogv1.CoreDumpPolicy {
 	return newPolicy(name, "/var/lib/cores-"+name)
 }
 
 func validCoreDump(name string) *coredogv1.CoreDump {
 	return &coredogv1.CoreDump{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNamespace},
+		// Outside the controller's namespace, so that no reconciler touches
+		// these objects while the API tests look at them.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: apiTestNamespace},
 		Spec: coredogv1.CoreDumpSpec{
 			PolicyName: "p", NodeName: "node-1", FileName: "core.web-0.server.4242.11.1767225600",
 			Size: 43 << 20, DisplaySize: "43Mi", DetectedBy: coredogv1.DetectedByWatch,
@@ -104,12 +108,21 @@ func TestCoreDumpSpecIsImmutable(t *testing.T) {
 	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("CoreDump spec is immutable"))
 
-	// Labels and status stay writable.
-	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
-	obj.Labels = map[string]string{coredogv1.LabelSignal: "SIGSEGV"}
-	g.Expect(k8s.Update(ctx, obj)).To(Succeed())
-	obj.Status.Phase = coredogv1.PhasePending
-	g.Expect(k8s.Status().Update(ctx, obj)).To(Succeed())
+	// Labels and status stay writable (the controller writes them too, so retry on conflicts).
+	g.Eventually(func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		obj.Labels = map[string]string{"example.com/triage": "done"}
+		return k8s.Update(ctx, obj)
+	}, timeout, interval).Should(Succeed())
+	g.Eventually(func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		obj.Status.Message = "checked by hand"
+		return k8s.Status().Update(ctx, obj)
+	}, timeout, interval).Should(Succeed())
 }
 
 // TestPrinterColumns asks for the Table that `kubectl get` asks for and checks
@@ -128,7 +141,7 @@ func TestPrinterColumns(t *testing.T) {
 	}
 	g.Expect(k8s.Status().Update(ctx, obj)).To(Succeed())
 
-	table := getTable(t, "/apis/coredog.io/v1alpha1/namespaces/"+testNamespace+"/coredumps")
+	table := getTable(t, "/apis/coredog.io/v1alpha1/namespaces/"+apiTestNamespace+"/coredumps")
 	g.Expect(table.columns).To(Equal([]string{"Name", "Namespace", "Pod", "Container", "Executable", "Signal", "Size", "Phase", "Age", "Node", "Signature", "Location"}))
 	g.Expect(table.priority["Node"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Signature"]).To(Equal(int64(1)))

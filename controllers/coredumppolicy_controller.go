@@ -85,6 +85,9 @@ func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	p.Status.DaemonSetName = ""
 
 	storageOK := r.checkStorage(ctx, &p)
+	if err := r.countDumps(ctx, &p); err != nil {
+		return ctrl.Result{}, err
+	}
 
 	var all coredogv1.CoreDumpPolicyList
 	if err := r.List(ctx, &all); err != nil {
@@ -153,9 +156,31 @@ func (r *CoreDumpPolicyReconciler) checkStorage(ctx context.Context, p *coredogv
 	return true
 }
 
+// countDumps fills the policy's dump counters from its CoreDumps.
+func (r *CoreDumpPolicyReconciler) countDumps(ctx context.Context, p *coredogv1.CoreDumpPolicy) error {
+	var list coredogv1.CoreDumpList
+	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpPolicy: p.Name}); err != nil {
+		return fmt.Errorf("listing the policy's CoreDumps: %w", err)
+	}
+	c := coredogv1.DumpCounters{Captured: int64(len(list.Items))}
+	for _, cd := range list.Items {
+		switch cd.Status.Phase {
+		case coredogv1.PhaseUploaded:
+			c.Uploaded++
+		case coredogv1.PhaseSkipped:
+			c.Skipped++
+		case coredogv1.PhaseFailed:
+			c.Failed++
+		}
+	}
+	p.Status.Dumps = c
+	return nil
+}
+
 // validateStorage returns a condition reason and message for storage settings.
 func validateStorage(ctx context.Context, c client.Reader, namespace string, s coredogv1.StorageSpec) (string, string) {
-	if _, err := storage.ParseURL(s.URL); err != nil {
+	loc, err := storage.ParseURL(s.URL)
+	if err != nil {
 		return coredogv1.ReasonInvalidStorageURL, fmt.Sprintf("spec.storage.url: %v", err)
 	}
 	tmpl := s.KeyTemplate
@@ -173,6 +198,9 @@ func validateStorage(ctx context.Context, c client.Reader, namespace string, s c
 			return coredogv1.ReasonSecretNotFound, fmt.Sprintf("spec.storage.secretRef: Secret %s/%s does not exist", namespace, s.SecretRef.Name)
 		case err != nil:
 			return coredogv1.ReasonStorageInvalid, fmt.Sprintf("reading Secret %s/%s: %v", namespace, s.SecretRef.Name, err)
+		}
+		if err := storage.CheckCredentials(loc.Scheme, secret.Data); err != nil {
+			return coredogv1.ReasonStorageInvalid, fmt.Sprintf("spec.storage.secretRef: Secret %s/%s: %v", namespace, s.SecretRef.Name, err)
 		}
 	}
 	return coredogv1.ReasonStorageValid, "Storage URL, key template and credentials reference are valid"
@@ -245,6 +273,14 @@ func (r *CoreDumpPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				UpdateFunc: func(e event.UpdateEvent) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
 			})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
+		// Counters move when a dump appears, goes, or changes phase.
+		Watches(&coredogv1.CoreDump{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.(*coredogv1.CoreDump).Spec.PolicyName}}}
+		}), builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectOld.(*coredogv1.CoreDump).Status.Phase != e.ObjectNew.(*coredogv1.CoreDump).Status.Phase
+			},
+		})).
 		Complete(r)
 }
 

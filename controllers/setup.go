@@ -1,9 +1,11 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/storage"
 	"github.com/coredog/coredog/internal/scheme"
 )
 
@@ -41,7 +44,19 @@ type Options struct {
 	HealthProbeBindAddress string
 	// LeaderElection makes only one replica reconcile.
 	LeaderElection bool
+	// MaxConcurrentUploads bounds parallel uploads.
+	MaxConcurrentUploads int
+	// MaxUploadAttempts is how many failed attempts make a dump Failed.
+	MaxUploadAttempts int
+	// OpenStore opens storage; nil means storage.Open.
+	OpenStore OpenStoreFunc
 }
+
+// Defaults for upload settings.
+const (
+	DefaultMaxConcurrentUploads = 4
+	DefaultMaxUploadAttempts    = 15
+)
 
 // NewScheme knows the built-in kinds and CoreDog's.
 func NewScheme() *runtime.Scheme { return scheme.New() }
@@ -62,9 +77,10 @@ func ManagerOptions(scheme *runtime.Scheme, o Options) ctrl.Options {
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
-				&appsv1.DaemonSet{}:   {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-				&corev1.Secret{}:      {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-				&coredogv1.CoreDump{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&appsv1.DaemonSet{}:     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&corev1.Secret{}:        {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&coredogv1.CoreDump{}:   {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			},
 		},
 	}
@@ -81,6 +97,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.AgentServiceAccount == "" {
 		o.AgentServiceAccount = DefaultAgentServiceAccount
 	}
+	if o.MaxConcurrentUploads <= 0 {
+		o.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	}
+	if o.MaxUploadAttempts <= 0 {
+		o.MaxUploadAttempts = DefaultMaxUploadAttempts
+	}
+	if o.OpenStore == nil {
+		o.OpenStore = storage.Open
+	}
+	if err := setupIndexes(context.Background(), mgr); err != nil {
+		return fmt.Errorf("setting up indexes: %w", err)
+	}
 	if err := (&CoreDumpPolicyReconciler{
 		Client:              mgr.GetClient(),
 		Scheme:              mgr.GetScheme(),
@@ -89,6 +117,19 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		AgentServiceAccount: o.AgentServiceAccount,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CoreDumpPolicy controller: %w", err)
+	}
+	if err := (&CoreDumpReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Scheme:        mgr.GetScheme(),
+		Recorder:      mgr.GetEventRecorder("coredog-controller"),
+		Namespace:     o.Namespace,
+		MaxAttempts:   int32(o.MaxUploadAttempts),
+		MaxConcurrent: o.MaxConcurrentUploads,
+		Metrics:       managerMetrics(),
+		Uploader:      &Uploader{Client: mgr.GetClient(), Namespace: o.Namespace, OpenStore: o.OpenStore},
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the CoreDump controller: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)

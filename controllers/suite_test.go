@@ -2,9 +2,12 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/coredog/coredog/controllers"
+	"github.com/coredog/coredog/controllers/storage"
 )
 
 const (
@@ -68,9 +72,11 @@ func runSuite(m *testing.M) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}); err != nil {
-		fmt.Fprintln(os.Stderr, "creating namespace:", err)
-		return 1
+	for _, ns := range []string{testNamespace, apiTestNamespace} {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			fmt.Fprintln(os.Stderr, "creating namespace:", err)
+			return 1
+		}
 	}
 	opts := controllers.Options{
 		Namespace:              testNamespace,
@@ -78,6 +84,8 @@ func runSuite(m *testing.M) int {
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "0",
 	}
+	opts.OpenStore = openTestStore
+	opts.MaxUploadAttempts = 30
 	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(scheme, opts))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "creating manager:", err)
@@ -114,4 +122,24 @@ func zapLevel() zapcore.Level {
 
 func clientNegotiator() runtime.NegotiatedSerializer {
 	return serializer.NewCodecFactory(controllers.NewScheme()).WithoutConversion()
+}
+
+// openTestStore is storage.Open, except that buckets named "flaky" fail the
+// next failWrites dump writes, as a store that is away for a while would.
+func openTestStore(ctx context.Context, loc *storage.Location, creds map[string][]byte) (storage.Store, error) {
+	s, err := storage.Open(ctx, loc, creds)
+	if err != nil || !strings.Contains(loc.Bucket, "flaky") {
+		return s, err
+	}
+	return &flakyStore{Store: s}, nil
+}
+
+type flakyStore struct{ storage.Store }
+
+func (f *flakyStore) Write(ctx context.Context, key string, r io.Reader, o storage.WriteOptions) (int64, error) {
+	if !strings.HasSuffix(key, ".json") && failWrites.Add(-1) >= 0 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r, 64<<10))
+		return 0, errors.New("storage unavailable (injected by the test)")
+	}
+	return f.Store.Write(ctx, key, r, o)
 }

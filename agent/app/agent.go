@@ -26,6 +26,9 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
+// captureWorkers is how many files are described and recorded at once.
+const captureWorkers = 4
+
 // Agent is one running node agent.
 type Agent struct {
 	cfg      Config
@@ -57,6 +60,12 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	}
 	if fi, err := os.Stat(cfg.Dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("--dir %s: not a readable directory (%v)", cfg.Dir, err)
+	}
+	restCfg = rest.CopyConfig(restCfg)
+	if restCfg.QPS == 0 {
+		// A burst of crashes means a burst of creates; client-go's default
+		// of 5 per second would queue them for many seconds.
+		restCfg.QPS, restCfg.Burst = 50, 100
 	}
 	c, err := client.New(restCfg, client.Options{Scheme: scheme})
 	if err != nil {
@@ -180,18 +189,24 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 
 	files := make(chan detect.File, 64)
 	goRun("detection", func(ctx context.Context) error { return a.detector.Run(ctx, files) })
+	// A few captures run at once, so that one slow API call does not hold
+	// up the files behind it.
+	for i := 0; i < captureWorkers; i++ {
+		goRun("capture", func(ctx context.Context) error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case f := <-files:
+					a.capture(ctx, f)
+				}
+			}
+		})
+	}
 	close(a.ready)
 	log.Info("Agent started", "node", cfg.NodeName, "policy", cfg.Policy, "dir", cfg.Dir, "endpoint", a.endpoint,
 		"pattern", cfg.FileNamePattern, "corePattern", cfg.CorePattern)
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case f := <-files:
-			a.capture(ctx, f)
-		}
-	}
+	<-ctx.Done()
 	wg.Wait()
 	return errors.Join(drain(errs)...)
 }

@@ -90,6 +90,7 @@ func runSuite(m *testing.M) int {
 // harness is one agent process's worth of state.
 type harness struct {
 	t       *testing.T
+	tb      testing.TB
 	cfg     app.Config
 	dir     string
 	proc    string
@@ -104,8 +105,18 @@ var policyCounter int
 
 func newHarness(t *testing.T, mutate func(*app.Config)) *harness {
 	t.Helper()
+	return newHarnessTB(t, t, mutate)
+}
+
+// newBenchHarness is newHarness for benchmarks.
+func newBenchHarness(b *testing.B, mutate func(*app.Config)) *harness {
+	b.Helper()
+	return newHarnessTB(b, nil, mutate)
+}
+
+func newHarnessTB(tb testing.TB, t *testing.T, mutate func(*app.Config)) *harness {
 	policyCounter++
-	h := &harness{t: t, dir: t.TempDir(), proc: t.TempDir(), tlsDir: t.TempDir()}
+	h := &harness{t: t, tb: tb, dir: tb.TempDir(), proc: tb.TempDir(), tlsDir: tb.TempDir()}
 	policy := fmt.Sprintf("p%d", policyCounter)
 	h.cfg = app.Config{
 		NodeName: "node-" + policy, Policy: policy, Namespace: ns,
@@ -127,16 +138,16 @@ func newHarness(t *testing.T, mutate func(*app.Config)) *harness {
 func (h *harness) writeTLS() {
 	now := time.Now()
 	ca, err := pki.NewCA("test", now)
-	must(h.t, err)
+	must(h.tb, err)
 	server, err := ca.IssueServer([]string{pki.AgentServerName(h.cfg.Policy)}, now)
-	must(h.t, err)
+	must(h.tb, err)
 	clientKP, err := ca.IssueClient(pki.ControllerCommonName, now)
-	must(h.t, err)
-	must(h.t, os.WriteFile(filepath.Join(h.tlsDir, pki.CACertKey), ca.CertPEM, 0o600))
-	must(h.t, os.WriteFile(filepath.Join(h.tlsDir, pki.TLSCertKey), server.CertPEM, 0o600))
-	must(h.t, os.WriteFile(filepath.Join(h.tlsDir, pki.TLSKeyKey), server.KeyPEM, 0o600))
+	must(h.tb, err)
+	must(h.tb, os.WriteFile(filepath.Join(h.tlsDir, pki.CACertKey), ca.CertPEM, 0o600))
+	must(h.tb, os.WriteFile(filepath.Join(h.tlsDir, pki.TLSCertKey), server.CertPEM, 0o600))
+	must(h.tb, os.WriteFile(filepath.Join(h.tlsDir, pki.TLSKeyKey), server.KeyPEM, 0o600))
 	pair, err := tls.X509KeyPair(clientKP.CertPEM, clientKP.KeyPEM)
-	must(h.t, err)
+	must(h.tb, err)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
 	h.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
@@ -145,6 +156,20 @@ func (h *harness) writeTLS() {
 }
 
 func (h *harness) start() { h.startWith(restCfg) }
+
+// startBench runs the agent for a benchmark, with its logs discarded.
+func (h *harness) startBench(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done, h.started = cancel, make(chan error, 1), true
+	go func(c app.Config) { h.done <- app.Run(ctx, c, restCfg, scheme.New(), logr.Discard()) }(h.cfg)
+	b.Cleanup(func() {
+		h.started = false
+		cancel()
+		if err := <-h.done; err != nil {
+			b.Errorf("agent returned %v", err)
+		}
+	})
+}
 
 // startWith runs the agent against the API server at cfg.
 func (h *harness) startWith(cfg *rest.Config) {
@@ -245,7 +270,7 @@ func setPhase(g Gomega, cd *coredogv1.CoreDump, phase coredogv1.Phase) {
 	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

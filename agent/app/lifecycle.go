@@ -66,7 +66,7 @@ func (a *Agent) onCoreDump(obj any, deleted bool) {
 		return
 	}
 	switch {
-	case deleted:
+	case deleted || !cd.DeletionTimestamp.IsZero():
 		a.release(cd.Name, "its CoreDump was deleted")
 	case done(cd):
 		a.release(cd.Name, "its CoreDump is "+string(cd.Status.Phase))

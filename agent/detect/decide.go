@@ -98,8 +98,12 @@ func complete(s *fileState, pid pidState, settle time.Duration) bool {
 		// the file has looked still, more may come.
 		return false
 	case pidGone:
-		// stable > 0 also means at least two observations.
-		return stable >= pidConfirm
+		// stable > 0 also means at least two observations. A file whose
+		// modification time is already pidConfirm old when first seen
+		// needs no second look: its writer is gone and it has not
+		// changed since (what a poll finds, long after the crash).
+		quiet := s.lastSeen.Sub(time.Unix(0, s.last.mtimeNanos))
+		return stable >= pidConfirm || quiet >= pidConfirm
 	default:
 		return stable >= settle
 	}

@@ -18,7 +18,9 @@ type look struct {
 	size  int64
 	touch bool
 	pid   pidState
-	want  bool
+	// mtimeAgo dates a change's modification time back from the look.
+	mtimeAgo time.Duration
+	want     bool
 }
 
 func TestComplete(t *testing.T) {
@@ -119,6 +121,26 @@ func TestComplete(t *testing.T) {
 			},
 		},
 		{
+			name: "process gone and not modified for a while is complete at the first look",
+			looks: []look{
+				{size: 4096, pid: pidGone, mtimeAgo: time.Second, want: true},
+			},
+		},
+		{
+			name: "process gone but modified just now needs a confirming look",
+			looks: []look{
+				{size: 4096, pid: pidGone, mtimeAgo: 99 * ms},
+				{after: 1 * ms, size: 4096, pid: pidGone, want: true},
+			},
+		},
+		{
+			name: "an old modification time does not shorten the settle time",
+			looks: []look{
+				{size: 4096, mtimeAgo: time.Hour},
+				{after: settle - ms, size: 4096},
+			},
+		},
+		{
 			name: "process gone ignores the settle time but still needs a confirming look",
 			looks: []look{
 				{size: 4096, pid: pidGone},
@@ -136,7 +158,7 @@ func TestComplete(t *testing.T) {
 				clk.Step(l.after)
 				if l.size != o.size || l.touch {
 					o.size = l.size
-					o.mtimeNanos = clk.Now().UnixNano()
+					o.mtimeNanos = clk.Now().Add(-l.mtimeAgo).UnixNano()
 					o.ctimeNanos = o.mtimeNanos
 				}
 				if i == 0 {
@@ -311,16 +333,20 @@ func TestTracker(t *testing.T) {
 
 func TestRecheckInterval(t *testing.T) {
 	tests := []struct {
-		settle, want time.Duration
+		settle    time.Duration
+		checksPID bool
+		want      time.Duration
 	}{
 		{settle: 2 * time.Second, want: 250 * time.Millisecond},
 		{settle: 300 * time.Millisecond, want: 75 * time.Millisecond},
 		{settle: time.Millisecond, want: 20 * time.Millisecond},
 		{settle: time.Hour, want: 250 * time.Millisecond},
+		{settle: 2 * time.Second, checksPID: true, want: 50 * time.Millisecond},
+		{settle: time.Millisecond, checksPID: true, want: 20 * time.Millisecond},
 	}
 	for _, tt := range tests {
-		if got := recheckInterval(tt.settle); got != tt.want {
-			t.Errorf("recheckInterval(%s) = %s, want %s", tt.settle, got, tt.want)
+		if got := recheckInterval(tt.settle, tt.checksPID); got != tt.want {
+			t.Errorf("recheckInterval(%s, %v) = %s, want %s", tt.settle, tt.checksPID, got, tt.want)
 		}
 	}
 }

@@ -173,7 +173,7 @@ func New(opts Options) (*Detector, error) {
 		dir:          dir,
 		clock:        clk,
 		log:          log.WithValues("dir", dir),
-		recheck:      recheckInterval(opts.SettleTime),
+		recheck:      recheckInterval(opts.SettleTime, opts.HostPID != nil && opts.ProcRoot != ""),
 		newWatcher:   fsnotify.NewWatcher,
 		fallbackPoll: fallbackPollInterval,
 		t:            newTracker(dir, opts.SettleTime),
@@ -195,8 +195,14 @@ func requireDir(path string) error {
 // alone cannot say a file has stopped changing: silence is the signal.
 // A quarter of the settle time bounds the overshoot; 250ms keeps the PID
 // path quick; 20ms keeps a tiny settle time from spinning.
-func recheckInterval(settle time.Duration) time.Duration {
-	return max(min(settle/4, 250*time.Millisecond), 20*time.Millisecond)
+func recheckInterval(settle time.Duration, checksPID bool) time.Duration {
+	d := max(min(settle/4, 250*time.Millisecond), 20*time.Millisecond)
+	if checksPID {
+		// A file whose process is gone needs only a confirming look
+		// pidConfirm later: look often enough that it is not kept waiting.
+		d = min(d, pidConfirm/2)
+	}
+	return d
 }
 
 // Mode returns ModeWatch or ModePoll. It returns "" until Run has set up

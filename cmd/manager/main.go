@@ -28,6 +28,8 @@ func run() error {
 	flag.StringVar(&o.Namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "Namespace the controller works in: agents, Secrets and CoreDumps live there.")
 	flag.StringVar(&o.AgentImage, "agent-image", os.Getenv("AGENT_IMAGE"), "Agent image for policies that name none (normally the manager's own image).")
 	flag.StringVar(&o.AgentServiceAccount, "agent-service-account", controllers.DefaultAgentServiceAccount, "ServiceAccount the agents run as.")
+	flag.IntVar(&o.MaxConcurrentUploads, "max-concurrent-uploads", controllers.DefaultMaxConcurrentUploads, "Dumps streamed into storage at once.")
+	flag.IntVar(&o.MaxUploadAttempts, "max-upload-attempts", controllers.DefaultMaxUploadAttempts, "Failed upload attempts (with capped exponential backoff) before a dump is Failed.")
 	kubeconfig := flag.String("kubeconfig", "", "Path to a kubeconfig; default: in-cluster or $KUBECONFIG.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

@@ -1,5 +1,39 @@
 // Package storage knows where dumps go: it parses and checks a policy's
-// storage URL and renders object keys from its key template. It owns the
-// rules that keep keys safe (no "..", no leading "/"); it must not read
-// Kubernetes objects or hold credentials.
+// storage URL, renders object keys from its key template, and streams
+// objects into the bucket behind a small Store interface (gocloud.dev/blob
+// underneath). It owns the rules that keep keys safe (no "..", no leading
+// "/") and the rules for turning a Secret's data into cloud credentials. It
+// must not read Kubernetes objects: the caller fetches the Secret and hands
+// over its data. It never puts credentials into the process environment,
+// into logs or into error messages, because one controller serves many
+// policies with different Secrets at the same time.
+//
+// # Credentials
+//
+// Open takes the data of the Secret named by spec.storage.secretRef, or nil
+// when there is none; nil means the cloud's default chain, which is how
+// IRSA, GKE Workload Identity and Azure Workload Identity reach the
+// controller. Values are trimmed of surrounding white space, because
+// Secrets made with `echo value > file` end in a newline.
+//
+//   - s3://     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (both, or
+//     neither), optional AWS_SESSION_TOKEN. Without a Secret: the AWS SDK's
+//     default chain (environment, web identity/IRSA, shared config and
+//     profile=, container and instance roles).
+//   - gs://     credentials.json, a service-account JSON key. Only keys of
+//     type service_account are accepted: the other credential file types can
+//     make the controller read files or run programs. Without a Secret:
+//     Application Default Credentials (Workload Identity, metadata server).
+//   - azblob:// AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_KEY with
+//     the account from AZURE_STORAGE_ACCOUNT or the URL's storage_account.
+//     Without a Secret: DefaultAzureCredential, and the URL must name the
+//     account (storage_account=).
+//   - file://   none; a Secret is ignored.
+//
+// # Memory and multipart
+//
+// Writes stream: a Store holds at most a few parts of partSize bytes per
+// write whatever the object's size. S3 uploads larger than one part go
+// through a multipart upload, which is aborted when the write fails, so no
+// object appears at the key and no parts are left behind to pay for.
 package storage

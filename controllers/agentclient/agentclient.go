@@ -1,0 +1,277 @@
+// Package agentclient is the controller's side of the agent's dump endpoint:
+// it dials an agent over mutual TLS with a client certificate from the
+// policy's CA and returns the dump as a stream of compressed bytes that
+// checks itself. It owns that check: while the bytes pass through, a decoder
+// recomputes the raw size and SHA-256, and at the end of the stream they must
+// match both the agent's trailers and the size the CoreDump recorded, or the
+// reader fails instead of ending cleanly, so a store never confirms a dump
+// that did not arrive whole. It does not read Kubernetes objects or storage.
+package agentclient
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/coredog/coredog/agent/serve"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/agentlease"
+	"github.com/coredog/coredog/internal/pki"
+)
+
+// ErrIntegrity is returned when a dump did not arrive as the agent read it.
+var ErrIntegrity = errors.New("dump failed its integrity check")
+
+// ErrNotServed is returned when the agent does not have the dump (404).
+var ErrNotServed = errors.New("the agent does not serve this dump")
+
+// Credentials are what the controller presents to one policy's agents.
+type Credentials struct {
+	Policy string
+	// CACertPEM verifies the agent; Cert is the controller's client certificate.
+	CACertPEM []byte
+	Cert      tls.Certificate
+}
+
+// NewCredentials issues a client certificate from the policy's CA.
+func NewCredentials(policy string, ca *pki.CA, now time.Time) (*Credentials, error) {
+	kp, err := ca.IssueClient(pki.ControllerCommonName, now)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("loading client certificate: %w", err)
+	}
+	return &Credentials{Policy: policy, CACertPEM: ca.CertPEM, Cert: cert}, nil
+}
+
+// Client fetches dumps from agents.
+type Client struct {
+	http *http.Client
+}
+
+// New makes a client for one policy's agents.
+func New(c *Credentials) (*Client, error) {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(c.CACertPEM) {
+		return nil, errors.New("the policy's CA certificate does not parse")
+	}
+	transport := &http.Transport{
+		TLSClientConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			RootCAs:      roots,
+			Certificates: []tls.Certificate{c.Cert},
+			// Agents are dialled by IP from their Lease; the certificate
+			// names the policy's agents instead.
+			ServerName: pki.AgentServerName(c.Policy),
+		},
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+		// The body is compressed by the agent on purpose; never let the
+		// transport decode it.
+		DisableCompression: true,
+	}
+	return &Client{http: &http.Client{Transport: transport}}, nil
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Stream is a dump in transit: Read yields the compressed bytes; the final
+// Read returns io.EOF only when the integrity check passed.
+type Stream struct {
+	body     io.ReadCloser
+	resp     *http.Response
+	expected int64
+
+	pw      *io.PipeWriter
+	decoded chan result
+	sum     hash.Hash
+
+	once        sync.Once
+	err         error
+	decodedSeen bool
+	// RawSize and SHA256 are set when the stream ended cleanly.
+	RawSize int64
+	SHA256  string
+}
+
+type result struct {
+	n   int64
+	err error
+}
+
+// Fetch asks the agent at endpoint for a dump. expectedSize is the size the
+// CoreDump recorded.
+func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression coredogv1.Compression, expectedSize int64) (*Stream, error) {
+	base, err := agentlease.ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if !serve.ValidName(name) {
+		return nil, fmt.Errorf("invalid dump name %q", name)
+	}
+	mode := wireCompression(compression)
+	u := base.JoinPath(serve.DumpsPath, name)
+	u.RawQuery = url.Values{serve.CompressionParam: {string(mode)}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s from %s: %w", name, base.Host, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: %s at %s", ErrNotServed, name, base.Host)
+	default:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, fmt.Errorf("fetching %s from %s: %s: %s", name, base.Host, resp.Status, msg)
+	}
+	if got := resp.Header.Get(serve.CompressionHeader); got != string(mode) {
+		resp.Body.Close()
+		return nil, fmt.Errorf("fetching %s: agent sent %q compression, asked for %q", name, got, mode)
+	}
+	s := &Stream{body: resp.Body, resp: resp, expected: expectedSize, sum: sha256.New(), decoded: make(chan result, 1)}
+	pr, pw := io.Pipe()
+	s.pw = pw
+	go s.decode(pr, mode)
+	return s, nil
+}
+
+func wireCompression(c coredogv1.Compression) serve.Compression {
+	switch c {
+	case coredogv1.CompressionGzip:
+		return serve.CompressionGzip
+	case coredogv1.CompressionNone:
+		return serve.CompressionNone
+	default:
+		return serve.CompressionZstd
+	}
+}
+
+// maxWindow bounds the memory a (possibly hostile) stream can make the
+// decoder take; agents use a 1 MiB window.
+const maxWindow = 8 << 20
+
+func (s *Stream) decode(pr *io.PipeReader, mode serve.Compression) {
+	var r io.Reader = pr
+	switch mode {
+	case serve.CompressionZstd:
+		d, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(maxWindow))
+		if err != nil {
+			s.finishDecode(pr, 0, err)
+			return
+		}
+		defer d.Close()
+		r = d
+	case serve.CompressionGzip:
+		g, err := gzip.NewReader(pr)
+		if err != nil {
+			s.finishDecode(pr, 0, err)
+			return
+		}
+		defer g.Close()
+		r = g
+	}
+	n, err := io.Copy(s.sum, r)
+	s.finishDecode(pr, n, err)
+}
+
+func (s *Stream) finishDecode(pr *io.PipeReader, n int64, err error) {
+	// Unblock the reading side whatever happened.
+	pr.CloseWithError(err)
+	_, _ = io.Copy(io.Discard, pr)
+	s.decoded <- result{n: n, err: err}
+}
+
+// Read passes compressed bytes on, and checks the whole at the end.
+func (s *Stream) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.body.Read(p)
+	if n > 0 {
+		if _, werr := s.pw.Write(p[:n]); werr != nil {
+			s.fail(fmt.Errorf("%w: the stream does not decode: %v", ErrIntegrity, werr))
+			return 0, s.err
+		}
+	}
+	if err == io.EOF {
+		if verr := s.verify(); verr != nil {
+			return n, verr
+		}
+		return n, io.EOF
+	}
+	if err != nil {
+		s.fail(fmt.Errorf("reading dump from agent: %w", err))
+		return n, s.err
+	}
+	return n, nil
+}
+
+func (s *Stream) verify() error {
+	_ = s.pw.Close()
+	res := <-s.decoded
+	s.decodedSeen = true
+	if res.err != nil {
+		s.fail(fmt.Errorf("%w: the stream does not decode: %v", ErrIntegrity, res.err))
+		return s.err
+	}
+	sum := hex.EncodeToString(s.sum.Sum(nil))
+	size, serr := strconv.ParseInt(s.resp.Trailer.Get(serve.RawSizeTrailer), 10, 64)
+	claimed := s.resp.Trailer.Get(serve.RawSHA256Trailer)
+	switch {
+	case serr != nil || claimed == "":
+		s.fail(fmt.Errorf("%w: the agent sent no size or checksum trailer (stream cut short?)", ErrIntegrity))
+	case size != res.n || claimed != sum:
+		s.fail(fmt.Errorf("%w: the agent read %d bytes (sha256 %s) but %d bytes (sha256 %s) arrived", ErrIntegrity, size, claimed, res.n, sum))
+	case s.expected >= 0 && res.n != s.expected:
+		s.fail(fmt.Errorf("%w: the file has %d bytes but the CoreDump recorded %d: it changed after capture", ErrIntegrity, res.n, s.expected))
+	default:
+		s.RawSize, s.SHA256 = res.n, sum
+		return nil
+	}
+	return s.err
+}
+
+func (s *Stream) fail(err error) {
+	s.once.Do(func() {
+		s.err = err
+		s.pw.CloseWithError(err)
+	})
+}
+
+// Close releases the connection and the decoder.
+func (s *Stream) Close() error {
+	s.fail(errors.New("stream closed"))
+	err := s.body.Close()
+	if !s.decodedSeen {
+		<-s.decoded
+		s.decodedSeen = true
+	}
+	return err
+}

@@ -1,0 +1,185 @@
+package agentclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/coredog/coredog/agent/serve"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/pki"
+)
+
+type fixture struct {
+	ca     *pki.CA
+	client *Client
+	tlsDir string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	now := time.Now()
+	ca, err := pki.NewCA("test", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.IssueServer([]string{pki.AgentServerName("p")}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{pki.CACertKey: ca.CertPEM, pki.TLSCertKey: server.CertPEM, pki.TLSKeyKey: server.KeyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	creds, err := NewCredentials("p", ca, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &fixture{ca: ca, client: c, tlsDir: dir}
+}
+
+// TestFetchFromRealAgentServer streams a registered file from the agent's
+// own server for each compression and checks the verified totals.
+func TestFetchFromRealAgentServer(t *testing.T) {
+	f := newFixture(t)
+	data := make([]byte, 3<<20)
+	_, _ = rand.Read(data[:1<<20])
+	path := filepath.Join(t.TempDir(), "core")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	reg := serve.NewRegistry()
+	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino, Size: int64(len(data))})
+	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: f.tlsDir, Logger: logr.Discard()}, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx) }()
+	endpoint := "https://" + srv.Addr()
+	want := sha256.Sum256(data)
+	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
+		t.Run(string(c), func(t *testing.T) {
+			s, err := f.client.Fetch(ctx, endpoint, "core-1", c, int64(len(data)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			compressed, err := io.ReadAll(s)
+			if err != nil {
+				t.Fatalf("reading: %v", err)
+			}
+			if s.RawSize != int64(len(data)) || s.SHA256 != hex.EncodeToString(want[:]) {
+				t.Fatalf("verified %d bytes %s", s.RawSize, s.SHA256)
+			}
+			if c == coredogv1.CompressionNone && !bytes.Equal(compressed, data) {
+				t.Fatal("uncompressed stream differs")
+			}
+			if c != coredogv1.CompressionNone && len(compressed) >= len(data) {
+				t.Fatalf("compressed %d bytes into %d", len(data), len(compressed))
+			}
+		})
+	}
+	t.Run("size changed after capture", func(t *testing.T) {
+		s, err := f.client.Fetch(ctx, endpoint, "core-1", coredogv1.CompressionZstd, int64(len(data))+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := io.ReadAll(s); !errors.Is(err, ErrIntegrity) {
+			t.Fatalf("err = %v, want ErrIntegrity", err)
+		}
+	})
+	t.Run("not served", func(t *testing.T) {
+		if _, err := f.client.Fetch(ctx, endpoint, "core-2", coredogv1.CompressionZstd, 1); !errors.Is(err, ErrNotServed) {
+			t.Fatalf("err = %v, want ErrNotServed", err)
+		}
+	})
+}
+
+// TestFetchRejectsLyingAgents: wrong trailers, missing trailers, a stream cut
+// short and garbage must never read as a clean end.
+func TestFetchRejectsLyingAgents(t *testing.T) {
+	f := newFixture(t)
+	raw := []byte(strings.Repeat("core dump bytes ", 1000))
+	sum := sha256.Sum256(raw)
+	good := hex.EncodeToString(sum[:])
+	enc, _ := zstd.NewWriter(nil)
+	compressed := enc.EncodeAll(raw, nil)
+	cases := []struct {
+		name    string
+		body    []byte
+		size    string
+		sha     string
+		wantErr string
+	}{
+		{"honest", compressed, strconv.Itoa(len(raw)), good, ""},
+		{"wrong checksum", compressed, strconv.Itoa(len(raw)), strings.Repeat("0", 64), "arrived"},
+		{"wrong size", compressed, "5", good, "arrived"},
+		{"no trailers", compressed, "", "", "no size or checksum trailer"},
+		{"cut short", compressed[:len(compressed)/2], strconv.Itoa(len(raw)), good, "does not decode"},
+		{"garbage", []byte("this is not zstd at all"), "23", good, "does not decode"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Trailer", serve.RawSizeTrailer+", "+serve.RawSHA256Trailer)
+				w.Header().Set(serve.CompressionHeader, "zstd")
+				_, _ = w.Write(tc.body)
+				if tc.size != "" {
+					w.Header().Set(serve.RawSizeTrailer, tc.size)
+					w.Header().Set(serve.RawSHA256Trailer, tc.sha)
+				}
+			}))
+			kp, _ := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
+			cert, _ := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+			srv.StartTLS()
+			defer srv.Close()
+			s, err := f.client.Fetch(context.Background(), srv.URL, "core-1", coredogv1.CompressionZstd, int64(len(raw)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			_, err = io.ReadAll(s)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("honest agent: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want ErrIntegrity containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}

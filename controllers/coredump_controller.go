@@ -1,0 +1,563 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/podresolve"
+	"github.com/coredog/coredog/controllers/throttle"
+)
+
+// Event reasons.
+const (
+	// EventCoreDumped is recorded on the pod that crashed (and on the CoreDump when no pod is known).
+	EventCoreDumped = "CoreDumped"
+	// EventUploadFailed is recorded on a CoreDump whose upload failed for good.
+	EventUploadFailed = "UploadFailed"
+	// EventThrottled is recorded on a CoreDump the rate limit refused.
+	EventThrottled = "Throttled"
+	// EventCleanupFailed is recorded when stored objects could not be deleted.
+	EventCleanupFailed = "CleanupFailed"
+)
+
+// Reasons on CoreDump status and conditions, besides the skip reasons in the API package.
+const (
+	ReasonUploaded       = "Uploaded"
+	ReasonUploadPending  = "UploadPending"
+	ReasonUploadRetrying = "UploadRetrying"
+	ReasonUploadFailed   = "UploadFailed"
+	ReasonPolicyNotFound = "PolicyNotFound"
+	ReasonResolved       = "Resolved"
+	ReasonUnresolved     = "Unresolved"
+)
+
+// Indexes on cached objects.
+const (
+	indexPodNode      = "spec.nodeName"
+	indexDumpPolicy   = "spec.policyName"
+	indexDumpSigKey   = "coredog.signatureKey"
+	terminationWindow = 2 * time.Minute
+	backoffBase       = time.Second
+	backoffCap        = 5 * time.Minute
+	cleanupGiveUp     = 10
+)
+
+// CoreDumpReconciler takes each CoreDump from Pending to Uploaded, or to
+// Skipped or Failed with a reason: it resolves the owning pod, applies the
+// policy's selectors and limits, streams the dump from its agent into
+// storage, tells people, and deletes the stored objects after the policy's
+// TTL or when the CoreDump is deleted. It does not manage agents.
+type CoreDumpReconciler struct {
+	client.Client
+	// APIReader reads objects the manager does not cache (ReplicaSets, Jobs).
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Namespace string
+	Uploader  *Uploader
+	// MaxAttempts is how many failed uploads make a dump Failed.
+	MaxAttempts int32
+	// MaxConcurrent bounds parallel reconciles, and so parallel uploads.
+	MaxConcurrent int
+	Clock         clock.PassiveClock
+	Metrics       *Metrics
+
+	cleanupFailures map[string]int
+}
+
+// +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get
+
+// Reconcile moves one CoreDump along.
+func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	log := ctrl.LoggerFrom(ctx)
+	var cd coredogv1.CoreDump
+	if err := r.Get(ctx, req.NamespacedName, &cd); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	policy, err := r.policy(ctx, cd.Spec.PolicyName)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !cd.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, &cd, policy)
+	}
+	if !controllerutil.ContainsFinalizer(&cd, coredogv1.FinalizerCleanup) {
+		patch := client.MergeFrom(cd.DeepCopy())
+		controllerutil.AddFinalizer(&cd, coredogv1.FinalizerCleanup)
+		return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, &cd, patch))
+	}
+
+	orig := cd.DeepCopy()
+	defer func() { retErr = errors.Join(retErr, r.writeBack(ctx, orig, &cd)) }()
+
+	now := r.now()
+	expires := cd.CreationTimestamp.Add(ttlOf(policy))
+	if !now.Before(expires) {
+		log.Info("Deleting CoreDump: its retention has passed", "ttl", ttlOf(policy).String())
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &cd))
+	}
+	untilExpiry := ctrl.Result{RequeueAfter: expires.Sub(now)}
+
+	if cd.Status.Phase == "" {
+		cd.Status.Phase = coredogv1.PhasePending
+	}
+	cd.Status.ObservedGeneration = cd.Generation
+	r.setLabels(&cd)
+	if terminal(cd.Status.Phase) {
+		return untilExpiry, nil
+	}
+	if policy == nil {
+		cd.Status.Message = fmt.Sprintf("CoreDumpPolicy %s does not exist; the dump waits on node %s", cd.Spec.PolicyName, cd.Spec.NodeName)
+		cd.Status.Reason = ReasonPolicyNotFound
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
+	}
+	if cd.Status.Pod == nil {
+		if err := r.resolvePod(ctx, &cd); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.setLabels(&cd)
+	}
+
+	if cd.Status.Phase == coredogv1.PhasePending {
+		reason, msg, err := r.decide(ctx, &cd, policy)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if reason != "" {
+			r.finish(ctx, &cd, coredogv1.PhaseSkipped, reason, msg)
+			if reason == coredogv1.ReasonThrottled {
+				r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventThrottled, "Throttle", "%s", msg)
+			}
+			return untilExpiry, nil
+		}
+		key, err := r.Uploader.Key(&cd, policy)
+		if err != nil {
+			// A template that renders an unsafe key for this dump: nothing to retry.
+			r.finish(ctx, &cd, coredogv1.PhaseFailed, coredogv1.ReasonInvalidKeyTemplate, err.Error())
+			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", err.Error())
+			return untilExpiry, nil
+		}
+		// The key is fixed before the first attempt, so that every retry,
+		// by this manager or the next leader, writes the same objects.
+		cd.Status.Phase = coredogv1.PhaseUploading
+		cd.Status.Storage = key
+		cd.Status.Reason = ReasonUploadPending
+		cd.Status.Message = "Waiting to stream the dump from its agent into " + key.URL
+		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadPending, cd.Status.Message)
+		return ctrl.Result{Requeue: true}, nil
+	}
+
+	// Uploading.
+	start := r.now()
+	stored, err := r.Uploader.Upload(ctx, &cd, policy)
+	if err != nil {
+		cd.Status.Attempts++
+		if cd.Status.Attempts >= r.MaxAttempts {
+			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
+			r.finish(ctx, &cd, coredogv1.PhaseFailed, ReasonUploadFailed, msg)
+			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", msg)
+			return untilExpiry, nil
+		}
+		delay := backoff(cd.Status.Attempts)
+		cd.Status.Reason = ReasonUploadRetrying
+		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
+		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadRetrying, cd.Status.Message)
+		log.Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
+		return ctrl.Result{RequeueAfter: delay}, nil
+	}
+	cd.Status.Attempts++
+	cd.Status.Storage = stored
+	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), crashTime(&cd), stored.UploadedAt.Time)
+	r.finish(ctx, &cd, coredogv1.PhaseUploaded, ReasonUploaded, "Stored at "+stored.URL)
+	return untilExpiry, nil
+}
+
+// finish puts a dump in a terminal phase, counts it and tells people.
+func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump, phase coredogv1.Phase, reason, msg string) {
+	cd.Status.Phase, cd.Status.Reason, cd.Status.Message = phase, reason, msg
+	status := metav1.ConditionFalse
+	if phase == coredogv1.PhaseUploaded {
+		status = metav1.ConditionTrue
+	}
+	r.setCondition(cd, coredogv1.ConditionUploaded, status, reason, msg)
+	ns := ""
+	if cd.Status.Pod != nil {
+		ns = cd.Status.Pod.Namespace
+	}
+	r.Metrics.dumps.WithLabelValues(ns, cd.Spec.Process.SignalName, string(phase)).Inc()
+	r.tellPod(ctx, cd)
+}
+
+// tellPod records a CoreDumped event on the pod that crashed, or on the
+// CoreDump itself when no pod is known.
+func (r *CoreDumpReconciler) tellPod(ctx context.Context, cd *coredogv1.CoreDump) {
+	p := cd.Spec.Process
+	what := fmt.Sprintf("%s (pid %d) was killed by %s", orUnknown(p.Executable), p.PID, orUnknown(p.SignalName))
+	where := "not stored: " + cd.Status.Message
+	if cd.Status.Phase == coredogv1.PhaseUploaded && cd.Status.Storage != nil {
+		where = "stored at " + cd.Status.Storage.URL
+	}
+	ref := cd.Status.Pod
+	if ref == nil || ref.Name == "" {
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, EventCoreDumped, "Capture", "%s on node %s; owner unknown; %s", what, cd.Spec.NodeName, where)
+		return
+	}
+	var pod corev1.Pod
+	if err := r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod); err != nil || string(pod.UID) != ref.UID {
+		// The pod is gone (or was replaced); the CoreDump keeps the record.
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, EventCoreDumped, "Capture", "%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
+		return
+	}
+	r.Recorder.Eventf(&pod, cd, corev1.EventTypeNormal, EventCoreDumped, "Capture", "Container %s: %s; core dump %s %s", orUnknown(ref.Container), what, cd.Name, where)
+}
+
+func (r *CoreDumpReconciler) policy(ctx context.Context, name string) (*coredogv1.CoreDumpPolicy, error) {
+	var p coredogv1.CoreDumpPolicy
+	err := r.Get(ctx, client.ObjectKey{Name: name}, &p)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading CoreDumpPolicy %s: %w", name, err)
+	}
+	return &p, nil
+}
+
+// resolvePod finds the pod that crashed among the pods on the dump's node
+// and records it; the record survives the pod.
+func (r *CoreDumpReconciler) resolvePod(ctx context.Context, cd *coredogv1.CoreDump) error {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.MatchingFields{indexPodNode: cd.Spec.NodeName}); err != nil {
+		return fmt.Errorf("listing pods on node %s: %w", cd.Spec.NodeName, err)
+	}
+	crash := podresolve.Crash{
+		NodeName:    cd.Spec.NodeName,
+		ContainerID: cd.Spec.ContainerID,
+		Hostname:    cd.Spec.Process.Hostname,
+		Executable:  cd.Spec.Process.Executable,
+		Signal:      int(cd.Spec.Process.Signal),
+	}
+	if t := cd.Spec.Process.DumpedAt; t != nil {
+		crash.DumpedAt = t.Time
+	}
+	res := podresolve.Resolve(crash, pods.Items, terminationWindow)
+	ref := &coredogv1.PodReference{ResolvedBy: res.ResolvedBy}
+	status := metav1.ConditionFalse
+	reason := ReasonUnresolved
+	if res.Pod != nil {
+		ref.Namespace, ref.Name, ref.UID = res.Pod.Namespace, res.Pod.Name, string(res.Pod.UID)
+		ref.Container, ref.Image, ref.ImageID = res.Container, res.Image, res.ImageID
+		w, err := podresolve.WorkloadOf(ctx, r.APIReader, res.Pod)
+		if err != nil {
+			return fmt.Errorf("resolving the workload of pod %s: %w", klog.KObj(res.Pod), err)
+		}
+		ref.WorkloadKind, ref.WorkloadName = w.Kind, w.Name
+		status, reason = metav1.ConditionTrue, ReasonResolved
+	}
+	cd.Status.Pod = ref
+	r.setCondition(cd, coredogv1.ConditionPodResolved, status, reason, res.Message)
+	return nil
+}
+
+// decide applies the policy's filters in order; a non-empty reason skips the dump.
+func (r *CoreDumpReconciler) decide(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (string, string, error) {
+	if cd.Spec.RefusedReason != "" {
+		return cd.Spec.RefusedReason, "The agent did not keep the file: the node's core-dump disk limit was reached", nil
+	}
+	selected, why, err := r.selected(ctx, cd, p)
+	if err != nil || !selected {
+		return coredogv1.ReasonNotSelected, why, err
+	}
+	if max := p.Spec.Limits.MaxDumpSize; max != nil && cd.Spec.Size > max.Value() {
+		return coredogv1.ReasonTooLarge, fmt.Sprintf("The dump is %s, over the policy's maxDumpSize of %s", coredogv1.DisplaySize(cd.Spec.Size), max.String()), nil
+	}
+	ok, err := r.withinRateLimit(ctx, cd, p)
+	if err != nil {
+		return "", "", err
+	}
+	if !ok {
+		rl := p.Spec.Limits.RateLimit
+		return coredogv1.ReasonThrottled, fmt.Sprintf("More than %d dumps of %s with signature %s within %s; counted, not stored",
+			derefInt32(rl.Count, 5), workloadOf(cd), cd.Spec.Signature, durationOr(rl.Window, time.Hour)), nil
+	}
+	return "", "", nil
+}
+
+func (r *CoreDumpReconciler) selected(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (bool, string, error) {
+	sel := p.Spec.Selector
+	if sel.NamespaceSelector == nil && sel.PodSelector == nil {
+		return true, "", nil
+	}
+	ref := cd.Status.Pod
+	if ref == nil || ref.Name == "" {
+		return false, "The policy keeps only dumps of pods its selectors match, and this dump's pod is unknown", nil
+	}
+	if sel.NamespaceSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.NamespaceSelector)
+		if err != nil {
+			return false, fmt.Sprintf("The policy's namespaceSelector is invalid: %v", err), nil
+		}
+		var ns corev1.Namespace
+		if err := r.Get(ctx, client.ObjectKey{Name: ref.Namespace}, &ns); client.IgnoreNotFound(err) != nil {
+			return false, "", fmt.Errorf("reading namespace %s: %w", ref.Namespace, err)
+		}
+		if !s.Matches(labels.Set(ns.Labels)) {
+			return false, fmt.Sprintf("Namespace %s is not selected by the policy's namespaceSelector", ref.Namespace), nil
+		}
+	}
+	if sel.PodSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.PodSelector)
+		if err != nil {
+			return false, fmt.Sprintf("The policy's podSelector is invalid: %v", err), nil
+		}
+		var pod corev1.Pod
+		err = r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod)
+		if client.IgnoreNotFound(err) != nil {
+			return false, "", fmt.Errorf("reading pod %s/%s: %w", ref.Namespace, ref.Name, err)
+		}
+		if err != nil || string(pod.UID) != ref.UID {
+			return false, fmt.Sprintf("Pod %s/%s is gone; its labels cannot be matched against the policy's podSelector", ref.Namespace, ref.Name), nil
+		}
+		if !s.Matches(labels.Set(pod.Labels)) {
+			return false, fmt.Sprintf("Pod %s/%s is not selected by the policy's podSelector", ref.Namespace, ref.Name), nil
+		}
+	}
+	return true, "", nil
+}
+
+func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (bool, error) {
+	rl := p.Spec.Limits.RateLimit
+	var list coredogv1.CoreDumpList
+	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)}); err != nil {
+		return false, fmt.Errorf("listing dumps with the same signature: %w", err)
+	}
+	others := make([]throttle.Dump, 0, len(list.Items))
+	for i := range list.Items {
+		others = append(others, throttleDump(&list.Items[i]))
+	}
+	return throttle.Allowed(throttleDump(cd), others, int(derefInt32(rl.Count, 5)), durationOr(rl.Window, time.Hour)), nil
+}
+
+func throttleDump(cd *coredogv1.CoreDump) throttle.Dump {
+	excluded := cd.Status.Phase == coredogv1.PhaseSkipped
+	return throttle.Dump{Name: cd.Name, Created: cd.CreationTimestamp.Time, Key: rateKey(cd), Excluded: excluded}
+}
+
+// rateKey is the rate-limit budget a dump draws on: its policy, workload and signature.
+func rateKey(cd *coredogv1.CoreDump) string {
+	return cd.Spec.PolicyName + "|" + workloadOf(cd) + "|" + cd.Spec.Signature
+}
+
+func workloadOf(cd *coredogv1.CoreDump) string {
+	ref := cd.Status.Pod
+	switch {
+	case ref == nil || ref.Name == "":
+		return "unresolved on " + cd.Spec.NodeName
+	case ref.WorkloadKind == "" || ref.WorkloadKind == "Pod":
+		return ref.Namespace + "/Pod/" + ref.Name
+	default:
+		return ref.Namespace + "/" + ref.WorkloadKind + "/" + ref.WorkloadName
+	}
+}
+
+// reconcileDelete removes the stored objects, then the finalizer.
+func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(cd, coredogv1.FinalizerCleanup) {
+		return ctrl.Result{}, nil
+	}
+	if err := r.Uploader.DeleteStored(ctx, cd, policy); err != nil {
+		if r.cleanupFailures == nil {
+			r.cleanupFailures = map[string]int{}
+		}
+		r.cleanupFailures[cd.Name]++
+		n := r.cleanupFailures[cd.Name]
+		if n < cleanupGiveUp {
+			ctrl.LoggerFrom(ctx).Info("Deleting stored objects failed; retrying", "attempt", n, "err", err.Error())
+			return ctrl.Result{RequeueAfter: backoff(int32(n))}, nil
+		}
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
+			"Giving up deleting the stored dump after %d attempts; remove it by hand: %v", n, err)
+	}
+	delete(r.cleanupFailures, cd.Name)
+	patch := client.MergeFrom(cd.DeepCopy())
+	controllerutil.RemoveFinalizer(cd, coredogv1.FinalizerCleanup)
+	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, cd, patch))
+}
+
+// setLabels puts the labels and annotations of DESIGN section 3 on a dump.
+func (r *CoreDumpReconciler) setLabels(cd *coredogv1.CoreDump) {
+	l := map[string]string{
+		coredogv1.LabelNode:   coredogv1.LabelValue(cd.Spec.NodeName),
+		coredogv1.LabelPolicy: coredogv1.LabelValue(cd.Spec.PolicyName),
+	}
+	if v := cd.Spec.Process.SignalName; v != "" {
+		l[coredogv1.LabelSignal] = coredogv1.LabelValue(v)
+	}
+	if v := cd.Spec.Signature; v != "" {
+		l[coredogv1.LabelSignature] = coredogv1.LabelValue(v)
+	}
+	a := map[string]string{}
+	if ref := cd.Status.Pod; ref != nil && ref.Name != "" {
+		l[coredogv1.LabelNamespace] = coredogv1.LabelValue(ref.Namespace)
+		l[coredogv1.LabelPod] = coredogv1.LabelValue(ref.Name)
+		a[coredogv1.AnnotationPodUID] = ref.UID
+		a[coredogv1.AnnotationContainer] = ref.Container
+		a[coredogv1.AnnotationImage] = ref.Image
+		if ref.WorkloadKind != "" {
+			a[coredogv1.AnnotationWorkload] = ref.WorkloadKind + "/" + ref.WorkloadName
+		}
+	}
+	if cd.Labels == nil {
+		cd.Labels = map[string]string{}
+	}
+	for k, v := range l {
+		cd.Labels[k] = v
+	}
+	for k, v := range a {
+		if v == "" {
+			continue
+		}
+		if cd.Annotations == nil {
+			cd.Annotations = map[string]string{}
+		}
+		cd.Annotations[k] = v
+	}
+}
+
+// writeBack patches what a reconcile changed: status through the status
+// subresource, labels and annotations through the object, each once and only
+// when changed. Each patch starts from its own copy, since a patch response
+// overwrites the object it is given.
+func (r *CoreDumpReconciler) writeBack(ctx context.Context, orig, cd *coredogv1.CoreDump) error {
+	var errs []error
+	if !equality.Semantic.DeepEqual(orig.Status, cd.Status) {
+		obj := cd.DeepCopy()
+		if err := r.Status().Patch(ctx, obj, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("patching status of %s: %w", cd.Name, err))
+		}
+	}
+	if !equality.Semantic.DeepEqual(orig.Labels, cd.Labels) || !equality.Semantic.DeepEqual(orig.Annotations, cd.Annotations) {
+		obj := orig.DeepCopy()
+		obj.Labels, obj.Annotations = cd.Labels, cd.Annotations
+		if err := r.Patch(ctx, obj, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("patching labels of %s: %w", cd.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *CoreDumpReconciler) setCondition(cd *coredogv1.CoreDump, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&cd.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: truncate(msg, 32768),
+		ObservedGeneration: cd.Generation, LastTransitionTime: metav1.NewTime(r.now()),
+	})
+}
+
+func (r *CoreDumpReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+// SetupWithManager registers the reconciler and the indexes it lists by.
+func (r *CoreDumpReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("coredump").
+		For(&coredogv1.CoreDump{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent}).
+		Complete(r)
+}
+
+// setupIndexes registers the field indexes both reconcilers use.
+func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &corev1.Pod{}, indexPodNode, func(o client.Object) []string {
+		return []string{o.(*corev1.Pod).Spec.NodeName}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &coredogv1.CoreDump{}, indexDumpPolicy, func(o client.Object) []string {
+		return []string{o.(*coredogv1.CoreDump).Spec.PolicyName}
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &coredogv1.CoreDump{}, indexDumpSigKey, func(o client.Object) []string {
+		return []string{rateKey(o.(*coredogv1.CoreDump))}
+	})
+}
+
+func terminal(p coredogv1.Phase) bool {
+	return p == coredogv1.PhaseUploaded || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseFailed
+}
+
+// backoff is 1s, 2s, 4s, ... capped at five minutes.
+func backoff(attempt int32) time.Duration {
+	if attempt < 1 {
+		attempt = 1
+	}
+	d := time.Duration(float64(backoffBase) * math.Pow(2, float64(attempt-1)))
+	if d > backoffCap || d <= 0 {
+		return backoffCap
+	}
+	return d
+}
+
+func ttlOf(p *coredogv1.CoreDumpPolicy) time.Duration {
+	if p == nil {
+		return 720 * time.Hour
+	}
+	return durationOr(p.Spec.Retention.TTL, 720*time.Hour)
+}
+
+func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
+	if d == nil || d.Duration <= 0 {
+		return def
+	}
+	return d.Duration
+}
+
+func derefInt32(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func crashTime(cd *coredogv1.CoreDump) time.Time {
+	if t := cd.Spec.Process.DumpedAt; t != nil {
+		return t.Time
+	}
+	return cd.Spec.DetectedAt.Time
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}

@@ -1,0 +1,207 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/s3blob"
+)
+
+// defaultS3Region signs requests when neither the URL nor the default chain
+// names a region; S3-compatible servers mostly accept any region.
+const defaultS3Region = "us-east-1"
+
+// s3AbortTimeout bounds the AbortMultipartUpload sent after a failed write.
+// It runs on a fresh context because the write's own context is the one
+// that was cancelled to abort it.
+const s3AbortTimeout = 30 * time.Second
+
+// s3Params are the s3:// URL options.
+type s3Params struct {
+	region, endpoint, profile  string
+	pathStyle, accelerate      bool
+	anonymous, dualStack, fips bool
+	sseType                    types.ServerSideEncryption
+	kmsKeyID                   string
+}
+
+func parseS3Params(q url.Values) (*s3Params, error) {
+	p := &s3Params{region: q.Get("region"), profile: q.Get("profile"), kmsKeyID: q.Get("kmskeyid")}
+	bools := []struct {
+		name string
+		dst  *bool
+	}{
+		{"use_path_style", &p.pathStyle}, {"s3ForcePathStyle", &p.pathStyle}, {"accelerate", &p.accelerate},
+		{"anonymous", &p.anonymous}, {"dualstack", &p.dualStack}, {"fips", &p.fips},
+	}
+	for _, b := range bools {
+		if v := q.Get(b.name); v != "" {
+			x, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s=%q is not true or false", ErrInvalidURL, b.name, v)
+			}
+			*b.dst = *b.dst || x
+		}
+	}
+	disableHTTPS := false
+	if v := q.Get("disable_https"); v != "" {
+		x, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: disable_https=%q is not true or false", ErrInvalidURL, v)
+		}
+		disableHTTPS = x
+	}
+	if sdk := q.Get("awssdk"); sdk != "" && sdk != "v2" && sdk != "V2" {
+		return nil, fmt.Errorf("%w: awssdk=%q: only the AWS SDK v2 is supported", ErrInvalidURL, sdk)
+	}
+	if v := q.Get("sse_type"); v != "" {
+		for _, t := range types.ServerSideEncryptionAes256.Values() {
+			if strings.EqualFold(string(t), v) {
+				p.sseType = t
+			}
+		}
+		if p.sseType == "" {
+			return nil, fmt.Errorf("%w: sse_type=%q is not one of %v", ErrInvalidURL, v, types.ServerSideEncryptionAes256.Values())
+		}
+	}
+	ep, err := s3Endpoint(q.Get("endpoint"), disableHTTPS)
+	if err != nil {
+		return nil, err
+	}
+	p.endpoint = ep
+	return p, nil
+}
+
+// s3Endpoint makes endpoint an absolute URL. disable_https only turns a
+// scheme-less endpoint into http://: AWS itself is never spoken to in clear.
+func s3Endpoint(endpoint string, disableHTTPS bool) (string, error) {
+	if endpoint == "" {
+		if disableHTTPS {
+			return "", fmt.Errorf("%w: disable_https needs an endpoint (or write the endpoint as http://host:port)", ErrInvalidURL)
+		}
+		return "", nil
+	}
+	if !strings.Contains(endpoint, "://") {
+		scheme := "https://"
+		if disableHTTPS {
+			scheme = "http://"
+		}
+		endpoint = scheme + endpoint
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%w: endpoint %q is not an http(s) URL", ErrInvalidURL, endpoint)
+	}
+	if disableHTTPS && u.Scheme == "https" {
+		return "", fmt.Errorf("%w: disable_https=true contradicts endpoint %q", ErrInvalidURL, endpoint)
+	}
+	return endpoint, nil
+}
+
+func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucketStore, error) {
+	p, err := parseS3Params(loc.Query)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := s3Config(ctx, p, creds)
+	if err != nil {
+		return nil, err
+	}
+	if p.endpoint != "" {
+		// S3-compatible servers (Ceph RGW, older MinIO, ...) reject the
+		// trailing checksums the SDK sends to AWS by default.
+		cfg.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		cfg.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if p.endpoint != "" {
+			o.BaseEndpoint = aws.String(p.endpoint)
+		}
+		o.UsePathStyle = p.pathStyle
+		o.UseAccelerate = p.accelerate
+		if p.dualStack {
+			o.EndpointOptions.UseDualStackEndpoint = aws.DualStackEndpointStateEnabled
+		}
+		if p.fips {
+			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
+		}
+	})
+	bucket, err := s3blob.OpenBucket(ctx, client, loc.Bucket, &s3blob.Options{
+		EncryptionType:             p.sseType,
+		KMSEncryptionID:            p.kmsKeyID,
+		RequestChecksumCalculation: cfg.RequestChecksumCalculation,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
+	}
+	tm := func(o *transfermanager.Options) {
+		o.PartSizeBytes = partSize
+		// The default threshold (16 MiB) is read into one buffer before the
+		// first part goes out; one part is enough to decide.
+		o.MultipartUploadThreshold = partSize
+		o.Concurrency = s3Concurrency
+		o.FailTimeout = s3AbortTimeout
+		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
+	}
+	return &bucketStore{bucket: bucket, tune: func(wo *blob.WriterOptions) {
+		wo.BeforeWrite = func(as func(any) bool) error {
+			// s3blob hands out the transfer manager it is about to use and
+			// invites changing it; its options are only settable at New.
+			var c *transfermanager.Client
+			if !as(&c) || c == nil {
+				return errors.New("s3blob did not expose its transfer manager")
+			}
+			*c = *transfermanager.New(client, tm)
+			return nil
+		}
+	}}, nil
+}
+
+// s3Config builds the SDK configuration. With a Secret it is built by hand
+// from static keys, so nothing from the process environment or shared
+// config files can leak into one policy's requests; without one, the SDK's
+// default chain decides, as IRSA and instance roles need.
+func s3Config(ctx context.Context, p *s3Params, creds map[string][]byte) (aws.Config, error) {
+	if creds != nil {
+		if p.profile != "" || p.anonymous {
+			return aws.Config{}, fmt.Errorf("%w: profile= and anonymous= cannot be combined with a Secret", ErrInvalidURL)
+		}
+		region := p.region
+		if region == "" {
+			region = defaultS3Region
+		}
+		static := credentials.NewStaticCredentialsProvider(
+			value(creds, KeyAWSAccessKeyID), value(creds, KeyAWSSecretAccessKey), value(creds, KeyAWSSessionToken))
+		return aws.Config{Region: region, Credentials: aws.NewCredentialsCache(static)}, nil
+	}
+	var opts []func(*config.LoadOptions) error
+	if p.region != "" {
+		opts = append(opts, config.WithRegion(p.region))
+	}
+	if p.profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(p.profile))
+	}
+	if p.anonymous {
+		opts = append(opts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("loading the default AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = defaultS3Region
+	}
+	return cfg, nil
+}

@@ -1,0 +1,271 @@
+package storage
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+)
+
+// The fake S3 server runs in a child process (this test binary again), so
+// that the objects it keeps in memory do not count against the client's
+// heap, which TestS3Store measures.
+const (
+	fakeS3Env    = "COREDOG_STORAGE_TEST_FAKES3"
+	fakeS3Bucket = "cores"
+	// Uploads whose key contains failOnceMarker get their first UploadPart
+	// answered with a 500.
+	failOnceMarker = "retry-once"
+	statsPath      = "/-/stats"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeS3Env) != "" {
+		serveFakeS3()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func serveFakeS3() {
+	backend := s3mem.New()
+	if err := backend.CreateBucket(fakeS3Bucket); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("http://%s\n", l.Addr())
+	// The parent closes stdin when it is done, or dies.
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
+	_ = http.Serve(l, &partFailer{next: faker.Server(), failed: map[string]bool{}, keyIDs: map[string]bool{}})
+	os.Exit(1)
+}
+
+// partFailer counts UploadPart requests, and answers the first one of
+// marked uploads with a 500, as S3 does now and then.
+// It also records the access key IDs that signed requests, which gofakes3
+// accepts without checking.
+type partFailer struct {
+	next            http.Handler
+	mu              sync.Mutex
+	failed          map[string]bool
+	keyIDs          map[string]bool
+	parts, injected atomic.Int64
+}
+
+func (p *partFailer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == statsPath {
+		p.mu.Lock()
+		ids := slices.Sorted(maps.Keys(p.keyIDs))
+		p.mu.Unlock()
+		if len(ids) == 0 {
+			ids = []string{"-"} // keeps the three fields scannable
+		}
+		fmt.Fprintf(w, "%d %d %s", p.parts.Load(), p.injected.Load(), strings.Join(ids, ","))
+		return
+	}
+	// Authorization: AWS4-HMAC-SHA256 Credential=<key id>/<date>/..., ...
+	if _, cred, ok := strings.Cut(r.Header.Get("Authorization"), "Credential="); ok {
+		id, _, _ := strings.Cut(cred, "/")
+		p.mu.Lock()
+		p.keyIDs[id] = true
+		p.mu.Unlock()
+	}
+	q := r.URL.Query()
+	id := q.Get("uploadId")
+	isPart := r.Method == http.MethodPut && id != "" && q.Get("partNumber") != ""
+	if isPart {
+		p.parts.Add(1)
+	}
+	if isPart && strings.Contains(r.URL.Path, failOnceMarker) {
+		p.mu.Lock()
+		first := !p.failed[id]
+		p.failed[id] = true
+		p.mu.Unlock()
+		if first {
+			p.injected.Add(1)
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected by the test</Message></Error>`)
+			return
+		}
+	}
+	p.next.ServeHTTP(w, r)
+}
+
+// startFakeS3 starts the server process and returns its endpoint.
+func startFakeS3(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fakeS3Env+"=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("fake S3 did not start: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// serverStats returns how many UploadPart requests the server saw, how
+// many of them it failed on purpose, and which access key IDs signed.
+func serverStats(t *testing.T, endpoint string) (parts, injected int, keyIDs string) {
+	t.Helper()
+	resp, err := http.Get(endpoint + statsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if _, err := fmt.Sscan(string(b), &parts, &injected, &keyIDs); err != nil {
+		t.Fatalf("stats %q: %v", b, err)
+	}
+	return parts, injected, strings.TrimPrefix(keyIDs, "-")
+}
+
+// rawS3 is the SDK client behind a store, to look where Store does not.
+func rawS3(t *testing.T, s Store) *s3.Client {
+	t.Helper()
+	var c *s3.Client
+	if !s.(*bucketStore).bucket.As(&c) {
+		t.Fatal("not an S3 store")
+	}
+	return c
+}
+
+func TestS3Store(t *testing.T) {
+	endpoint := startFakeS3(t)
+	// The process environment holds other keys, and no shared config or
+	// instance metadata to fall back on: a Secret's keys must win, and the
+	// default chain must find these.
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAFROMENVIRONMENT")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "environment-secret")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent/coredog-test")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/coredog-test")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	creds := map[string][]byte{
+		KeyAWSAccessKeyID: []byte("AKIACOREDOGTEST"),
+		// Secrets made with echo end in a newline; it must not reach the signer.
+		KeyAWSSecretAccessKey: []byte("coredog-test-secret-key\n"),
+	}
+	query := "?region=us-east-1&use_path_style=true&endpoint=" + url.QueryEscape(endpoint)
+	s := mustOpen(t, mustParse(t, "s3://"+fakeS3Bucket+"/prod/eu"+query), creds)
+	ctx := context.Background()
+
+	t.Run("40 MiB multipart round trip", func(t *testing.T) {
+		partsBefore, _, _ := serverStats(t, endpoint)
+		checkRoundTrip(t, s, "team-a/db-0/core.zst", 40*mib)
+		if parts, _, _ := serverStats(t, endpoint); parts-partsBefore != 40/8 {
+			t.Errorf("40 MiB went up in %d parts, want %d of 8 MiB", parts-partsBefore, 40/8)
+		}
+		// The prefix is part of the stored key.
+		plain := mustOpen(t, mustParse(t, "s3://"+fakeS3Bucket+query), creds)
+		if n, err := plain.Size(ctx, "prod/eu/team-a/db-0/core.zst"); err != nil || n != 40*mib {
+			t.Fatalf("the object is not under the prefix: %d, %v", n, err)
+		}
+		out, err := rawS3(t, s).HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(fakeS3Bucket), Key: aws.String("prod/eu/team-a/db-0/core.zst")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Metadata["coredump"]; got != "cd-1" {
+			t.Errorf("metadata coredump = %q, want cd-1", got)
+		}
+	})
+	t.Run("aborted writes", func(t *testing.T) {
+		checkAborts(t, s, func(t *testing.T, key string) []string {
+			out, err := rawS3(t, s).ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(fakeS3Bucket)})
+			// gofakes3 answers NoSuchUpload for a bucket that never had one.
+			var apiErr smithy.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchUpload" {
+				return nil
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, u := range out.Uploads {
+				left = append(left, "unfinished multipart upload of "+aws.ToString(u.Key))
+			}
+			return left
+		})
+	})
+	t.Run("delete", func(t *testing.T) { checkDelete(t, s) })
+	t.Run("a part that fails once is retried", func(t *testing.T) {
+		partsBefore, injectedBefore, _ := serverStats(t, endpoint)
+		src := newGenReader(17*mib, 3)
+		if _, err := s.Write(ctx, failOnceMarker+"/core.zst", src, WriteOptions{}); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		parts, injected, _ := serverStats(t, endpoint)
+		if injected-injectedBefore != 1 || parts-partsBefore != 3+1 {
+			t.Fatalf("the server saw %d part uploads and failed %d; want 3 parts plus 1 retry, 1 failed",
+				parts-partsBefore, injected-injectedBefore)
+		}
+		if n, err := s.Size(ctx, failOnceMarker+"/core.zst"); err != nil || n != 17*mib {
+			t.Fatalf("Size = %d, %v", n, err)
+		}
+	})
+	t.Run("a Secret's keys sign, not the environment's", func(t *testing.T) {
+		if _, _, ids := serverStats(t, endpoint); ids != "AKIACOREDOGTEST" {
+			t.Fatalf("requests were signed by %q, want only the Secret's AKIACOREDOGTEST", ids)
+		}
+	})
+	t.Run("default chain", func(t *testing.T) {
+		d := mustOpen(t, mustParse(t, "s3://"+fakeS3Bucket+"/default"+query), nil)
+		if _, err := d.Write(ctx, "k.json", strings.NewReader("{}"), WriteOptions{ContentType: "application/json"}); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		if _, _, ids := serverStats(t, endpoint); !strings.Contains(ids, "AKIAFROMENVIRONMENT") {
+			t.Fatalf("without a Secret, requests were signed by %q, want the environment's key too", ids)
+		}
+	})
+}

@@ -1,0 +1,279 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/agentclient"
+	"github.com/coredog/coredog/controllers/agentset"
+	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/agentlease"
+	"github.com/coredog/coredog/internal/pki"
+)
+
+// OpenStoreFunc opens a store; tests may swap it.
+type OpenStoreFunc func(ctx context.Context, loc *storage.Location, creds map[string][]byte) (storage.Store, error)
+
+// Uploader moves one dump from its agent into storage, and deletes stored
+// dumps. It keeps one agent client per policy CA.
+type Uploader struct {
+	Client    client.Reader
+	Namespace string
+	OpenStore OpenStoreFunc
+	Now       func() time.Time
+
+	mu      sync.Mutex
+	clients map[string]cachedClient
+}
+
+type cachedClient struct {
+	fingerprint string
+	client      *agentclient.Client
+}
+
+// timeLayout sorts and reads well in object keys.
+const timeLayout = "20060102T150405Z"
+
+// extension names the stored object by its compression.
+func extension(c coredogv1.Compression) string {
+	switch c {
+	case coredogv1.CompressionGzip:
+		return ".gz"
+	case coredogv1.CompressionNone:
+		return ".core"
+	default:
+		return ".zst"
+	}
+}
+
+// Key decides where a dump will be stored.
+func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
+	loc, err := storage.ParseURL(p.Spec.Storage.URL)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := p.Spec.Storage.KeyTemplate
+	if tmpl == "" {
+		tmpl = coredogv1.DefaultKeyTemplate
+	}
+	kt, err := storage.ParseKeyTemplate(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	f := storage.KeyFields{
+		Node: cd.Spec.NodeName, Executable: cd.Spec.Process.Executable, Signal: int(cd.Spec.Process.Signal),
+		SignalName: cd.Spec.Process.SignalName, Signature: cd.Spec.Signature, Name: cd.Name,
+		Time: crashTime(cd).UTC().Format(timeLayout),
+	}
+	if ref := cd.Status.Pod; ref != nil {
+		f.Namespace, f.Pod, f.Container = ref.Namespace, ref.Name, ref.Container
+		if ref.WorkloadKind != "" {
+			f.Workload = ref.WorkloadKind + "-" + ref.WorkloadName
+		}
+	}
+	key, err := kt.Render(f)
+	if err != nil {
+		return nil, err
+	}
+	compression := p.Spec.Storage.Compression
+	if compression == "" {
+		compression = coredogv1.CompressionZstd
+	}
+	key += extension(compression)
+	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
+}
+
+// Upload streams the dump from its agent into the policy's storage, checks
+// it, writes the metadata file next to it, and returns where it is. It
+// returns only after the store confirmed both writes.
+func (u *Uploader) Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
+	target := cd.Status.Storage
+	if target == nil || target.Key == "" {
+		return nil, errors.New("no storage key was decided")
+	}
+	loc, store, err := u.open(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	key, ok := strings.CutPrefix(target.Key, loc.Prefix)
+	if !ok || loc.ObjectURL(key) != target.URL {
+		return nil, fmt.Errorf("the policy's storage moved from %s; the dump cannot be written where it was planned", target.URL)
+	}
+	endpoint, err := u.endpoint(ctx, cd)
+	if err != nil {
+		return nil, err
+	}
+	ac, err := u.agentClient(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := ac.Fetch(ctx, endpoint, cd.Name, target.Compression, cd.Spec.Size)
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
+	n, err := store.Write(ctx, key, stream, storage.WriteOptions{
+		ContentType: contentType(target.Compression),
+		Metadata:    map[string]string{"coredump": cd.Name, "node": cd.Spec.NodeName},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storing %s: %w", target.URL, err)
+	}
+	stored := target.DeepCopy()
+	stored.StoredSize = n
+	stored.SHA256 = stream.SHA256
+	stored.UploadedAt = &metav1.Time{Time: u.now()}
+
+	meta := cd.DeepCopy()
+	meta.Status.Storage = stored
+	meta.Status.Phase = coredogv1.PhaseUploaded
+	doc, err := json.MarshalIndent(map[string]any{
+		"apiVersion": coredogv1.GroupVersion.String(), "kind": "CoreDump",
+		"metadata": map[string]any{"name": cd.Name, "namespace": cd.Namespace, "uid": cd.UID, "labels": cd.Labels, "annotations": cd.Annotations},
+		"spec":     meta.Spec, "status": meta.Status,
+	}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding metadata: %w", err)
+	}
+	if _, err := store.Write(ctx, metadataKey(key), bytes.NewReader(doc), storage.WriteOptions{ContentType: "application/json"}); err != nil {
+		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
+	}
+	return stored, nil
+}
+
+// DeleteStored removes a dump's stored objects, if any.
+func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) error {
+	target := cd.Status.Storage
+	if target == nil || target.Key == "" {
+		return nil
+	}
+	if p == nil {
+		return fmt.Errorf("CoreDumpPolicy %s is gone with its storage settings; %s stays", cd.Spec.PolicyName, target.URL)
+	}
+	loc, store, err := u.open(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	key, ok := strings.CutPrefix(target.Key, loc.Prefix)
+	if !ok || loc.ObjectURL(key) != target.URL {
+		return fmt.Errorf("the policy's storage moved; %s stays", target.URL)
+	}
+	if err := store.Delete(ctx, key); err != nil {
+		return fmt.Errorf("deleting %s: %w", target.URL, err)
+	}
+	if err := store.Delete(ctx, metadataKey(key)); err != nil {
+		return fmt.Errorf("deleting the metadata of %s: %w", target.URL, err)
+	}
+	return nil
+}
+
+// metadataKey is the JSON file next to a dump: its key without the
+// compression extension, plus .json.
+func metadataKey(key string) string {
+	for _, ext := range []string{".zst", ".gz", ".core"} {
+		if k, ok := strings.CutSuffix(key, ext); ok {
+			return k + ".json"
+		}
+	}
+	return key + ".json"
+}
+
+func contentType(c coredogv1.Compression) string {
+	switch c {
+	case coredogv1.CompressionGzip:
+		return "application/gzip"
+	case coredogv1.CompressionNone:
+		return "application/octet-stream"
+	default:
+		return "application/zstd"
+	}
+}
+
+func (u *Uploader) open(ctx context.Context, p *coredogv1.CoreDumpPolicy) (*storage.Location, storage.Store, error) {
+	loc, err := storage.ParseURL(p.Spec.Storage.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	var creds map[string][]byte
+	if ref := p.Spec.Storage.SecretRef; ref != nil {
+		var s corev1.Secret
+		if err := u.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: ref.Name}, &s); err != nil {
+			return nil, nil, fmt.Errorf("reading storage Secret %s: %w", ref.Name, err)
+		}
+		creds = s.Data
+	}
+	store, err := u.OpenStore(ctx, loc, creds)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
+	}
+	return loc, store, nil
+}
+
+// endpoint reads the agent's address from its Lease.
+func (u *Uploader) endpoint(ctx context.Context, cd *coredogv1.CoreDump) (string, error) {
+	var lease coordinationv1.Lease
+	name := agentlease.Name(cd.Spec.PolicyName, cd.Spec.NodeName)
+	if err := u.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name}, &lease); err != nil {
+		return "", fmt.Errorf("finding the agent of node %s (Lease %s): %w", cd.Spec.NodeName, name, err)
+	}
+	ep := lease.Annotations[agentlease.AnnotationEndpoint]
+	if _, err := agentlease.ParseEndpoint(ep); err != nil {
+		return "", err
+	}
+	return ep, nil
+}
+
+// agentClient returns a client with a certificate from the policy's current CA.
+func (u *Uploader) agentClient(ctx context.Context, policy string) (*agentclient.Client, error) {
+	var s corev1.Secret
+	if err := u.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: agentset.CASecretName(policy)}, &s); err != nil {
+		return nil, fmt.Errorf("reading the CA of policy %s: %w", policy, err)
+	}
+	fp := pki.Fingerprint(s.Data[pki.CACertKey], s.Data[pki.CAKeyKey])
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c, ok := u.clients[policy]; ok && c.fingerprint == fp {
+		return c.client, nil
+	}
+	ca, err := pki.ParseCA(s.Data[pki.CACertKey], s.Data[pki.CAKeyKey])
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA of policy %s: %w", policy, err)
+	}
+	creds, err := agentclient.NewCredentials(policy, ca, u.now())
+	if err != nil {
+		return nil, err
+	}
+	c, err := agentclient.New(creds)
+	if err != nil {
+		return nil, err
+	}
+	if old, ok := u.clients[policy]; ok {
+		old.client.Close()
+	}
+	if u.clients == nil {
+		u.clients = map[string]cachedClient{}
+	}
+	u.clients[policy] = cachedClient{fingerprint: fp, client: c}
+	return c, nil
+}
+
+func (u *Uploader) now() time.Time {
+	if u.Now == nil {
+		return time.Now()
+	}
+	return u.Now()
+}

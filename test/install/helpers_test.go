@@ -1,0 +1,260 @@
+package install
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// Names shared by config/ and the chart (installed as release "coredog").
+const (
+	defaultNamespace = "coredog-system"
+	managerName      = "coredog-manager"
+	agentName        = "coredog-agent"
+	metricsName      = "coredog-manager-metrics"
+	configImage      = "ghcr.io/coredog/coredog:dev"
+)
+
+// repoPath is a path relative to the repository root.
+func repoPath(parts ...string) string {
+	return filepath.Join(append([]string{"..", ".."}, parts...)...)
+}
+
+var (
+	testScheme = func() *runtime.Scheme {
+		s := runtime.NewScheme()
+		for _, add := range []func(*runtime.Scheme) error{
+			clientgoscheme.AddToScheme, coredogv1.AddToScheme, apiextensionsv1.AddToScheme,
+		} {
+			if err := add(s); err != nil {
+				panic(err)
+			}
+		}
+		return s
+	}()
+	// strictDecoder rejects unknown and duplicate fields.
+	strictDecoder = serializer.NewCodecFactory(testScheme, serializer.EnableStrict).UniversalDeserializer()
+)
+
+// serviceMonitorGVK is the Prometheus Operator's ServiceMonitor, the one kind
+// the chart renders that is not in the scheme.
+var serviceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
+
+// serviceMonitor is the subset of monitoring.coreos.com/v1 ServiceMonitor the
+// chart uses; decoding into it rejects any other field, so a new field in the
+// template must be added here on purpose (and to testdata/crds).
+type serviceMonitor struct {
+	metav1.TypeMeta `json:",inline"`
+	Metadata        metav1.ObjectMeta `json:"metadata"`
+	Spec            struct {
+		Selector          metav1.LabelSelector `json:"selector"`
+		NamespaceSelector struct {
+			Any        bool     `json:"any,omitempty"`
+			MatchNames []string `json:"matchNames,omitempty"`
+		} `json:"namespaceSelector"`
+		Endpoints []struct {
+			Port          string `json:"port"`
+			Path          string `json:"path,omitempty"`
+			Interval      string `json:"interval,omitempty"`
+			ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
+		} `json:"endpoints"`
+	} `json:"spec"`
+}
+
+// manifest is one object of a rendered or built set.
+type manifest struct {
+	// Source says where it came from, for messages.
+	Source string
+	// Obj is the object as the API server would receive it.
+	Obj *unstructured.Unstructured
+	// Typed is the object decoded strictly into its Go type.
+	Typed any
+}
+
+func (m manifest) String() string {
+	return fmt.Sprintf("%s %s (%s)", m.Obj.GetKind(), objectKey(m.Obj.GetNamespace(), m.Obj.GetName()), m.Source)
+}
+
+func objectKey(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+// parseManifests splits a YAML stream into objects and decodes each strictly
+// into its Kubernetes type; any error fails the test.
+func parseManifests(t *testing.T, source string, data []byte) []manifest {
+	t.Helper()
+	var out []manifest
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 0; ; i++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: reading YAML document %d: %v", source, i, err)
+		}
+		js, err := yaml.YAMLToJSONStrict(doc)
+		if err != nil {
+			t.Errorf("%s: document %d is not valid YAML: %v", source, i, err)
+			continue
+		}
+		if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+			continue // empty or comments only
+		}
+		m, err := decodeStrict(source, js)
+		if err != nil {
+			t.Errorf("%s: document %d: %v", source, i, err)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func decodeStrict(source string, js []byte) (manifest, error) {
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(js); err != nil {
+		return manifest{}, fmt.Errorf("not a Kubernetes object: %w", err)
+	}
+	m := manifest{Source: source, Obj: u}
+	gvk := u.GroupVersionKind()
+	switch {
+	case testScheme.Recognizes(gvk):
+		obj, _, err := strictDecoder.Decode(js, nil, nil)
+		if err != nil {
+			return m, fmt.Errorf("%s %s does not decode strictly: %w", gvk.Kind, u.GetName(), err)
+		}
+		m.Typed = obj
+	case gvk == serviceMonitorGVK:
+		var sm serviceMonitor
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&sm); err != nil {
+			return m, fmt.Errorf("ServiceMonitor %s does not decode strictly: %w", u.GetName(), err)
+		}
+		m.Typed = &sm
+	default:
+		return m, fmt.Errorf("unexpected kind %s", gvk)
+	}
+	return m, nil
+}
+
+// find returns the one object of type T with that name, failing the test otherwise.
+func find[T any](t *testing.T, objs []manifest, name string) T {
+	t.Helper()
+	var found []T
+	for _, m := range objs {
+		if v, ok := m.Typed.(T); ok && m.Obj.GetName() == name {
+			found = append(found, v)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("want exactly one %T named %q, found %d", zero, name, len(found))
+		return zero
+	}
+	return found[0]
+}
+
+// inventory lists "Kind namespace/name" of every object, for exact comparisons.
+func inventory(objs []manifest) []string {
+	out := make([]string, 0, len(objs))
+	for _, m := range objs {
+		out = append(out, m.Obj.GetKind()+" "+objectKey(m.Obj.GetNamespace(), m.Obj.GetName()))
+	}
+	return out
+}
+
+// kubectlPath is the kubectl that hack/envtest.sh builds next to kube-apiserver.
+func kubectlPath(t *testing.T) string {
+	t.Helper()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./test/install/ (hack/envtest.sh builds kubectl and the control plane)")
+	}
+	p := filepath.Join(assets, "kubectl")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no kubectl in KUBEBUILDER_ASSETS (%s): run hack/envtest.sh: %v", assets, err)
+	}
+	return p
+}
+
+// kustomize builds a kustomization directory with kubectl's built-in kustomize.
+func kustomize(t *testing.T, dir string) []byte {
+	t.Helper()
+	cmd := exec.Command(kubectlPath(t), "kustomize", dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
+	}
+	return out
+}
+
+// diffSets reports what want has that got lacks and the reverse.
+func diffSets(want, got []string) (missing, extra []string) {
+	w, g := toSet(want), toSet(got)
+	for k := range w {
+		if !g[k] {
+			missing = append(missing, k)
+		}
+	}
+	for k := range g {
+		if !w[k] {
+			extra = append(extra, k)
+		}
+	}
+	slices.Sort(missing)
+	slices.Sort(extra)
+	return missing, extra
+}
+
+func toSet(list []string) map[string]bool {
+	s := make(map[string]bool, len(list))
+	for _, v := range list {
+		s[v] = true
+	}
+	return s
+}
+
+// assertSameSet fails with the differences when two sets differ.
+func assertSameSet(t *testing.T, what string, want, got []string) {
+	t.Helper()
+	missing, extra := diffSets(want, got)
+	if len(missing) == 0 && len(extra) == 0 {
+		return
+	}
+	msg := what + " differ:"
+	if len(missing) > 0 {
+		msg += "\n  missing:    " + strings.Join(missing, "; ")
+	}
+	if len(extra) > 0 {
+		msg += "\n  unexpected: " + strings.Join(extra, "; ")
+	}
+	t.Error(msg)
+}
