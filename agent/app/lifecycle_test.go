@@ -137,6 +137,51 @@ func TestHostileEntriesAreNeitherCapturedNorServed(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 }
 
+func TestOddNamesBecomeCoreDumpsWithReadableNames(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, nil)
+	long := "core." + strings.Repeat("h", 255-len("core.")-len(".x.1.11.1")) + ".x.1.11.1"
+	names := map[string]string{
+		"core.my host.my app.7.11.1767225600": "core.my host.my app.7.11.1767225600",
+		"core.web\n0.app.8.11.1767225600":    "",
+		"core.caf\xe9.app.9.11.1767225600":   `core.caf\xe9.app.9.11.1767225600`,
+		long:                                 long,
+	}
+	// The keys above are written with Go escapes; turn them into the bytes.
+	raw := map[string]string{}
+	for k, want := range names {
+		name := strings.NewReplacer(`\n`, "\n", `\xe9`, "\xe9").Replace(k)
+		if want == "" {
+			want = name
+		}
+		raw[name] = want
+	}
+	for name := range raw {
+		must(t, os.WriteFile(filepath.Join(h.dir, name), []byte("odd"), 0o600))
+	}
+	// A device file named like a core is never touched.
+	must(t, syscall.Mknod(filepath.Join(h.dir, "core.dev.null.1.11.1"), syscall.S_IFCHR|0o600, 1<<8|3))
+	h.start()
+	g.Eventually(func(g Gomega) {
+		var got []string
+		for _, cd := range h.dumps(g) {
+			got = append(got, cd.Spec.FileName)
+		}
+		var want []string
+		for _, v := range raw {
+			want = append(want, v)
+		}
+		g.Expect(got).To(ConsistOf(want))
+	}, wait, 200*time.Millisecond).Should(Succeed())
+	g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(HaveLen(len(raw))) }, time.Second, 200*time.Millisecond).Should(Succeed())
+	for _, cd := range h.dumps(g) {
+		if strings.HasPrefix(cd.Spec.FileName, "core.my host") {
+			g.Expect(cd.Spec.Process.Hostname).To(Equal("my host"))
+			g.Expect(cd.Spec.Process.Executable).To(Equal("my app"))
+		}
+	}
+}
+
 func TestManagedCorePatternIsRestoredOnExit(t *testing.T) {
 	g := NewWithT(t)
 	sysctl := filepath.Join(t.TempDir(), "core_pattern")

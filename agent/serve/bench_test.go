@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,7 +19,7 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// BenchmarkServe serves a 256 MiB core-like file (60% zero pages, 25%
+// BenchmarkServe serves a 1 GiB (COREDOG_BENCH_MIB to change) core-like file (60% zero pages, 25%
 // text-like, 15% random) through the handler without a network, once with
 // the zero pages written out and once (the "-sparse" runs) with them left as
 // holes, as the kernel leaves pages it never had to write. It compresses the
@@ -27,7 +28,10 @@ import (
 // (HeapAlloc above the level before the benchmark, sampled every 5ms),
 // cpu-s/op (user and system time of the whole process).
 func BenchmarkServe(b *testing.B) {
-	const size = 256 << 20
+	size := int64(1 << 30)
+	if v, err := strconv.Atoi(os.Getenv("COREDOG_BENCH_MIB")); err == nil && v > 0 {
+		size = int64(v) << 20
+	}
 	dir := b.TempDir()
 	p := filepath.Join(dir, "core")
 	writeBenchCore(b, p, size, false)

@@ -40,6 +40,8 @@ type sink struct {
 	hash hash.Hash
 	enc  io.Writer
 	n    int64
+	// hashed signals that the hash has taken the current buffer.
+	hashed chan struct{}
 }
 
 func (s *sink) Write(p []byte) (int, error) {
@@ -48,8 +50,18 @@ func (s *sink) Write(p []byte) (int, error) {
 	if err := s.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("request ended: %w", err)
 	}
-	s.hash.Write(p)
+	// Hashing and compressing are the two costs of a download and
+	// independent: run them side by side. Write returns only when both are
+	// done with p, which the caller then reuses.
+	if s.hashed == nil {
+		s.hashed = make(chan struct{})
+	}
+	go func() {
+		s.hash.Write(p)
+		s.hashed <- struct{}{}
+	}()
 	n, err := s.enc.Write(p)
+	<-s.hashed
 	s.n += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("sending: %w", err)
