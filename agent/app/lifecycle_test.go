@@ -143,9 +143,9 @@ func TestOddNamesBecomeCoreDumpsWithReadableNames(t *testing.T) {
 	long := "core." + strings.Repeat("h", 255-len("core.")-len(".x.1.11.1")) + ".x.1.11.1"
 	names := map[string]string{
 		"core.my host.my app.7.11.1767225600": "core.my host.my app.7.11.1767225600",
-		"core.web\n0.app.8.11.1767225600":    "",
-		"core.caf\xe9.app.9.11.1767225600":   `core.caf\xe9.app.9.11.1767225600`,
-		long:                                 long,
+		"core.web\n0.app.8.11.1767225600":     "",
+		"core.caf\xe9.app.9.11.1767225600":    `core.caf\xe9.app.9.11.1767225600`,
+		long:                                  long,
 	}
 	// The keys above are written with Go escapes; turn them into the bytes.
 	raw := map[string]string{}
