@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"bytes"
 	"context"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/klauspost/compress/zstd"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +28,7 @@ import (
 	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
+	"github.com/coredog/coredog/controllers/storage"
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/scheme"
 )
@@ -373,3 +377,51 @@ func findCondition(cs []metav1.Condition, typ string) metav1.Condition {
 // failWrites makes the next N dump writes to a bucket whose path contains
 // "flaky" fail, as a store that is away for a while would.
 var failWrites atomic.Int32
+
+// TestDumpIsUploadedToS3 runs the same flow against a real S3 protocol
+// server on loopback, reached by the real AWS SDK client with the
+// credentials from the policy's Secret.
+func TestDumpIsUploadedToS3(t *testing.T) {
+	g := NewWithT(t)
+	backend := s3mem.New()
+	faker := gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()))
+	srv := httptest.NewServer(faker.Server())
+	t.Cleanup(srv.Close)
+	g.Expect(backend.CreateBucket("cores")).To(Succeed())
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s3-upload", Namespace: testNamespace},
+		StringData: map[string]string{storage.KeyAWSAccessKeyID: "test-key", storage.KeyAWSSecretAccessKey: "test-secret"}}
+	g.Expect(k8s.Create(context.Background(), secret)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), secret) })
+
+	url := "s3://cores/prod?region=us-east-1&use_path_style=true&endpoint=" + srv.URL
+	e := newDumpEnv(t, "s3", func(p *coredogv1.CoreDumpPolicy) {
+		p.Spec.Storage.URL = url
+		p.Spec.Storage.SecretRef = &coredogv1.SecretReference{Name: secret.Name}
+	})
+	createPod(t, "shop-s3", "cart-0", e.node, nil)
+	data := coreLike(12 << 20)
+	name := e.crashFile("cart-0", "cart", data)
+	cd := e.waitPhase(g, name, coredogv1.PhaseUploaded)
+	g.Expect(cd.Status.Storage.URL).To(HavePrefix("s3://cores/prod/shop-s3/cart-0/"))
+	g.Expect(cd.Status.Storage.Key).To(HavePrefix("prod/shop-s3/cart-0/"))
+
+	loc, err := storage.ParseURL(url)
+	g.Expect(err).NotTo(HaveOccurred())
+	store, err := storage.Open(context.Background(), loc, map[string][]byte{
+		storage.KeyAWSAccessKeyID: []byte("test-key"), storage.KeyAWSSecretAccessKey: []byte("test-secret")})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer store.Close()
+	key := strings.TrimPrefix(cd.Status.Storage.Key, loc.Prefix)
+	r, err := store.Read(context.Background(), key)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer r.Close()
+	dec, err := zstd.NewReader(r)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer dec.Close()
+	var got bytes.Buffer
+	_, err = got.ReadFrom(dec)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.Bytes()).To(Equal(data))
+	_, err = store.Size(context.Background(), strings.TrimSuffix(key, ".zst")+".json")
+	g.Expect(err).NotTo(HaveOccurred())
+}

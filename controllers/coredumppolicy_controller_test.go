@@ -233,6 +233,21 @@ func TestPolicyStorageValidation(t *testing.T) {
 		g.Expect(condition(getPolicy(g, p.Name), coredogv1.ConditionStorageValid).Status).To(Equal(metav1.ConditionTrue))
 	}, timeout, interval).Should(Succeed())
 
+	// A Secret that lacks a key: the condition names it.
+	g.Eventually(func() error {
+		var cur corev1.Secret
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(secret), &cur); err != nil {
+			return err
+		}
+		delete(cur.Data, "AWS_SECRET_ACCESS_KEY")
+		return k8s.Update(context.Background(), &cur)
+	}, timeout, interval).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := condition(getPolicy(g, p.Name), coredogv1.ConditionStorageValid)
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Message).To(ContainSubstring("AWS_SECRET_ACCESS_KEY"))
+	}, timeout, interval).Should(Succeed())
+
 	for _, tc := range []struct{ url, tmpl, reason, msg string }{
 		{"s3://cores?regoin=eu", "", coredogv1.ReasonInvalidStorageURL, `unknown option "regoin"`},
 		{"s3://cores", "{{.Bucket}}", coredogv1.ReasonInvalidKeyTemplate, "Bucket"},
