@@ -58,6 +58,10 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 			pol(o).Spec.HostPath = "/" + long
 			pol(o).Spec.FileNamePattern = "core." + strings.Repeat("%e", 12)
 		}, "at most 127 bytes"},
+		{"hostPath too long for a pipe pattern", validPolicy("v5p"), func(o client.Object) {
+			pol(o).Spec.CorePattern = coredogv1.CorePatternPipe
+			pol(o).Spec.HostPath = "/" + long
+		}, "with corePattern Pipe, hostPath must be at most 73 bytes"},
 		{"unsupported storage scheme", validPolicy("v6"), func(o client.Object) { pol(o).Spec.Storage.URL = "http://bucket/x" }, "storage.url must start with s3://, gs://, azblob:// or file://"},
 		{"relative file storage", validPolicy("v7"), func(o client.Object) { pol(o).Spec.Storage.URL = "file://relative/dir" }, "needs an absolute path"},
 		{"negative poll interval", validPolicy("v8"), func(o client.Object) {
@@ -72,7 +76,7 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 		{"bad minNodeFree", validPolicy("v13"), func(o client.Object) { pol(o).Spec.Limits.MinNodeFree = "150%" }, "minNodeFree must be a size such as 2Gi or a percentage"},
 		{"zero maxDumpSize", validPolicy("v14"), func(o client.Object) { pol(o).Spec.Limits.MaxDumpSize = ptr.To(resource.MustParse("0")) }, "maxDumpSize must be positive"},
 		{"unknown compression", validPolicy("v15"), func(o client.Object) { pol(o).Spec.Storage.Compression = "Brotli" }, `supported values: "Zstd", "Gzip", "None"`},
-		{"unknown core pattern mode", validPolicy("v16"), func(o client.Object) { pol(o).Spec.CorePattern = "Sometimes" }, `supported values: "Observe", "Manage"`},
+		{"unknown core pattern mode", validPolicy("v16"), func(o client.Object) { pol(o).Spec.CorePattern = "Sometimes" }, `supported values: "Observe", "Manage", "Pipe"`},
 		{"policy name too long", validPolicy(strings.Repeat("p", 41)), func(client.Object) {}, "at most 40 characters"},
 		{"core dump without node", validCoreDump("c1"), func(o client.Object) { cd(o).Spec.NodeName = "" }, "spec.nodeName"},
 		{"core dump with unknown detection source", validCoreDump("c2"), func(o client.Object) { cd(o).Spec.DetectedBy = "Guess" }, `supported values: "Watch", "Poll", "Rescan"`},

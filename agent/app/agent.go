@@ -22,6 +22,7 @@ import (
 	"github.com/coredog/coredog/agent/corepattern"
 	"github.com/coredog/coredog/agent/detect"
 	"github.com/coredog/coredog/agent/nodeguard"
+	"github.com/coredog/coredog/agent/receive"
 	"github.com/coredog/coredog/agent/serve"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -85,21 +86,14 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	a.pending = newRetryQueue(a.createCoreDump, log)
 	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits, Logger: log.WithName("nodeguard")})
 
-	if cfg.CorePattern == string(coredogv1.CorePatternManage) {
-		pattern, err := corepattern.Pattern(cfg.Dir, cfg.FileNamePattern)
-		if err != nil {
-			return fmt.Errorf("core_pattern: %w", err)
-		}
-		m := corepattern.New(cfg.SysctlPath, log.WithName("corepattern"))
-		if err := m.Set(pattern); err != nil {
-			return fmt.Errorf("setting core_pattern: %w", err)
-		}
+	if restore, err := a.setCorePattern(); err != nil {
+		return err
+	} else if restore != nil {
 		defer func() {
-			if err := m.Restore(); err != nil {
+			if err := restore(); err != nil {
 				log.Error(err, "Restoring core_pattern")
 			}
 		}()
-		log.Info("Set kernel.core_pattern", "pattern", pattern, "sysctl", cfg.SysctlPath)
 	}
 
 	var hostPID func(string) (int64, bool)
@@ -276,4 +270,46 @@ func advertisedEndpoint(advertise, listenAddr string) (string, error) {
 // nodeSelector selects this agent's CoreDumps by the CRD's selectable fields.
 func (a *Agent) nodeSelector() fields.Selector {
 	return fields.SelectorFromSet(fields.Set{"spec.nodeName": a.cfg.NodeName, "spec.policyName": a.cfg.Policy})
+}
+
+// setCorePattern writes kernel.core_pattern in Manage and Pipe modes and
+// returns how to put the old value back.
+func (a *Agent) setCorePattern() (restore func() error, err error) {
+	cfg := a.cfg
+	m := corepattern.New(cfg.SysctlPath, a.log.WithName("corepattern"))
+	switch coredogv1.CorePatternMode(cfg.CorePattern) {
+	case coredogv1.CorePatternManage:
+		pattern, err := corepattern.Pattern(cfg.Dir, cfg.FileNamePattern)
+		if err != nil {
+			return nil, fmt.Errorf("core_pattern: %w", err)
+		}
+		if err := m.Set(pattern); err != nil {
+			return nil, err
+		}
+		a.log.Info("Set kernel.core_pattern", "pattern", pattern, "sysctl", cfg.SysctlPath)
+	case coredogv1.CorePatternPipe:
+		bin := cfg.ReceiverBinary
+		if bin == "" {
+			if bin, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("finding the agent binary to install as the core receiver: %w", err)
+			}
+		}
+		procRoot := cfg.ProcRoot
+		if procRoot == "" {
+			procRoot = "/proc"
+		}
+		pattern, err := receive.Install(bin, receive.Config{
+			Dir: cfg.Dir, FileNamePattern: cfg.FileNamePattern, MaxBytes: a.set.limits.MaxUsage, ProcRoot: procRoot,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("installing the core receiver: %w", err)
+		}
+		if err := m.SetPipe(pattern); err != nil {
+			return nil, err
+		}
+		a.log.Info("Set kernel.core_pattern to pipe cores to the agent's receiver", "pattern", pattern, "sysctl", cfg.SysctlPath)
+	default:
+		return nil, nil
+	}
+	return m.Restore, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coredog/coredog/agent/corefile"
 	"github.com/coredog/coredog/agent/detect"
+	"github.com/coredog/coredog/agent/receive"
 	"github.com/coredog/coredog/agent/serve"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
@@ -55,13 +56,9 @@ func (a *Agent) recordCgroup(path string) {
 		a.log.V(1).Info("Cannot read the dumping process's cgroup", "path", path, "pid", fields.HostPID, "err", err.Error())
 		return
 	}
-	info, ok := corefile.ContainerID(data)
-	if !ok {
+	id := containerIDOf(data)
+	if id == "" {
 		return
-	}
-	id := info.ID
-	if info.Runtime != "" {
-		id = info.Runtime + "://" + info.ID
 	}
 	a.cgMu.Lock()
 	defer a.cgMu.Unlock()
@@ -72,10 +69,35 @@ func (a *Agent) recordCgroup(path string) {
 
 func (a *Agent) takeContainerID(path string) string {
 	a.cgMu.Lock()
-	defer a.cgMu.Unlock()
 	id := a.cgroups[path]
 	delete(a.cgroups, path)
-	return id
+	a.cgMu.Unlock()
+	if id != "" {
+		return id
+	}
+	// In Pipe mode the receiver read the cgroup while the process existed
+	// and left it beside the core.
+	data, err := readBounded(cgroupSidecar(path), maxCgroupBytes)
+	if err != nil {
+		return ""
+	}
+	return containerIDOf(data)
+}
+
+// cgroupSidecar is where the pipe receiver keeps a core's cgroup.
+func cgroupSidecar(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+receive.CgroupSuffix)
+}
+
+func containerIDOf(cgroup []byte) string {
+	info, ok := corefile.ContainerID(cgroup)
+	if !ok {
+		return ""
+	}
+	if info.Runtime != "" {
+		return info.Runtime + "://" + info.ID
+	}
+	return info.ID
 }
 
 func readBounded(path string, limit int64) ([]byte, error) {
@@ -128,6 +150,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Error(err, "Removing a refused core file")
 		}
+		_ = os.Remove(cgroupSidecar(f.Path))
 		a.detector.Forget(f.Path)
 	} else {
 		a.registry.Add(serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size})

@@ -48,6 +48,9 @@ type Config struct {
 	MaxParallel      int
 	// LeaseRenew is how often the agent renews its Lease.
 	LeaseRenew time.Duration
+	// ReceiverBinary is the binary installed as the kernel's pipe handler in
+	// Pipe mode; default: this program.
+	ReceiverBinary string
 }
 
 // BindFlags registers the agent's flags.
@@ -61,7 +64,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", ":9443", "Address of the dump endpoint (mTLS), e.g. 127.0.0.1:0.")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "Host or IP the controller reaches the endpoint at; default: the listen host, or 127.0.0.1.")
 	fs.StringVar(&c.TLSDir, "tls-dir", "/etc/coredog/tls", "Directory with ca.crt, tls.crt and tls.key.")
-	fs.StringVar(&c.CorePattern, "core-pattern", string(coredogv1.CorePatternObserve), "Observe, or Manage: set kernel.core_pattern to dir/file-name-pattern and restore it on exit.")
+	fs.StringVar(&c.CorePattern, "core-pattern", string(coredogv1.CorePatternObserve), "Observe; Manage: set kernel.core_pattern to dir/file-name-pattern; or Pipe: install this binary under dir and pipe cores to it. Manage and Pipe restore the old value on exit.")
 	fs.StringVar(&c.SysctlPath, "sysctl-path", "/proc/sys/kernel/core_pattern", "The core_pattern file written in Manage mode.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
 	fs.StringVar(&c.HealthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 turns it off.")
@@ -101,8 +104,10 @@ func (c *Config) validate() (settings, error) {
 		errs = append(errs, fmt.Errorf("--file-name-pattern: %w", err))
 	}
 	s.pattern = p
-	if c.CorePattern != string(coredogv1.CorePatternObserve) && c.CorePattern != string(coredogv1.CorePatternManage) {
-		errs = append(errs, fmt.Errorf("--core-pattern %q: want Observe or Manage", c.CorePattern))
+	switch coredogv1.CorePatternMode(c.CorePattern) {
+	case coredogv1.CorePatternObserve, coredogv1.CorePatternManage, coredogv1.CorePatternPipe:
+	default:
+		errs = append(errs, fmt.Errorf("--core-pattern %q: want Observe, Manage or Pipe", c.CorePattern))
 	}
 	if c.SettleTime <= 0 {
 		errs = append(errs, errors.New("--settle-time must be positive"))

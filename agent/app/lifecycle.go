@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -85,6 +86,7 @@ func (a *Agent) release(name, why string) {
 		a.log.Error(err, "Deleting a released core file", "name", name)
 		return
 	}
+	_ = os.Remove(cgroupSidecar(entry.Path))
 	a.detector.Forget(entry.Path)
 	a.metrics.localBytes.Set(float64(a.guard.LocalBytes()))
 	a.log.Info("Deleted local core file", "name", name, "why", why)

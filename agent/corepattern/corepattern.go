@@ -100,6 +100,26 @@ func (m *Manager) Set(pattern string) error {
 	if err := validate(pattern); err != nil {
 		return fmt.Errorf("setting core_pattern: %w", err)
 	}
+	return m.set(pattern)
+}
+
+// SetPipe is Set for a pipe pattern ("|/absolute/helper args"), the agent's
+// own receiver in corePattern Pipe.
+func (m *Manager) SetPipe(pattern string) error {
+	helper, ok := strings.CutPrefix(pattern, "|")
+	if !ok {
+		return fmt.Errorf("setting core_pattern: %q does not pipe to a program: %w", pattern, ErrInvalid)
+	}
+	if err := validate(helper); err != nil {
+		return fmt.Errorf("setting core_pattern: %w", err)
+	}
+	if len(pattern) > maxLen {
+		return fmt.Errorf("setting core_pattern: %q is %d bytes: %w", pattern, len(pattern), ErrTooLong)
+	}
+	return m.set(pattern)
+}
+
+func (m *Manager) set(pattern string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 

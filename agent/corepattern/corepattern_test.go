@@ -318,3 +318,29 @@ func FuzzPattern(f *testing.F) {
 		}
 	})
 }
+
+func TestSetPipe(t *testing.T) {
+	sysctl := filepath.Join(t.TempDir(), "core_pattern")
+	if err := os.WriteFile(sysctl, []byte("core\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := New(sysctl, logr.Discard())
+	for _, bad := range []string{"/no/pipe %p", "|relative %p", "|/x " + strings.Repeat("a", 130), "|/x\n%p"} {
+		if err := m.SetPipe(bad); err == nil {
+			t.Fatalf("SetPipe(%q) succeeded", bad)
+		}
+	}
+	want := "|/var/lib/coredog/cores/.coredog/agent receive %P %p"
+	if err := m.SetPipe(want); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Current(); got != want {
+		t.Fatalf("core_pattern = %q", got)
+	}
+	if err := m.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Current(); got != "core" {
+		t.Fatalf("restored %q", got)
+	}
+}

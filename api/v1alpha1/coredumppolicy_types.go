@@ -7,7 +7,7 @@ import (
 )
 
 // CorePatternMode says who sets the kernel's core_pattern.
-// +kubebuilder:validation:Enum=Observe;Manage
+// +kubebuilder:validation:Enum=Observe;Manage;Pipe
 type CorePatternMode string
 
 const (
@@ -16,6 +16,12 @@ const (
 	// CorePatternManage: the agent sets kernel.core_pattern to hostPath/fileNamePattern
 	// and restores the old value when it exits. The agent runs privileged.
 	CorePatternManage CorePatternMode = "Manage"
+	// CorePatternPipe: the agent installs a copy of itself under hostPath and
+	// sets kernel.core_pattern to pipe cores to it. The kernel runs it in the
+	// host's namespaces, so crashes inside containers are caught too (a path
+	// pattern is resolved in the crashing process's own mount namespace).
+	// The agent runs privileged.
+	CorePatternPipe CorePatternMode = "Pipe"
 )
 
 // Compression is how a dump is compressed in storage.
@@ -44,6 +50,7 @@ const (
 // CoreDumpPolicySpec says where agents run, how they find and read core
 // files, which crashes are kept, and where dumps are stored.
 // +kubebuilder:validation:XValidation:rule="!has(self.corePattern) || self.corePattern != 'Manage' || size(self.hostPath) + 1 + size(self.fileNamePattern) <= 127",message="with corePattern Manage, hostPath + '/' + fileNamePattern must be at most 127 bytes (the kernel's core_pattern limit): shorten hostPath or fileNamePattern"
+// +kubebuilder:validation:XValidation:rule="!has(self.corePattern) || self.corePattern != 'Pipe' || size(self.hostPath) <= 73",message="with corePattern Pipe, hostPath must be at most 73 bytes, so that the pipe command fits the kernel's 127-byte core_pattern"
 type CoreDumpPolicySpec struct {
 	// nodeSelector limits agents to nodes with these labels. Agents run on Linux nodes only.
 	// +optional
@@ -80,8 +87,11 @@ type CoreDumpPolicySpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([^%/|[:space:]]|%[epPhstugiI%])+$')",message="fileNamePattern may use only the specifiers %e %p %P %h %s %t %u %g %i %I %%, and no '/', '|' or white space"
 	FileNamePattern string `json:"fileNamePattern,omitempty"`
 
-	// corePattern says who sets the kernel's core_pattern: Observe (the admin)
-	// or Manage (the agent sets it to hostPath/fileNamePattern and restores it on exit).
+	// corePattern says who sets the kernel's core_pattern: Observe (the admin),
+	// Manage (the agent sets it to hostPath/fileNamePattern and restores it on
+	// exit; a path pattern catches crashes of host processes and of pods that
+	// mount hostPath at the same path), or Pipe (the agent pipes cores to its
+	// own receiver, which catches crashes inside containers too).
 	// +optional
 	// +kubebuilder:default=Observe
 	CorePattern CorePatternMode `json:"corePattern,omitempty"`

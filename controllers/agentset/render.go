@@ -92,7 +92,8 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 	spec := p.Spec
 	hostPath := orDefault(spec.HostPath, coredogv1.DefaultHostPath)
 	pattern := orDefault(spec.FileNamePattern, coredogv1.DefaultFileNamePattern)
-	manage := spec.CorePattern == coredogv1.CorePatternManage
+	// Both modes that write kernel.core_pattern need a writable /proc/sys.
+	manage := spec.CorePattern == coredogv1.CorePatternManage || spec.CorePattern == coredogv1.CorePatternPipe
 	image := orDefault(spec.Agent.Image, opts.DefaultImage)
 
 	resources := spec.Agent.Resources
@@ -135,7 +136,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 		args = append(args, "--min-node-free="+spec.Limits.MinNodeFree)
 	}
 	if manage {
-		args = append(args, "--core-pattern=Manage", "--sysctl-path="+SysctlPath)
+		args = append(args, "--core-pattern="+string(spec.CorePattern), "--sysctl-path="+SysctlPath)
 	}
 
 	security := &corev1.SecurityContext{

@@ -46,6 +46,12 @@ func TestRenderDaemonSet(t *testing.T) {
 			expectArg(t, c, "--core-pattern=Manage")
 			expectArg(t, c, "--sysctl-path="+SysctlPath)
 		}},
+		{"pipe core pattern is privileged", func(p *coredogv1.CoreDumpPolicy) {
+			p.Spec.CorePattern = coredogv1.CorePatternPipe
+		}, func(t *testing.T, c corev1.Container, _ corev1.PodSpec) {
+			expect(t, *c.SecurityContext.Privileged, true)
+			expectArg(t, c, "--core-pattern=Pipe")
+		}},
 		{"placement", func(p *coredogv1.CoreDumpPolicy) {
 			p.Spec.NodeSelector = map[string]string{"pool": "a", corev1.LabelOSStable: "windows"}
 			p.Spec.Tolerations = []corev1.Toleration{{Key: "z"}, {Key: "a"}}

@@ -1,0 +1,88 @@
+package app_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/coredog/coredog/agent/app"
+	"github.com/coredog/coredog/agent/receive"
+	"github.com/coredog/coredog/internal/testcrash"
+)
+
+// TestPipeModeReceivesCoresFromTheKernel runs the agent in corePattern Pipe
+// with a real agent binary as the receiver, then does what the kernel does
+// with a pipe pattern: runs the command it names, with the specifiers
+// expanded and the core on stdin. The core must become a CoreDump attributed
+// by the container ID the receiver read while the process existed.
+func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
+	g := NewWithT(t)
+	bin := filepath.Join(t.TempDir(), "agent")
+	// The flags of `make build`, so that under `make test` this is a cache hit.
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/coredog/coredog/cmd/agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the agent: %v\n%s", err, out)
+	}
+	sysctl := filepath.Join(t.TempDir(), "core_pattern")
+	must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
+	h := newHarness(t, func(c *app.Config) {
+		c.CorePattern, c.SysctlPath, c.ReceiverBinary = "Pipe", sysctl, bin
+	})
+	const pid = "5151"
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	must(t, os.MkdirAll(filepath.Join(h.proc, pid), 0o755))
+	must(t, os.WriteFile(filepath.Join(h.proc, pid, "cgroup"), []byte("0::/system.slice/docker-"+id+".scope\n"), 0o644))
+	h.start()
+
+	var pattern string
+	g.Eventually(func() string {
+		b, _ := os.ReadFile(sysctl)
+		pattern = strings.TrimSpace(string(b))
+		return pattern
+	}, wait, 50*time.Millisecond).Should(Equal(receive.CorePattern(h.dir)))
+
+	// The kernel splits the command, expands each specifier, and runs it.
+	c, err := testcrash.Run(crasher, t.TempDir(), t.Logf)
+	must(t, err)
+	core, err := os.ReadFile(c.Core)
+	must(t, err)
+	values := map[string]string{"%P": pid, "%p": "1", "%I": pid, "%i": "1", "%s": "11", "%t": "1767225600",
+		"%u": "0", "%g": "0", "%h": "api-7f9c", "%e": "crashy"}
+	fields := strings.Fields(strings.TrimPrefix(pattern, "|"))
+	args := make([]string, 0, len(fields)-1)
+	for _, f := range fields[1:] {
+		if v, ok := values[f]; ok {
+			f = v
+		}
+		args = append(args, f)
+	}
+	kernel := exec.Command(fields[0], args...)
+	kernel.Stdin = bytes.NewReader(core)
+	if out, err := kernel.CombinedOutput(); err != nil {
+		t.Fatalf("the receiver failed: %v\n%s", err, out)
+	}
+	// The process goes away once the kernel is done with the receiver.
+	must(t, os.RemoveAll(filepath.Join(h.proc, pid)))
+
+	name := "core.api-7f9c.crashy." + pid + ".11.1767225600"
+	g.Eventually(func(g Gomega) {
+		cd := h.dumpFor(g, name)
+		g.Expect(cd.Spec.ContainerID).To(Equal("docker://" + id))
+		g.Expect(cd.Spec.Size).To(Equal(int64(len(core))))
+		g.Expect(cd.Spec.Process.Hostname).To(Equal("api-7f9c"))
+		g.Expect(cd.Spec.Process.Signal).To(Equal(int32(11)))
+		g.Expect(cd.Spec.ELF).NotTo(BeNil())
+	}, wait, 100*time.Millisecond).Should(Succeed())
+
+	h.stop()
+	b, err := os.ReadFile(sysctl)
+	must(t, err)
+	g.Expect(strings.TrimSpace(string(b))).To(Equal("core"))
+}

@@ -1,0 +1,166 @@
+package receive
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCorePatternFitsTheKernel(t *testing.T) {
+	p := CorePattern("/var/lib/coredog/cores")
+	if len(p) > 127 {
+		t.Fatalf("%q is %d bytes", p, len(p))
+	}
+	if !strings.HasPrefix(p, "|/var/lib/coredog/cores/.coredog/agent receive %P") {
+		t.Fatalf("pattern %q", p)
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		err  string
+	}{
+		{"kernel values", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "web-0", "my app"}, ""},
+		{"too few", []string{"4242"}, "want the 10 values"},
+		{"not a number", []string{"x", "7", "4243", "8", "11", "1767225600", "1000", "1000", "h", "e"}, "%P"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := ParseArgs(tc.args)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.HostPID != 4242 || f.PID != 7 || f.HostTID != 4243 || f.TID != 8 || f.Signal != 11 || *f.UID != 1000 ||
+				f.Hostname != "web-0" || f.Executable != "my app" || f.Time.Unix() != 1767225600 {
+				t.Fatalf("fields %+v", f)
+			}
+		})
+	}
+}
+
+func TestRunWritesTheCoreWholeAndKeepsTheCgroup(t *testing.T) {
+	dir, proc := t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(proc, "4242"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cgroup := "0::/kubepods.slice/cri-containerd-" + strings.Repeat("ab", 32) + ".scope\n"
+	if err := os.WriteFile(filepath.Join(proc, "4242", "cgroup"), []byte(cgroup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	core := make([]byte, 3<<20)
+	_, _ = rand.Read(core)
+	args := []string{"4242", "7", "4242", "7", "11", "1767225600", "0", "0", "web-0", "server"}
+	cfg := Config{Dir: dir, FileNamePattern: "core.%h.%e.%P.%s.%t", ProcRoot: proc}
+	path, err := Run(cfg, args, bytes.NewReader(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(path) != "core.web-0.server.4242.11.1767225600" {
+		t.Fatalf("path %s", path)
+	}
+	got, _ := os.ReadFile(path)
+	if !bytes.Equal(got, core) {
+		t.Fatal("the core differs")
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+	side, err := os.ReadFile(filepath.Join(dir, ".core.web-0.server.4242.11.1767225600"+CgroupSuffix))
+	if err != nil || string(side) != cgroup {
+		t.Fatalf("cgroup sidecar %q, %v", side, err)
+	}
+	// The same name again does not replace the first core.
+	second, err := Run(cfg, args, strings.NewReader("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == path {
+		t.Fatal("the second core replaced the first")
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, core) {
+		t.Fatal("the first core changed")
+	}
+	// Nothing half-written is left behind.
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".receiving-") {
+			t.Fatalf("left %s", e.Name())
+		}
+	}
+}
+
+func TestRunCapsTheSizeAndDrainsTheStream(t *testing.T) {
+	dir := t.TempDir()
+	src := bytes.NewReader(make([]byte, 1<<20))
+	path, err := Run(Config{Dir: dir, FileNamePattern: "core.%p", MaxBytes: 4096},
+		[]string{"1", "2", "1", "2", "6", "0", "0", "0", "h", "e"}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(path); st.Size() != 4096 {
+		t.Fatalf("size %d", st.Size())
+	}
+	if src.Len() != 0 {
+		t.Fatalf("%d bytes left unread: the kernel would wait", src.Len())
+	}
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		pattern string
+		args    []string
+	}{
+		{"core.%e", []string{"1", "2", "1", "2", "6", "0", "0", "0", "h", ".."}},
+		{"core.%z", []string{"1", "2", "1", "2", "6", "0", "0", "0", "h", "e"}},
+		{"core.%e", []string{"1"}},
+	} {
+		src := strings.NewReader("data")
+		if _, err := Run(Config{Dir: dir, FileNamePattern: tc.pattern}, tc.args, src); err == nil {
+			if tc.pattern == "core.%e" && tc.args[9] == ".." {
+				// ".." renders as "core..", a plain name: acceptable.
+				continue
+			}
+			t.Fatalf("Run(%q, %v) succeeded", tc.pattern, tc.args)
+		}
+		if src.Len() != 0 {
+			t.Fatal("the stream was not drained")
+		}
+	}
+}
+
+func TestInstall(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(t.TempDir(), "agent")
+	if err := os.WriteFile(bin, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Dir: dir, FileNamePattern: "core.%e", MaxBytes: 10}
+	pattern, err := Install(bin, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pattern != CorePattern(dir) {
+		t.Fatalf("pattern %q", pattern)
+	}
+	st, err := os.Stat(filepath.Join(dir, InstallDir, BinaryName))
+	if err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("installed binary: %v %v", st, err)
+	}
+	got, err := ReadConfig(filepath.Join(dir, InstallDir, ConfigName))
+	if err != nil || got != cfg {
+		t.Fatalf("config %+v, %v", got, err)
+	}
+}
