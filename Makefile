@@ -48,6 +48,13 @@ vet:
 envtest: ## Build (once) and print the envtest binaries' directory.
 	@hack/envtest.sh
 
+##@ Demo
+
+.PHONY: demo
+demo: build ## Run CoreDog end to end on this machine: control plane, manager, agent, a real crash, the stored dump. KEEP=1 leaves it running; S3=1 stores into a local S3 server.
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo ./hack/demo
+	@KEEP="$(KEEP)" S3="$(S3)" $(BIN)/demo -repo $(CURDIR) -bin $(BIN)
+
 ##@ Test
 
 .PHONY: test

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -65,17 +64,16 @@ func runReceive(args []string) error {
 func run() error {
 	var cfg app.Config
 	cfg.BindFlags(flag.CommandLine)
-	kubeconfig := flag.String("kubeconfig", "", "Path to a kubeconfig; default: in-cluster or $KUBECONFIG.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	log := zap.New(zap.UseFlagOptions(&zapOpts))
 	ctrl.SetLogger(log)
 
+	// --kubeconfig is controller-runtime's own flag, which its config
+	// package registers on flag.CommandLine; GetConfig reads it (then
+	// $KUBECONFIG, then in-cluster). Defining it here again panics.
 	restCfg, err := ctrl.GetConfig()
-	if *kubeconfig != "" {
-		restCfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	}
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}

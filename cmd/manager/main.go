@@ -30,20 +30,17 @@ func run() error {
 	flag.StringVar(&o.AgentServiceAccount, "agent-service-account", controllers.DefaultAgentServiceAccount, "ServiceAccount the agents run as.")
 	flag.IntVar(&o.MaxConcurrentUploads, "max-concurrent-uploads", controllers.DefaultMaxConcurrentUploads, "Dumps streamed into storage at once.")
 	flag.IntVar(&o.MaxUploadAttempts, "max-upload-attempts", controllers.DefaultMaxUploadAttempts, "Failed upload attempts (with capped exponential backoff) before a dump is Failed.")
-	kubeconfig := flag.String("kubeconfig", "", "Path to a kubeconfig; default: in-cluster or $KUBECONFIG.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
-	if *kubeconfig != "" {
-		if err := os.Setenv("KUBECONFIG", *kubeconfig); err != nil {
-			return err
-		}
-	}
 	if o.AgentImage == "" {
 		return fmt.Errorf("--agent-image (or AGENT_IMAGE) is required")
 	}
+	// --kubeconfig is controller-runtime's own flag, which its config
+	// package registers on flag.CommandLine; GetConfig reads it (then
+	// $KUBECONFIG, then in-cluster). Defining it here again panics.
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)

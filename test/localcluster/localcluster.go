@@ -39,45 +39,97 @@ type ControlPlane struct {
 	// Kubectl is the kubectl binary next to the envtest binaries.
 	Kubectl string
 	Dir     string
+	// logs are the control plane's log files, closed by Stop.
+	logs []io.Closer
 }
 
 // Start starts a control plane with CoreDog's CRDs, writing its kubeconfig
 // into dir. assets is the directory hack/envtest.sh prints.
 func Start(dir, assets, crdDir string) (*ControlPlane, error) {
+	return StartWithOptions(dir, assets, crdDir, Options{})
+}
+
+// Options adjust StartWithOptions.
+type Options struct {
+	// LogDir, when set, receives kube-apiserver.log and etcd.log with those
+	// processes' output (otherwise it is discarded).
+	LogDir string
+}
+
+// StartWithOptions is Start with options.
+func StartWithOptions(dir, assets, crdDir string, o Options) (*ControlPlane, error) {
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{crdDir},
 		ErrorIfCRDPathMissing: true,
 	}
+	var logs []io.Closer
+	closeLogs := func() {
+		for _, c := range logs {
+			_ = c.Close()
+		}
+	}
+	if o.LogDir != "" {
+		if err := os.MkdirAll(o.LogDir, 0o755); err != nil {
+			return nil, err
+		}
+		open := func(name string) (io.Writer, error) {
+			f, err := os.OpenFile(filepath.Join(o.LogDir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			logs = append(logs, f)
+			return f, nil
+		}
+		api, err := open("kube-apiserver.log")
+		if err != nil {
+			closeLogs()
+			return nil, err
+		}
+		etcd, err := open("etcd.log")
+		if err != nil {
+			closeLogs()
+			return nil, err
+		}
+		env.ControlPlane.APIServer = &envtest.APIServer{Out: api, Err: api}
+		env.ControlPlane.Etcd = &envtest.Etcd{Out: etcd, Err: etcd}
+	}
 	cfg, err := env.Start()
 	if err != nil {
+		closeLogs()
 		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
 	}
-	cp := &ControlPlane{Env: env, Config: cfg, Dir: dir, Kubectl: filepath.Join(assets, "kubectl")}
+	cp := &ControlPlane{Env: env, Config: cfg, Dir: dir, Kubectl: filepath.Join(assets, "kubectl"), logs: logs}
 	user, err := env.AddUser(envtest.User{Name: "coredog-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		_ = env.Stop()
+		_ = cp.Stop()
 		return nil, fmt.Errorf("adding an admin user: %w", err)
 	}
 	kc, err := user.KubeConfig()
 	if err != nil {
-		_ = env.Stop()
+		_ = cp.Stop()
 		return nil, err
 	}
 	cp.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(cp.Kubeconfig, kc, 0o600); err != nil {
-		_ = env.Stop()
+		_ = cp.Stop()
 		return nil, err
 	}
 	if cp.Client, err = client.New(cfg, client.Options{Scheme: scheme.New()}); err != nil {
-		_ = env.Stop()
+		_ = cp.Stop()
 		return nil, err
 	}
 	return cp, nil
 }
 
 // Stop stops the control plane.
-func (c *ControlPlane) Stop() error { return c.Env.Stop() }
+func (c *ControlPlane) Stop() error {
+	err := c.Env.Stop()
+	for _, l := range c.logs {
+		_ = l.Close()
+	}
+	return err
+}
 
 // EnsureNamespace creates a namespace if it is missing.
 func (c *ControlPlane) EnsureNamespace(ctx context.Context, name string, labels map[string]string) error {
