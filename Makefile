@@ -36,9 +36,10 @@ verify-generated: ## Fails when committed generated files differ from what the g
 ##@ Build
 
 .PHONY: build
-build: ## bin/manager and bin/agent.
+build: ## bin/manager, bin/agent and bin/kubectl-coredog.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/manager ./cmd/manager
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/agent ./cmd/agent
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kubectl-coredog ./cmd/kubectl-coredog
 
 .PHONY: vet
 vet:

@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+func TestRenderDescriptionFull(t *testing.T) {
+	cd := testDump("core-b", time.Hour, func(cd *coredogv1.CoreDump) {
+		cd.Labels = map[string]string{coredogv1.LabelPod: "web-0", coredogv1.LabelSignal: "SIGSEGV"}
+		cd.Spec.ContainerID = "containerd://abc"
+		cd.Status.Conditions = []metav1.Condition{
+			{Type: coredogv1.ConditionUploaded, Status: metav1.ConditionTrue, Reason: "Stored", Message: "in s3", LastTransitionTime: metav1.NewTime(now.Add(-50 * time.Minute))},
+			{Type: coredogv1.ConditionPodResolved, Status: metav1.ConditionTrue, Reason: "ContainerID", LastTransitionTime: metav1.NewTime(now.Add(-59 * time.Minute))},
+		}
+	})
+	events := []eventsv1.Event{{
+		Regarding: corev1.ObjectReference{Kind: "Pod", Namespace: "team-a", Name: "web-0"},
+		Reason:    "CoreDumped", Type: "Normal", Note: "Container app: server killed by SIGSEGV",
+		EventTime: metav1.NewMicroTime(now.Add(-55 * time.Minute)), ReportingController: "coredog-controller",
+		Series: &eventsv1.EventSeries{Count: 3, LastObservedTime: metav1.NewMicroTime(now.Add(-55 * time.Minute))},
+	}}
+	var b bytes.Buffer
+	RenderDescription(&b, Description{Dump: &cd, SameSignature: 1, Events: events}, now)
+	want := lines(
+		"Name:             core-b",
+		"Namespace:        coredog-system",
+		"Phase:            Uploaded",
+		"Crashed:          2026-03-01T11:00:00Z (60m ago)",
+		"Node:             node-1",
+		"Policy:           default",
+		"Pod:",
+		"  Name:           team-a/web-0",
+		"  UID:            uid-1",
+		"  Container:      app",
+		"  Workload:       StatefulSet/web",
+		"  Image:          registry.example/web:1.2",
+		"  Image ID:       registry.example/web@sha256:"+sha64,
+		"  Resolved by:    ContainerID",
+		"  Container ID:   containerd://abc",
+		"Process:",
+		"  Executable:     server",
+		"  Arguments:      /usr/bin/server --port 8080",
+		"  PID:            1 (host 4242)",
+		"  Signal:         SIGSEGV (11)",
+		"Crash:",
+		"  Fault address:  0x0",
+		"  Module:         /usr/bin/server",
+		"  Offset:         0x1a2b",
+		"  Build ID:       deadbeef",
+		"  Machine:        x86_64",
+		"  Threads:        4",
+		"Signature:        0123456789ab (1 other dump has it: kubectl coredog list -l coredog.io/signature=0123456789ab)",
+		"File:",
+		"  Name:           core.web-0.server.1.11.0",
+		"  Size:           43Mi (45088768 bytes)",
+		"  Detected:       2026-03-01T11:00:00Z (60m ago) by Watch",
+		"Storage:",
+		"  URL:            s3://cores/prod/team-a/web-0/core-b.zst",
+		"  Key:            prod/team-a/web-0/core-b.zst",
+		"  Compression:    Zstd",
+		"  Stored size:    5Mi (5242880 bytes)",
+		"  SHA-256:        aa",
+		"  Uploaded:       2026-03-01T11:00:00Z (60m ago)",
+		"Attempts:         1",
+		"Labels:           coredog.io/pod=web-0,coredog.io/signal=SIGSEGV",
+		"Conditions:",
+		"  TYPE          STATUS   REASON        SINCE   MESSAGE",
+		"  PodResolved   True     ContainerID   59m     <none>",
+		"  Uploaded      True     Stored        50m     in s3",
+		"Events:",
+		"  TYPE     REASON       AGE        FROM                 ON                 MESSAGE",
+		"  Normal   CoreDumped   55m (x3)   coredog-controller   Pod/team-a/web-0   Container app: server killed by SIGSEGV",
+	)
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestRenderDescriptionCases(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		d       Description
+		want    []string
+		notWant []string
+	}{
+		{
+			name: "unresolved, not stored, not ELF",
+			d: Description{Dump: ptrTo(testDump("core-u", time.Minute, withPod("", "", "", ""), withPhase(coredogv1.PhaseFailed, "", "upload failed: 403"),
+				func(cd *coredogv1.CoreDump) {
+					cd.Status.Pod = &coredogv1.PodReference{ResolvedBy: coredogv1.ResolvedByUnresolved}
+					cd.Spec.ELF, cd.Spec.ParseError = nil, "not an ELF file"
+				})), SameSignature: 0},
+			want: []string{"Phase:            Failed", "Message:          upload failed: 403", "  unresolved (see Message", "  no ELF notes",
+				"  Parse error:    not an ELF file", "(no other dump has it)", "Storage:\n  not stored", "Events:           <none>"},
+		},
+		{
+			name: "pending, events unreadable, signature count unknown",
+			d: Description{Dump: ptrTo(testDump("core-p", time.Minute, withPhase(coredogv1.PhasePending, "", ""), withPod("", "", "", ""))),
+				SameSignature: -1, EventsError: "listing events: forbidden"},
+			want: []string{"Phase:            Pending", "  not resolved yet", "(other dumps with it could not be listed)", "Events:           <listing events: forbidden>"},
+		},
+		{
+			name: "hostile values are escaped",
+			d: Description{Dump: ptrTo(testDump("core-h", time.Minute, func(cd *coredogv1.CoreDump) {
+				cd.Spec.Process.CommandLine = "x\x1b[2Jy"
+				cd.Spec.FileName = "core.\nfake: line"
+			})), SameSignature: 3},
+			want:    []string{`Arguments:      x\x1b[2Jy`, `core.\nfake: line`, "(3 other dumps have it"},
+			notWant: []string{"\x1b"},
+		},
+	} {
+		var b bytes.Buffer
+		RenderDescription(&b, tc.d, now)
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%s: output lacks %q:\n%s", tc.name, w, b.String())
+			}
+		}
+		for _, w := range tc.notWant {
+			if strings.Contains(b.String(), w) {
+				t.Errorf("%s: output has %q:\n%s", tc.name, w, b.String())
+			}
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
