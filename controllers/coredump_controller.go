@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -81,7 +83,15 @@ type CoreDumpReconciler struct {
 	Clock         clock.PassiveClock
 	Metrics       *Metrics
 
+	// mu guards cleanupFailures and retryAt: reconciles of different
+	// CoreDumps run concurrently.
+	mu              sync.Mutex
 	cleanupFailures map[string]int
+	// retryAt is when the next upload attempt of a CoreDump (by UID) is
+	// due after a failed one. The failed attempt's status patch comes back
+	// as a watch event that reconciles the dump at once; without this the
+	// backoff would be skipped and every attempt spent within a second.
+	retryAt map[types.UID]time.Time
 }
 
 // +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps,verbs=get;list;watch;create;update;patch;delete
@@ -172,23 +182,29 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 
 	// Uploading.
+	if wait := r.untilRetry(cd.UID); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	start := r.now()
 	stored, err := r.Uploader.Upload(ctx, &cd, policy)
 	if err != nil {
 		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {
+			r.retryIn(cd.UID, 0)
 			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
 			r.finish(ctx, &cd, coredogv1.PhaseFailed, ReasonUploadFailed, msg)
 			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", msg)
 			return untilExpiry, nil
 		}
 		delay := backoff(cd.Status.Attempts)
+		r.retryIn(cd.UID, delay)
 		cd.Status.Reason = ReasonUploadRetrying
 		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
 		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadRetrying, cd.Status.Message)
 		log.Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
 		return ctrl.Result{RequeueAfter: delay}, nil
 	}
+	r.retryIn(cd.UID, 0)
 	cd.Status.Attempts++
 	cd.Status.Storage = stored
 	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), crashTime(&cd), stored.UploadedAt.Time)
@@ -386,15 +402,18 @@ func workloadOf(cd *coredogv1.CoreDump) string {
 
 // reconcileDelete removes the stored objects, then the finalizer.
 func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
+	r.retryIn(cd.UID, 0)
 	if !controllerutil.ContainsFinalizer(cd, coredogv1.FinalizerCleanup) {
 		return ctrl.Result{}, nil
 	}
 	if err := r.Uploader.DeleteStored(ctx, cd, policy); err != nil {
+		r.mu.Lock()
 		if r.cleanupFailures == nil {
 			r.cleanupFailures = map[string]int{}
 		}
 		r.cleanupFailures[cd.Name]++
 		n := r.cleanupFailures[cd.Name]
+		r.mu.Unlock()
 		if n < cleanupGiveUp {
 			ctrl.LoggerFrom(ctx).Info("Deleting stored objects failed; retrying", "attempt", n, "err", err.Error())
 			return ctrl.Result{RequeueAfter: backoff(int32(n))}, nil
@@ -402,7 +421,9 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
 			"Giving up deleting the stored dump after %d attempts; remove it by hand: %v", n, err)
 	}
+	r.mu.Lock()
 	delete(r.cleanupFailures, cd.Name)
+	r.mu.Unlock()
 	patch := client.MergeFrom(cd.DeepCopy())
 	controllerutil.RemoveFinalizer(cd, coredogv1.FinalizerCleanup)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, cd, patch))
@@ -513,6 +534,37 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 
 func terminal(p coredogv1.Phase) bool {
 	return p == coredogv1.PhaseUploaded || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseFailed
+}
+
+// untilRetry returns how long the upload of a dump must still wait after a
+// failed attempt; 0 when it may go now.
+func (r *CoreDumpReconciler) untilRetry(uid types.UID) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.retryAt[uid]
+	if !ok {
+		return 0
+	}
+	if d := at.Sub(r.now()); d > 0 {
+		return d
+	}
+	delete(r.retryAt, uid)
+	return 0
+}
+
+// retryIn records that the next upload attempt of a dump is due after
+// delay; 0 forgets the dump.
+func (r *CoreDumpReconciler) retryIn(uid types.UID, delay time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if delay <= 0 {
+		delete(r.retryAt, uid)
+		return
+	}
+	if r.retryAt == nil {
+		r.retryAt = map[types.UID]time.Time{}
+	}
+	r.retryAt[uid] = r.now().Add(delay)
 }
 
 // backoff is 1s, 2s, 4s, ... capped at five minutes.

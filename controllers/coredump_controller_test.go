@@ -117,7 +117,7 @@ func (e *dumpEnv) waitPhase(g Gomega, fileName string, phase coredogv1.Phase) *c
 	g.Eventually(func(g Gomega) {
 		cd = e.dump(g, fileName)
 		g.Expect(cd.Status.Phase).To(Equal(phase), "status: %+v", cd.Status)
-	}, 40*time.Second, 200*time.Millisecond).Should(Succeed())
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	return cd
 }
 

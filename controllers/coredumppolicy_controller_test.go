@@ -21,7 +21,7 @@ import (
 )
 
 const (
-	timeout  = 20 * time.Second
+	timeout  = 30 * time.Second
 	interval = 100 * time.Millisecond
 )
 
