@@ -89,6 +89,14 @@ PLATFORMS ?= linux/amd64,linux/arm64
 docker-buildx: ## Build and push a multi-arch image (needs docker buildx).
 	docker buildx build --platform $(PLATFORMS) -t $(IMG) --push .
 
+.PHONY: test-e2e
+test-e2e: build ## The end-to-end suite alone (binaries as processes, versitygw, real crashes).
+	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/e2e/
+
+.PHONY: versitygw
+versitygw: ## Build (once) and print the versitygw S3 server's path.
+	@hack/versitygw.sh
+
 .PHONY: clean
 clean:
 	rm -rf $(BIN) bench.out
