@@ -11,6 +11,8 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 ENVTEST_ASSETS = $(shell $(CURDIR)/hack/envtest.sh)
 TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 25m
+# make test fuzzes each target briefly; make fuzz for longer.
+TEST_FUZZ_TIME ?= 10s
 
 .PHONY: all
 all: build
@@ -59,9 +61,11 @@ demo: build ## Run CoreDog end to end on this machine: control plane, manager, a
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet build ## Unit, envtest and end-to-end suites (builds the envtest binaries when missing).
+test: verify-generated vet build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries when missing).
 	@assets="$$(hack/envtest.sh)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+	@echo "Fuzzing each target for $(TEST_FUZZ_TIME) (make fuzz runs longer)"
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
 
 FUZZ_TIME ?= 30s
 # Every fuzz target, as package:Target.
