@@ -132,12 +132,6 @@ func (q *retryQueue) remove(name string) {
 	delete(q.items, name)
 }
 
-func (q *retryQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
-}
-
 // next returns the oldest waiting CoreDump.
 func (q *retryQueue) next() *coredogv1.CoreDump {
 	q.mu.Lock()
