@@ -15,8 +15,9 @@ import (
 //
 // Overlap is judged from the specs alone, not from the nodes that exist now:
 // two nodeSelectors overlap unless they require different values for the
-// same label, and two host paths overlap when one contains the other (agents
-// watch recursively). Judging from live nodes would let two agents start on
+// same label; on such nodes two policies collide when one host path contains
+// the other (agents watch recursively) or when both set kernel.core_pattern
+// (Manage or Pipe), a single setting per node. Judging from live nodes would let two agents start on
 // a node that is labelled later, before the controller noticed; the
 // structural rule can report a conflict that no node exhibits today, which an
 // admin fixes by making the selectors disjoint.
@@ -51,8 +52,16 @@ func Conflicts(policies []coredogv1.CoreDumpPolicy) map[string]string {
 }
 
 func overlap(a, b *coredogv1.CoreDumpPolicy) bool {
-	return selectorsIntersect(a.Spec.NodeSelector, b.Spec.NodeSelector) &&
-		pathsNested(hostPath(a), hostPath(b))
+	if !selectorsIntersect(a.Spec.NodeSelector, b.Spec.NodeSelector) {
+		return false
+	}
+	// kernel.core_pattern is one setting per node: two policies that both
+	// write it would overwrite each other, whatever their directories.
+	return pathsNested(hostPath(a), hostPath(b)) || (setsCorePattern(a) && setsCorePattern(b))
+}
+
+func setsCorePattern(p *coredogv1.CoreDumpPolicy) bool {
+	return p.Spec.CorePattern == coredogv1.CorePatternManage || p.Spec.CorePattern == coredogv1.CorePatternPipe
 }
 
 func selectorsIntersect(a, b map[string]string) bool {

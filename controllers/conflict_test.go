@@ -46,6 +46,16 @@ func TestConflicts(t *testing.T) {
 			policy("b", 1, "/cores", nil),
 			policy("c", 2, "/cores", map[string]string{"pool": "cpu"})},
 			map[string]string{"b": "a"}},
+		{"two policies that both set core_pattern", func() []coredogv1.CoreDumpPolicy {
+			a, b := policy("a", 0, "/cores-a", nil), policy("b", 1, "/cores-b", nil)
+			a.Spec.CorePattern, b.Spec.CorePattern = coredogv1.CorePatternManage, coredogv1.CorePatternPipe
+			return []coredogv1.CoreDumpPolicy{a, b}
+		}(), map[string]string{"b": "a"}},
+		{"one sets core_pattern, the other observes", func() []coredogv1.CoreDumpPolicy {
+			a, b := policy("a", 0, "/cores-a", nil), policy("b", 1, "/cores-b", nil)
+			a.Spec.CorePattern = coredogv1.CorePatternPipe
+			return []coredogv1.CoreDumpPolicy{a, b}
+		}(), map[string]string{}},
 		{"a deleting policy yields", []coredogv1.CoreDumpPolicy{deleting, policy("new", 3, "/cores", nil)}, map[string]string{}},
 	}
 	for _, tc := range cases {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -276,8 +277,19 @@ func (a *Agent) nodeSelector() fields.Selector {
 // returns how to put the old value back.
 func (a *Agent) setCorePattern() (restore func() error, err error) {
 	cfg := a.cfg
-	m := corepattern.New(cfg.SysctlPath, a.log.WithName("corepattern"))
-	switch coredogv1.CorePatternMode(cfg.CorePattern) {
+	mode := coredogv1.CorePatternMode(cfg.CorePattern)
+	if mode != coredogv1.CorePatternManage && mode != coredogv1.CorePatternPipe {
+		return nil, nil
+	}
+	// The value the agent replaces is kept under hostPath as well, so that
+	// an agent that is killed before it can restore is followed by one
+	// that still restores the administrator's value.
+	stateDir := filepath.Join(cfg.Dir, receive.InstallDir)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", stateDir, err)
+	}
+	m := corepattern.New(cfg.SysctlPath, a.log.WithName("corepattern")).WithState(filepath.Join(stateDir, "core_pattern.original"))
+	switch mode {
 	case coredogv1.CorePatternManage:
 		pattern, err := corepattern.Pattern(cfg.Dir, cfg.FileNamePattern)
 		if err != nil {
@@ -308,8 +320,13 @@ func (a *Agent) setCorePattern() (restore func() error, err error) {
 			return nil, err
 		}
 		a.log.Info("Set kernel.core_pattern to pipe cores to the agent's receiver", "pattern", pattern, "sysctl", cfg.SysctlPath)
-	default:
-		return nil, nil
+		return func() error {
+			if err := m.Restore(); err != nil {
+				return err
+			}
+			// The kernel no longer runs the receiver: take it away.
+			return receive.Uninstall(cfg.Dir)
+		}, nil
 	}
 	return m.Restore, nil
 }

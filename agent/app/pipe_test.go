@@ -85,4 +85,7 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	b, err := os.ReadFile(sysctl)
 	must(t, err)
 	g.Expect(strings.TrimSpace(string(b))).To(Equal("core"))
+	// A clean exit takes the receiver away with the pattern.
+	_, err = os.Stat(filepath.Join(h.dir, receive.InstallDir, receive.BinaryName))
+	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the receiver must be gone: %v", err)
 }

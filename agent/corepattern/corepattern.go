@@ -82,6 +82,8 @@ type Manager struct {
 	saved    bool
 	original string
 	written  string
+	// statePath, when set, keeps original on disk too (see WithState).
+	statePath string
 }
 
 // New returns a Manager for the sysctl file at sysctlPath.
@@ -130,8 +132,16 @@ func (m *Manager) set(pattern string) error {
 			return fmt.Errorf("reading core_pattern before setting it: %w", err)
 		}
 		original = cur
-		if cur == pattern {
+		if saved, ok := m.loadState(); ok && cur == pattern {
+			// An agent before us was killed before it could restore: the
+			// value it replaced is on disk.
+			original = saved
+			m.log.Info("Core pattern still holds the managed pattern of an agent that did not exit cleanly; restoring later to the value it saved", "original", saved)
+		} else if cur == pattern {
 			m.log.Info("Core pattern already holds the managed pattern; the value before it is unknown and will not be restored", "pattern", pattern)
+		}
+		if err := m.saveState(original); err != nil {
+			return fmt.Errorf("saving the current core_pattern before setting it: %w", err)
 		}
 	}
 	if err := m.write(pattern); err != nil {
@@ -160,14 +170,53 @@ func (m *Manager) Restore() error {
 	if cur, err := m.read(); err == nil && cur != m.written {
 		m.log.Info("Core pattern was changed by someone else; leaving it", "current", cur, "managed", m.written, "original", m.original)
 		m.saved = false
+		m.dropState()
 		return nil
 	}
 	if err := m.write(m.original); err != nil {
 		return fmt.Errorf("restoring core_pattern to %q: %w", m.original, err)
 	}
 	m.saved = false
+	m.dropState()
 	m.log.Info("Restored core_pattern", "pattern", m.original)
 	return nil
+}
+
+// WithState makes the Manager keep the value it replaces in a file as well
+// as in memory, so that an agent killed before it could restore (SIGKILL,
+// an OOM kill, a node crash) is followed by one that still knows the
+// administrator's value. It returns m.
+func (m *Manager) WithState(path string) *Manager {
+	m.statePath = path
+	return m
+}
+
+func (m *Manager) loadState() (string, bool) {
+	if m.statePath == "" {
+		return "", false
+	}
+	b, err := os.ReadFile(m.statePath)
+	if err != nil || len(b) > maxRead {
+		return "", false
+	}
+	return string(b), true
+}
+
+func (m *Manager) saveState(v string) error {
+	if m.statePath == "" {
+		return nil
+	}
+	tmp := m.statePath + ".new"
+	if err := os.WriteFile(tmp, []byte(v), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, m.statePath)
+}
+
+func (m *Manager) dropState() {
+	if m.statePath != "" {
+		_ = os.Remove(m.statePath)
+	}
 }
 
 // Current reads the sysctl file, without the trailing newline the kernel adds.

@@ -344,3 +344,32 @@ func TestSetPipe(t *testing.T) {
 		t.Fatalf("restored %q", got)
 	}
 }
+
+func TestStateSurvivesAKilledAgent(t *testing.T) {
+	dir := t.TempDir()
+	sysctl := filepath.Join(dir, "core_pattern")
+	state := filepath.Join(dir, "state")
+	if err := os.WriteFile(sysctl, []byte("|/usr/lib/systemd/systemd-coredump %P\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const ours = "/var/lib/coredog/cores/core.%e.%p"
+	first := New(sysctl, logr.Discard()).WithState(state)
+	if err := first.Set(ours); err != nil {
+		t.Fatal(err)
+	}
+	// The first agent is killed: no Restore. The next one starts and finds
+	// its own pattern in place.
+	second := New(sysctl, logr.Discard()).WithState(state)
+	if err := second.Set(ours); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := second.Current(); got != "|/usr/lib/systemd/systemd-coredump %P" {
+		t.Fatalf("restored %q, want the administrator's value", got)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Fatalf("state file left behind: %v", err)
+	}
+}

@@ -7,8 +7,8 @@
 // binary and a small configuration under hostPath, and the kernel runs
 // `<hostPath>/.coredog/agent receive %P %p %I %i %s %t %u %g %h %e`.
 //
-// It writes the core under a dot name (which detection ignores), reads the
-// process's cgroup while the process still exists, and renames the finished
+// It reads the process's cgroup while the process still exists, writes the
+// core under a dot name (which detection ignores), and renames the finished
 // file into place under the policy's file name pattern, so the agent sees
 // only complete files. It owns that hand-over; it never talks to the API
 // server, and it never writes outside the configured directory.
@@ -104,6 +104,13 @@ func Run(cfg Config, args []string, stdin io.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The dying process exists while the kernel feeds us its core; read its
+	// cgroup before the core, since with core_pipe_limit 0 the kernel need
+	// not wait for us once the stream has ended.
+	var cgroup []byte
+	if cfg.ProcRoot != "" && fields.HostPID > 0 {
+		cgroup, _ = readCgroup(filepath.Join(cfg.ProcRoot, strconv.FormatInt(fields.HostPID, 10), "cgroup"))
+	}
 	name := pattern.Render(fields)
 	if name == "" || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") || len(name) > 255 {
 		return "", fmt.Errorf("the pattern renders an unusable file name %q", name)
@@ -137,12 +144,9 @@ func Run(cfg Config, args []string, stdin io.Reader) (string, error) {
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("closing the core: %w", err)
 	}
-	// The process exists until the kernel is done with us: read its cgroup
-	// now, and keep it next to the core for the agent.
-	if cfg.ProcRoot != "" && fields.HostPID > 0 {
-		if data, err := readCgroup(filepath.Join(cfg.ProcRoot, strconv.FormatInt(fields.HostPID, 10), "cgroup")); err == nil {
-			_ = os.WriteFile(filepath.Join(cfg.Dir, "."+name+CgroupSuffix), data, 0o600)
-		}
+	// Keep the cgroup next to the core, for the agent to attribute it.
+	if len(cgroup) > 0 {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "."+name+CgroupSuffix), cgroup, 0o600)
 	}
 	// Never replace a file that is there: two crashes can render one name
 	// (same second, same PID after a PID wrap); the second gets a suffix.
@@ -229,4 +233,16 @@ func writeAtomic(path string, mode os.FileMode, fill func(io.Writer) error) erro
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// Uninstall removes the installed binary and configuration (the directory
+// stays: it holds the agent's saved core_pattern while one runs).
+func Uninstall(dir string) error {
+	var errs []error
+	for _, name := range []string{BinaryName, ConfigName} {
+		if err := os.Remove(filepath.Join(dir, InstallDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -20,12 +20,10 @@ const (
 	AnnotationEndpoint = "coredog.io/endpoint"
 	// AnnotationMode is "watch" or "poll": how the agent finds files.
 	AnnotationMode = "coredog.io/mode"
-	// AnnotationCorePattern is Observe or Manage.
+	// AnnotationCorePattern is Observe, Manage or Pipe.
 	AnnotationCorePattern = "coredog.io/core-pattern"
 	// AnnotationLocalBytes is how many bytes of cores the agent keeps on the node.
 	AnnotationLocalBytes = "coredog.io/local-bytes"
-	// AnnotationVersion is the agent's version.
-	AnnotationVersion = "coredog.io/version"
 )
 
 // maxNameLength is the limit of a Lease name (a DNS subdomain).

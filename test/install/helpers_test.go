@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -189,29 +189,24 @@ func inventory(objs []manifest) []string {
 	return out
 }
 
-// kubectlPath is the kubectl that hack/envtest.sh builds next to kube-apiserver.
-func kubectlPath(t *testing.T) string {
-	t.Helper()
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./test/install/ (hack/envtest.sh builds kubectl and the control plane)")
-	}
-	p := filepath.Join(assets, "kubectl")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("no kubectl in KUBEBUILDER_ASSETS (%s): run hack/envtest.sh: %v", assets, err)
-	}
-	return p
-}
-
-// kustomize builds a kustomization directory with kubectl's built-in kustomize.
+// kustomize builds a kustomization directory with sigs.k8s.io/kustomize/api,
+// the library behind `kubectl kustomize` and `kubectl apply -k` (go.mod pins
+// the version kubectl v1.37 embeds: api v0.21.1, kustomize v5.8.1), with the
+// options kubectl uses when given no flags: no plugins, load restrictor
+// rootOnly, and an unspecified reorder, which lets the kustomization's
+// sortOptions or else kustomize's legacy order (Namespaces and CRDs first)
+// decide. The output is the same bytes as `kubectl kustomize dir`.
 func kustomize(t *testing.T, dir string) []byte {
 	t.Helper()
-	cmd := exec.Command(kubectlPath(t), "kustomize", dir)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionUnspecified
+	resMap, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
-		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	out, err := resMap.AsYaml()
+	if err != nil {
+		t.Fatalf("kustomize build %s: writing YAML: %v", dir, err)
 	}
 	return out
 }

@@ -1,8 +1,12 @@
 package install
 
 import (
+	"bytes"
+	"debug/buildinfo"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -90,6 +94,71 @@ func TestKustomizeImageReachesAgentImage(t *testing.T) {
 		namespace: defaultNamespace, image: "registry.example/dog:v9",
 		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: true,
 	})
+}
+
+// The tests build kustomizations with sigs.k8s.io/kustomize/api as a library;
+// users run `kubectl apply -k`, which embeds its own copy. Both must be the
+// same release, or the tests could pass on output kubectl would not produce.
+// (A test binary's build information lists no dependencies, so the tests'
+// versions are read from go.mod.)
+func TestKustomizeLibraryMatchesKubectl(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./test/install/ (hack/envtest.sh builds kubectl and the control plane)")
+	}
+	kubectl, err := buildinfo.ReadFile(filepath.Join(assets, "kubectl"))
+	if err != nil {
+		t.Fatalf("reading the build information of kubectl in KUBEBUILDER_ASSETS: %v", err)
+	}
+	goMod, err := os.ReadFile(repoPath("go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mod := range []string{"sigs.k8s.io/kustomize/api", "sigs.k8s.io/kustomize/kyaml"} {
+		want, got := embeddedVersion(kubectl, mod), requiredVersion(goMod, mod)
+		if want == "" || got == "" || want != got {
+			t.Errorf("%s: kubectl %s embeds %q, go.mod requires %q: go get %s@%s", mod, kubectl.Main.Version, want, got, mod, want)
+		}
+	}
+
+	// Same release and same options: the same bytes, in the same order.
+	for _, dir := range []string{repoPath("config", "default"), repoPath("config", "samples")} {
+		cmd := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		want, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
+		}
+		if got := kustomize(t, dir); !bytes.Equal(got, want) {
+			t.Errorf("kustomize/api builds %s differently from `kubectl kustomize` (%d bytes, kubectl %d): check the krusty options in kustomize()", dir, len(got), len(want))
+		}
+	}
+}
+
+// embeddedVersion is the version of module path built into a binary.
+func embeddedVersion(bi *debug.BuildInfo, path string) string {
+	for _, d := range bi.Deps {
+		if d.Path == path {
+			if d.Replace != nil {
+				return d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return ""
+}
+
+// requiredVersion is the version go.mod requires of module path, from a
+// require line (`require path v1.2.3` or `path v1.2.3` inside a block).
+func requiredVersion(goMod []byte, path string) string {
+	for _, line := range strings.Split(string(goMod), "\n") {
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require "))
+		if len(f) >= 2 && f[0] == path {
+			return f[1]
+		}
+	}
+	return ""
 }
 
 func TestCRDKustomizationListsEveryCRD(t *testing.T) {
