@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/podresolve"
+	"github.com/coredog/coredog/controllers/storage"
 	"github.com/coredog/coredog/controllers/throttle"
 )
 
@@ -82,6 +85,9 @@ type CoreDumpReconciler struct {
 	MaxConcurrent int
 	Clock         clock.PassiveClock
 	Metrics       *Metrics
+	// Notifier tells the policy's notification sinks about dumps in a final
+	// phase; nil sends none.
+	Notifier *notify.Notifier
 
 	// mu guards cleanupFailures and retryAt: reconciles of different
 	// CoreDumps run concurrently.
@@ -138,7 +144,7 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	cd.Status.ObservedGeneration = cd.Generation
 	r.setLabels(&cd)
 	if terminal(cd.Status.Phase) {
-		return untilExpiry, nil
+		return r.notify(ctx, &cd, policy, untilExpiry), nil
 	}
 	if policy == nil {
 		cd.Status.Message = fmt.Sprintf("CoreDumpPolicy %s does not exist; the dump waits on node %s", cd.Spec.PolicyName, cd.Spec.NodeName)
@@ -226,6 +232,82 @@ func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump,
 	}
 	r.Metrics.dumps.WithLabelValues(ns, cd.Spec.Process.SignalName, string(phase)).Inc()
 	r.tellPod(ctx, cd)
+	r.markNotificationsDue(ctx, cd)
+}
+
+// markNotificationsDue records which sinks the dump is due at; the
+// annotation is written with the final phase, and the notifications go out
+// once that is stored (see notify).
+func (r *CoreDumpReconciler) markNotificationsDue(ctx context.Context, cd *coredogv1.CoreDump) {
+	if r.Notifier == nil {
+		return
+	}
+	p, err := r.policy(ctx, cd.Spec.PolicyName)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Info("No notifications for this dump: its policy could not be read", "err", err.Error())
+		return
+	}
+	r.Notifier.MarkDue(ctx, cd, p)
+}
+
+// notify queues the notifications a dump in its final phase still owes.
+// It never fails or delays the reconcile: notification trouble only shows
+// in the policy's NotificationsReady condition and in the log.
+func (r *CoreDumpReconciler) notify(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, res ctrl.Result) ctrl.Result {
+	if r.Notifier == nil || p == nil {
+		return res
+	}
+	wait, err := r.Notifier.Reconcile(ctx, cd, p)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Info("Queueing notifications failed; trying again later", "err", err.Error())
+		wait = 30 * time.Second
+	}
+	if wait > 0 && (res.RequeueAfter <= 0 || wait < res.RequeueAfter) {
+		res.RequeueAfter = wait
+	}
+	return res
+}
+
+// storedDumpLink signs a download link for a stored dump with the policy's
+// storage credentials; stores that cannot sign (file://) give the stored
+// location, which does not expire.
+func storedDumpLink(u *Uploader) notify.LinkFunc {
+	return func(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, expiry time.Duration) (string, time.Time, error) {
+		st := cd.Status.Storage
+		if st == nil || st.Key == "" {
+			return "", time.Time{}, errors.New("the dump is not stored")
+		}
+		loc, store, err := u.open(ctx, p)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		defer store.Close()
+		key, ok := strings.CutPrefix(st.Key, loc.Prefix)
+		if !ok || loc.ObjectURL(key) != st.URL {
+			return "", time.Time{}, fmt.Errorf("the policy's storage moved; %s cannot be signed", st.URL)
+		}
+		expires := u.now().Add(expiry)
+		link, err := store.SignedURL(ctx, key, expiry)
+		if errors.Is(err, storage.ErrSignedURLUnsupported) {
+			return st.URL, time.Time{}, nil
+		}
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		return link, expires, nil
+	}
+}
+
+// dumpsSharingBudget lists the CoreDumps that draw on the same rate-limit
+// budget as cd, for throttled dumps' once-per-window notifications.
+func dumpsSharingBudget(c client.Reader, namespace string) notify.PeersFunc {
+	return func(ctx context.Context, cd *coredogv1.CoreDump) ([]coredogv1.CoreDump, error) {
+		var list coredogv1.CoreDumpList
+		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)}); err != nil {
+			return nil, err
+		}
+		return list.Items, nil
+	}
 }
 
 // tellPod records a CoreDumped event on the pod that crashed, or on the
@@ -379,8 +461,10 @@ func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.
 }
 
 func throttleDump(cd *coredogv1.CoreDump) throttle.Dump {
-	excluded := cd.Status.Phase == coredogv1.PhaseSkipped
-	return throttle.Dump{Name: cd.Name, Created: cd.CreationTimestamp.Time, Key: rateKey(cd), Excluded: excluded}
+	p := cd.Status.Phase
+	return throttle.Dump{Name: cd.Name, Created: cd.CreationTimestamp.Time, Key: rateKey(cd),
+		Excluded: p == coredogv1.PhaseSkipped,
+		Spent:    p == coredogv1.PhaseUploading || p == coredogv1.PhaseUploaded || p == coredogv1.PhaseFailed}
 }
 
 // rateKey is the rate-limit budget a dump draws on: its policy, workload and signature.

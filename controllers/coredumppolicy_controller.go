@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -29,6 +30,7 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
+	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/storage"
 )
 
@@ -53,6 +55,9 @@ type CoreDumpPolicyReconciler struct {
 	AgentServiceAccount string
 	// Clock is injectable for tests; nil means the real clock.
 	Clock clock.PassiveClock
+	// Notifier reports how notification sinks fare; nil leaves the
+	// NotificationsReady condition out.
+	Notifier *notify.Notifier
 }
 
 // +kubebuilder:rbac:groups=coredog.io,resources=coredumppolicies,verbs=get;list;watch
@@ -85,6 +90,7 @@ func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	p.Status.DaemonSetName = ""
 
 	storageOK := r.checkStorage(ctx, &p)
+	r.checkNotifications(ctx, &p)
 	if err := r.countDumps(ctx, &p); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -154,6 +160,20 @@ func (r *CoreDumpPolicyReconciler) checkStorage(ctx context.Context, p *coredogv
 	}
 	r.setCondition(p, coredogv1.ConditionStorageValid, metav1.ConditionTrue, reason, msg)
 	return true
+}
+
+// checkNotifications records the NotificationsReady condition: sink
+// Secrets usable and no sink failing. Policies without sinks have none.
+func (r *CoreDumpPolicyReconciler) checkNotifications(ctx context.Context, p *coredogv1.CoreDumpPolicy) {
+	if r.Notifier == nil {
+		return
+	}
+	status, reason, msg, ok := r.Notifier.Condition(ctx, p)
+	if !ok {
+		meta.RemoveStatusCondition(&p.Status.Conditions, coredogv1.ConditionNotificationsReady)
+		return
+	}
+	r.setCondition(p, coredogv1.ConditionNotificationsReady, status, reason, msg)
 }
 
 // countDumps fills the policy's dump counters from its CoreDumps.
@@ -262,7 +282,12 @@ func (r *CoreDumpPolicyReconciler) now() time.Time {
 // every policy, because one policy's creation or deletion can start or end
 // another's conflict; storage Secrets re-evaluate the policies naming them.
 func (r *CoreDumpPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Notifier != nil {
+		// A sink that starts or stops failing re-evaluates its policy.
+		b = b.WatchesRawSource(r.Notifier.Source())
+	}
+	return b.
 		Named("coredumppolicy").
 		For(&coredogv1.CoreDumpPolicy{}).
 		Owns(&appsv1.DaemonSet{}).
@@ -308,7 +333,11 @@ func (r *CoreDumpPolicyReconciler) policiesForSecret(ctx context.Context, obj cl
 	}
 	var reqs []reconcile.Request
 	for _, p := range list.Items {
-		if ref := p.Spec.Storage.SecretRef; ref != nil && ref.Name == obj.GetName() {
+		names := notify.SecretNames(&p)
+		if ref := p.Spec.Storage.SecretRef; ref != nil {
+			names = append(names, ref.Name)
+		}
+		if slices.Contains(names, obj.GetName()) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
 		}
 	}

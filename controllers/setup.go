@@ -15,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/storage"
 	"github.com/coredog/coredog/internal/scheme"
 )
@@ -50,6 +51,10 @@ type Options struct {
 	MaxUploadAttempts int
 	// OpenStore opens storage; nil means storage.Open.
 	OpenStore OpenStoreFunc
+	// ClusterName names the cluster in notifications; may be empty.
+	ClusterName string
+	// Notifications tunes notification delivery; zero values take the defaults.
+	Notifications notify.Options
 }
 
 // Defaults for upload settings.
@@ -109,12 +114,26 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := setupIndexes(context.Background(), mgr); err != nil {
 		return fmt.Errorf("setting up indexes: %w", err)
 	}
+	uploader := &Uploader{Client: mgr.GetClient(), Namespace: o.Namespace, OpenStore: o.OpenStore}
+	notifier := notify.New(notify.Config{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Namespace: o.Namespace,
+		Cluster:   o.ClusterName,
+		Link:      storedDumpLink(uploader),
+		Peers:     dumpsSharingBudget(mgr.GetClient(), o.Namespace),
+		Options:   o.Notifications,
+	})
+	if err := mgr.Add(notifier); err != nil {
+		return fmt.Errorf("adding the notifier: %w", err)
+	}
 	if err := (&CoreDumpPolicyReconciler{
 		Client:              mgr.GetClient(),
 		Scheme:              mgr.GetScheme(),
 		Namespace:           o.Namespace,
 		AgentImage:          o.AgentImage,
 		AgentServiceAccount: o.AgentServiceAccount,
+		Notifier:            notifier,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CoreDumpPolicy controller: %w", err)
 	}
@@ -127,7 +146,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		MaxAttempts:   int32(o.MaxUploadAttempts),
 		MaxConcurrent: o.MaxConcurrentUploads,
 		Metrics:       managerMetrics(),
-		Uploader:      &Uploader{Client: mgr.GetClient(), Namespace: o.Namespace, OpenStore: o.OpenStore},
+		Uploader:      uploader,
+		Notifier:      notifier,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CoreDump controller: %w", err)
 	}

@@ -122,6 +122,15 @@ type CoreDumpPolicySpec struct {
 	// agent overrides the agent container.
 	// +optional
 	Agent AgentSpec `json:"agent,omitempty"`
+
+	// notifications are the sinks told when a dump reaches its final phase
+	// (chat rooms, webhooks, CloudEvents brokers). Sending never delays or
+	// fails an upload.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Notifications []NotificationSink `json:"notifications,omitempty"`
 }
 
 // DetectionSpec tunes how agents find complete core files.
@@ -284,7 +293,7 @@ type CoreDumpPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready, Conflict, StorageValid.
+	// conditions: Ready, Conflict, StorageValid, NotificationsReady.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

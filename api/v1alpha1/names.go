@@ -38,6 +38,18 @@ const (
 	AnnotationPolicyGeneration = "coredog.io/policy-generation"
 	// AnnotationTLSHash is a hash of the agent TLS material, so that a rotation rolls the agents.
 	AnnotationTLSHash = "coredog.io/tls-hash"
+	// AnnotationNotify lists (comma-separated) the notification sinks a
+	// CoreDump is due at, decided when it reached its final phase.
+	AnnotationNotify = "coredog.io/notify"
+	// AnnotationNotified lists the sinks that accepted the CoreDump's
+	// notification; a restart or a re-reconcile does not send it again.
+	AnnotationNotified = "coredog.io/notified"
+	// AnnotationNotifyFailed lists the sinks that did not accept the
+	// notification after every retry.
+	AnnotationNotifyFailed = "coredog.io/notify-failed"
+	// AnnotationNotifySummarizedBy names the throttled CoreDump whose
+	// notification counts this one (one notification per rate-limit window).
+	AnnotationNotifySummarizedBy = "coredog.io/notify-summarized-by"
 )
 
 // Finalizers.
@@ -61,6 +73,10 @@ const (
 	ConditionPodResolved = "PodResolved"
 	// ConditionUploaded on a CoreDump: the dump is in storage.
 	ConditionUploaded = "Uploaded"
+	// ConditionNotificationsReady on a CoreDumpPolicy: every notification
+	// sink's Secret is usable and no sink keeps failing. Absent when the
+	// policy has no sinks.
+	ConditionNotificationsReady = "NotificationsReady"
 )
 
 // Condition reasons.
@@ -87,6 +103,13 @@ const (
 	ReasonStorageInvalid = "StorageInvalid"
 	// ReasonTLSFailed: the agent TLS material could not be created.
 	ReasonTLSFailed = "TLSFailed"
+	// ReasonSinksReady: every notification sink is configured and delivering.
+	ReasonSinksReady = "SinksReady"
+	// ReasonSinkSecretInvalid: a sink's Secret is missing, lacks its key, or
+	// does not hold an http(s) URL.
+	ReasonSinkSecretInvalid = "SinkSecretInvalid"
+	// ReasonSinkFailing: a sink keeps refusing notifications or cannot be reached.
+	ReasonSinkFailing = "SinkFailing"
 )
 
 // Reasons recorded in CoreDump status.reason (and spec.refusedReason for the agent's own refusals).

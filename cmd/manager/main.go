@@ -29,6 +29,7 @@ func run() error {
 	flag.StringVar(&o.AgentImage, "agent-image", os.Getenv("AGENT_IMAGE"), "Agent image for policies that name none (normally the manager's own image).")
 	flag.StringVar(&o.AgentServiceAccount, "agent-service-account", controllers.DefaultAgentServiceAccount, "ServiceAccount the agents run as.")
 	flag.IntVar(&o.MaxConcurrentUploads, "max-concurrent-uploads", controllers.DefaultMaxConcurrentUploads, "Dumps streamed into storage at once.")
+	flag.StringVar(&o.ClusterName, "cluster-name", "", "Cluster name shown in notifications.")
 	flag.IntVar(&o.MaxUploadAttempts, "max-upload-attempts", controllers.DefaultMaxUploadAttempts, "Failed upload attempts (with capped exponential backoff) before a dump is Failed.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)

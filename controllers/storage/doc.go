@@ -36,4 +36,14 @@
 // write whatever the object's size. S3 uploads larger than one part go
 // through a multipart upload, which is aborted when the write fails, so no
 // object appears at the key and no parts are left behind to pay for.
+//
+// # Signed URLs
+//
+// SignedURL hands out read-only links for notifications, signed with the
+// same credentials: SigV4 query signing for S3; V4 signing with the
+// Secret's service-account key for GCS (or, without a key, IAM signBlob as
+// the workload's service account); a shared-key SAS for Azure, or a user
+// delegation SAS when the identity has no key. file:// cannot sign
+// (ErrSignedURLUnsupported). Links live at most seven days, the most S3 and
+// GCS allow.
 package storage

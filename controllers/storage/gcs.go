@@ -2,9 +2,13 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	gcs "cloud.google.com/go/storage"
 	"gocloud.dev/blob/gcsblob"
@@ -61,5 +65,42 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (*buck
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
 	}
-	return &bucketStore{bucket: bucket}, nil
+	signer := gcsSigner{accessID: opts.GoogleAccessID, privateKey: opts.PrivateKey}
+	if creds != nil && signer.accessID == "" {
+		// The Secret's service-account key signs, as it authenticates.
+		var sa struct {
+			ClientEmail string `json:"client_email"`
+			PrivateKey  string `json:"private_key"`
+		}
+		if err := json.Unmarshal(creds[KeyGCSCredentials], &sa); err == nil {
+			signer.accessID, signer.privateKey = sa.ClientEmail, []byte(sa.PrivateKey)
+		}
+	}
+	return &bucketStore{bucket: bucket, sign: func(ctx context.Context, fullKey string, expiry time.Duration) (string, error) {
+		var c *gcs.Client
+		if !bucket.As(&c) || c == nil {
+			return "", errors.New("gcsblob did not expose its client")
+		}
+		return signer.sign(c.Bucket(loc.Bucket), fullKey, expiry)
+	}}, nil
+}
+
+// gcsSigner makes V4 signed URLs: with a private key when one is known
+// (the Secret's service-account key, or access_id and private_key_path),
+// otherwise through the IAM signBlob API as the service account that
+// access_id names or the metadata server reports (Workload Identity; the
+// account needs roles/iam.serviceAccountTokenCreator on itself).
+type gcsSigner struct {
+	accessID   string
+	privateKey []byte
+}
+
+func (g gcsSigner) sign(b *gcs.BucketHandle, fullKey string, expiry time.Duration) (string, error) {
+	return b.SignedURL(fullKey, &gcs.SignedURLOptions{
+		Scheme:         gcs.SigningSchemeV4,
+		Method:         http.MethodGet,
+		Expires:        time.Now().Add(expiry),
+		GoogleAccessID: g.accessID,
+		PrivateKey:     g.privateKey,
+	})
 }

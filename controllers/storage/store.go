@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
@@ -26,8 +28,22 @@ type Store interface {
 	Size(ctx context.Context, key string) (int64, error)
 	// Read opens key for reading; the caller closes it.
 	Read(ctx context.Context, key string) (io.ReadCloser, error)
+	// SignedURL returns a URL that lets whoever holds it GET key, without
+	// other credentials, for expiry (at most MaxSignedURLExpiry). It does
+	// not contact the store for S3, GCS with a key, or Azure with a shared
+	// key. Stores that cannot sign (file://) return an error wrapping
+	// ErrSignedURLUnsupported.
+	SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error)
 	Close() error
 }
+
+// MaxSignedURLExpiry is the longest life of a signed URL: S3's SigV4 and
+// GCS's V4 signatures allow seven days.
+const MaxSignedURLExpiry = 7 * 24 * time.Hour
+
+// ErrSignedURLUnsupported is wrapped by SignedURL when the store, or the
+// credentials it was opened with, cannot sign URLs.
+var ErrSignedURLUnsupported = errors.New("the store cannot sign URLs")
 
 // WriteOptions describe an object being written.
 type WriteOptions struct {
@@ -99,6 +115,9 @@ type bucketStore struct {
 	// afterWrite runs once a write was confirmed, with the full key. It
 	// cannot fail the write: the object is complete by then.
 	afterWrite func(fullKey string)
+	// sign makes a signed GET URL for a full key; nil means the bucket's own
+	// SignedURL.
+	sign func(ctx context.Context, fullKey string, expiry time.Duration) (string, error)
 }
 
 var _ Store = (*bucketStore)(nil)
@@ -176,6 +195,35 @@ func (s *bucketStore) Read(ctx context.Context, key string) (io.ReadCloser, erro
 		return nil, s.readError(key, err)
 	}
 	return r, nil
+}
+
+func (s *bucketStore) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	if err := checkKey(key); err != nil {
+		return "", err
+	}
+	if expiry <= 0 || expiry > MaxSignedURLExpiry {
+		return "", fmt.Errorf("signing %s: expiry %s is not between 0 and %s", s.loc.ObjectURL(key), expiry, MaxSignedURLExpiry)
+	}
+	if s.loc.Scheme == SchemeFile {
+		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), ErrSignedURLUnsupported)
+	}
+	full := s.loc.Prefix + key
+	var (
+		u   string
+		err error
+	)
+	if s.sign != nil {
+		u, err = s.sign(ctx, full, expiry)
+	} else {
+		u, err = s.bucket.SignedURL(ctx, full, &blob.SignedURLOptions{Expiry: expiry, Method: http.MethodGet})
+	}
+	if err != nil {
+		if gcerrors.Code(err) == gcerrors.Unimplemented {
+			err = fmt.Errorf("%w: %v", ErrSignedURLUnsupported, err)
+		}
+		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), err)
+	}
+	return u, nil
 }
 
 func (s *bucketStore) Close() error {

@@ -17,24 +17,40 @@ type Dump struct {
 	// for dumps that will never be stored for another reason (they spend
 	// no budget).
 	Excluded bool
+	// Spent is true for dumps already let through (uploading, uploaded or
+	// failed): they used the budget whatever their order.
+	Spent bool
 }
 
 // Allowed reports whether d may be stored, given the other dumps (which may
-// include d itself). Dumps are ordered by creation time, then name; d is
-// allowed when fewer than count dumps with its key, ordered before it and
-// created less than window before it, were not excluded. Dumps not decided
-// yet count as stored, which can only make the answer stricter.
+// include d itself). Dumps with d's key created less than window from it
+// count against it when they were already let through (Spent), or when they
+// are undecided and ordered before it (creation time, then name): undecided
+// ones count as stored, which can only make the answer stricter. Creation
+// times have one-second resolution, so two dumps of one second are ordered
+// by name; counting every spent dump keeps a later one from slipping past an
+// earlier one that was stored already.
 func Allowed(d Dump, others []Dump, count int, window time.Duration) bool {
 	if count <= 0 {
 		return false
 	}
 	spent := 0
 	for _, o := range others {
-		if o.Name != d.Name && o.Key == d.Key && !o.Excluded && before(o, d) && d.Created.Sub(o.Created) < window {
+		if o.Name == d.Name || o.Key != d.Key || o.Excluded || abs(d.Created.Sub(o.Created)) >= window {
+			continue
+		}
+		if o.Spent || before(o, d) {
 			spent++
 		}
 	}
 	return spent < count
+}
+
+func abs(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 func before(a, b Dump) bool {

@@ -38,6 +38,10 @@ func TestAllowed(t *testing.T) {
 		{"just inside the window", at("x", 3599, "k", false), []Dump{at("a", 0, "k", false)}, 1, time.Hour, false},
 		{"same second: name orders", at("b", 0, "k", false), []Dump{at("a", 0, "k", false), at("c", 0, "k", false)}, 1, time.Hour, false},
 		{"same second: first by name", at("a", 0, "k", false), []Dump{at("b", 0, "k", false), at("c", 0, "k", false)}, 1, time.Hour, true},
+		{"same second: a stored dump counts whatever its name", at("a", 0, "k", false),
+			[]Dump{{Name: "b", Created: t0, Key: "k", Spent: true}}, 1, time.Hour, false},
+		{"a stored dump long after does not count", at("a", 0, "k", false),
+			[]Dump{{Name: "b", Created: t0.Add(2 * time.Hour), Key: "k", Spent: true}}, 1, time.Hour, true},
 		{"count zero stores nothing", at("a", 0, "k", false), nil, 0, time.Hour, false},
 	}
 	for _, tc := range cases {
