@@ -35,7 +35,7 @@ func (a *Agent) startLifecycle(ctx context.Context, restCfg *rest.Config, scheme
 		Scheme:            scheme,
 		DefaultNamespaces: map[string]cache.Config{a.cfg.Namespace: {}},
 		ByObject: map[client.Object]cache.ByObject{
-			&coredogv1.CoreDump{}: {Field: a.nodeSelector()},
+			&coredogv1.CoreDump{}: {Field: a.nodeSelector(), Transform: trimCoreDump},
 		},
 	})
 	if err != nil {
@@ -59,6 +59,25 @@ func (a *Agent) startLifecycle(ctx context.Context, restCfg *rest.Config, scheme
 		return nil, fmt.Errorf("watching CoreDumps: %w", err)
 	}
 	return c, nil
+}
+
+// trimCoreDump keeps only what the agent acts on, so that a node with
+// thousands of dumps costs the agent little memory: the cache holds every
+// CoreDump of the node for as long as it exists.
+func trimCoreDump(obj any) (any, error) {
+	cd, ok := obj.(*coredogv1.CoreDump)
+	if !ok {
+		return obj, nil
+	}
+	return &coredogv1.CoreDump{
+		TypeMeta: cd.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: cd.Name, Namespace: cd.Namespace, UID: cd.UID, ResourceVersion: cd.ResourceVersion,
+			Generation: cd.Generation, DeletionTimestamp: cd.DeletionTimestamp,
+		},
+		Spec:   coredogv1.CoreDumpSpec{NodeName: cd.Spec.NodeName, PolicyName: cd.Spec.PolicyName},
+		Status: coredogv1.CoreDumpStatus{Phase: cd.Status.Phase},
+	}, nil
 }
 
 func (a *Agent) onCoreDump(obj any, deleted bool) {
