@@ -77,10 +77,14 @@ fuzz: ## Run each fuzz target for FUZZ_TIME (default 30s); crashers land in test
 		echo "fuzz $$pkg $$name ($(FUZZ_TIME))"; \
 		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) || exit 1; done
 
+# Only packages that have benchmarks: with ./... the TestMain of test/e2e
+# (and others) would start all its infrastructure for nothing.
+BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
+
 .PHONY: bench
-bench: ## Benchmarks (prints figures; never asserts timings).
+bench: ## Package benchmarks, then test/bench (real binaries; writes docs/benchmarks.md). Never asserts timings.
 	@assets="$$(hack/envtest.sh)"; \
-	KUBEBUILDER_ASSETS="$$assets" $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./... | tee bench.out
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m $(BENCH_PKGS) | tee bench.out
 
 ##@ Images
 
