@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/test/localcluster"
 )
 
 // s3Server is the versitygw process the demo stores into with S3=1.
@@ -54,7 +54,7 @@ func (d *demo) stepS3(ctx context.Context) error {
 	}
 	d.p.linef("versitygw: %s", bin)
 
-	port, err := freePort()
+	port, err := localcluster.FreePort()
 	if err != nil {
 		return err
 	}
@@ -122,17 +122,6 @@ func (d *demo) stepS3(ctx context.Context) error {
 		storage.KeyAWSSecretAccessKey: []byte(secret),
 	}
 	return nil
-}
-
-// freePort asks the kernel for a free loopback port. Another process could
-// take it before versitygw binds it; versitygw then exits and says so.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

@@ -55,7 +55,7 @@ type burstResult struct {
 func runBurst(b *testing.B, s *suite) burstResult {
 	const policy = "burst"
 	res := burstResult{Agents: burstAgents, Dumps: burstAgents * burstPerAgent, FileSize: burstFileSize}
-	metricsPort, err := freePort()
+	metricsPort, err := localcluster.FreePort()
 	if err != nil {
 		b.Fatal(err)
 	}

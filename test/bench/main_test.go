@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -232,7 +231,7 @@ func (s *suite) teardown(clean bool) {
 // startS3 starts versitygw's posix backend on loopback.
 func (s *suite) startS3() error {
 	var err error
-	if s.s3port, err = freePort(); err != nil {
+	if s.s3port, err = localcluster.FreePort(); err != nil {
 		return err
 	}
 	s.s3dir = filepath.Join(s.dir, "s3")
@@ -344,14 +343,4 @@ func (s *suite) createPolicies(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

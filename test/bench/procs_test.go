@@ -19,7 +19,7 @@ import (
 // peak RSS is its own) and waits until it is ready. extra flags come last,
 // so they override the defaults here.
 func (s *suite) startManager(name string, extra ...string) (*localcluster.Process, error) {
-	health, err := freePort()
+	health, err := localcluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (s *suite) startManager(name string, extra ...string) (*localcluster.Proces
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", health)); err != nil {
+	if err := localcluster.WaitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), readyTimeout); err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%w\n%s", err, p.Tail(40))
 	}
@@ -85,7 +85,7 @@ func (s *suite) startAgent(o agentOpts) (*localcluster.Process, error) {
 // startAgentOnce starts an agent; exited says it ended by itself before it
 // was ready.
 func (s *suite) startAgentOnce(o agentOpts, procRoot string) (_ *localcluster.Process, exited bool, _ error) {
-	health, err := freePort()
+	health, err := localcluster.FreePort()
 	if err != nil {
 		return nil, false, err
 	}
@@ -111,34 +111,12 @@ func (s *suite) startAgentOnce(o agentOpts, procRoot string) (_ *localcluster.Pr
 	if err != nil {
 		return nil, false, err
 	}
-	if err := waitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", health)); err != nil {
+	if err := localcluster.WaitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), readyTimeout); err != nil {
 		exited := p.Exited()
 		p.Kill()
 		return nil, exited, fmt.Errorf("%w\n%s", err, p.Tail(40))
 	}
 	return p, false, nil
-}
-
-// waitReady polls url until it answers 200, failing early if p exits.
-func waitReady(p *localcluster.Process, url string) error {
-	deadline := time.Now().Add(readyTimeout)
-	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
-		if p.Exited() {
-			return fmt.Errorf("%s exited before it was ready", p.Name)
-		}
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s was not ready at %s within %s (last error: %v)", p.Name, url, readyTimeout, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // stopAll stops processes, logging (not failing on) the ones that needed a kill.

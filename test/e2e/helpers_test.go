@@ -91,9 +91,9 @@ func newNode(t *testing.T, policy string, opts nodeOpts) *node {
 	}
 	must(t, os.MkdirAll(n.dir, 0o755))
 	var err error
-	n.health, err = freePort()
+	n.health, err = localcluster.FreePort()
 	must(t, err)
-	n.metrics, err = freePort()
+	n.metrics, err = localcluster.FreePort()
 	must(t, err)
 	_, err = s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(n.bucket)})
 	must(t, err)
@@ -166,7 +166,7 @@ func (n *node) startAgent() {
 	p, err := localcluster.StartProcess("agent-"+n.policy, n.logDir, agentBin, args, nil)
 	must(n.t, err)
 	n.agent = p
-	if err := waitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", n.health)); err != nil {
+	if err := localcluster.WaitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", n.health), readyTimeout); err != nil {
 		n.t.Fatal(err)
 	}
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -137,7 +136,7 @@ func runSuite(m *testing.M) (code int) {
 		return fail("creating the storage Secret: %v", err)
 	}
 
-	port, err := freePort()
+	port, err := localcluster.FreePort()
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -158,7 +157,7 @@ func runSuite(m *testing.M) (code int) {
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
 
-	if managerHealth, err = freePort(); err != nil {
+	if managerHealth, err = localcluster.FreePort(); err != nil {
 		return fail("%v", err)
 	}
 	if err := startManager(); err != nil {
@@ -184,7 +183,7 @@ func startManager() error {
 		return err
 	}
 	manager = p
-	if err := waitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", managerHealth)); err != nil {
+	if err := localcluster.WaitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", managerHealth), readyTimeout); err != nil {
 		return fmt.Errorf("%w\n%s", err, p.Tail(40))
 	}
 	return nil
@@ -226,36 +225,4 @@ func (s *s3Server) start() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// waitReady polls url until it answers 200, failing early if p exits.
-func waitReady(p *localcluster.Process, url string) error {
-	deadline := time.Now().Add(readyTimeout)
-	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
-		if p.Exited() {
-			return fmt.Errorf("%s exited before it was ready", p.Name)
-		}
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s was not ready at %s within %s (last error: %v)", p.Name, url, readyTimeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
