@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,28 +237,11 @@ func (s *suite) startS3() error {
 	if err := os.MkdirAll(s.s3dir, 0o700); err != nil {
 		return err
 	}
-	env := []string{"ROOT_ACCESS_KEY_ID=" + s3AccessKey, "ROOT_SECRET_ACCESS_KEY=" + s3SecretKey}
-	p, err := localcluster.StartProcess("versitygw", s.logDir, s.vgw,
-		[]string{"--port", fmt.Sprintf("127.0.0.1:%d", s.s3port), "posix", s.s3dir}, env)
+	p, err := localcluster.StartVersityGW(s.logDir, s.vgw, s.s3port, s.s3dir, s3AccessKey, s3SecretKey, readyTimeout)
 	if err != nil {
 		return err
 	}
 	s.s3proc = p
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if p.Exited() {
-			return fmt.Errorf("versitygw exited:\n%s", p.Tail(40))
-		}
-		resp, err := http.Get(s.s3endpoint() + "/")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("versitygw did not answer within %s: %v", readyTimeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	s.s3c = s3.New(s3.Options{
 		Region:                     s3Region,
 		BaseEndpoint:               aws.String(s.s3endpoint()),

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,28 +200,10 @@ func (s *s3Server) endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d",
 // start starts versitygw on the server's port and directory, and waits until
 // it accepts connections.
 func (s *s3Server) start() error {
-	// Root credentials: versitygw reads --access/--secret from these
-	// variables (cmd/versitygw/main.go, v1.8.0).
-	env := []string{"ROOT_ACCESS_KEY_ID=" + s3AccessKey, "ROOT_SECRET_ACCESS_KEY=" + s3SecretKey}
-	p, err := localcluster.StartProcess("versitygw", logDir, s.bin,
-		[]string{"--port", fmt.Sprintf("127.0.0.1:%d", s.port), "posix", s.dir}, env)
+	p, err := localcluster.StartVersityGW(logDir, s.bin, s.port, s.dir, s3AccessKey, s3SecretKey, readyTimeout)
 	if err != nil {
 		return err
 	}
 	s.proc = p
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if p.Exited() {
-			return fmt.Errorf("versitygw exited:\n%s", p.Tail(40))
-		}
-		resp, err := http.Get(s.endpoint() + "/")
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("versitygw did not answer within %s: %v\n%s", readyTimeout, err, p.Tail(40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return nil
 }

@@ -40,3 +40,32 @@ func WaitReady(p *Process, url string, timeout time.Duration) error {
 		time.Sleep(25 * time.Millisecond)
 	}
 }
+
+// StartVersityGW starts the versitygw S3 server (built by hack/versitygw.sh)
+// on 127.0.0.1:port over the directory dir, with root credentials from the
+// variables versitygw v1.8.0 reads, and waits until it answers HTTP.
+func StartVersityGW(logDir, bin string, port int, dir, accessKey, secretKey string, timeout time.Duration) (*Process, error) {
+	env := []string{"ROOT_ACCESS_KEY_ID=" + accessKey, "ROOT_SECRET_ACCESS_KEY=" + secretKey}
+	p, err := StartProcess("versitygw", logDir, bin, []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "posix", dir}, env)
+	if err != nil {
+		return nil, err
+	}
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	deadline := time.Now().Add(timeout)
+	for {
+		if p.Exited() {
+			return nil, fmt.Errorf("versitygw exited:\n%s", p.Tail(40))
+		}
+		// Any answer will do: an anonymous GET / is refused with 403.
+		resp, err := http.Get(endpoint)
+		if err == nil {
+			resp.Body.Close()
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.Kill()
+			return nil, fmt.Errorf("versitygw did not answer within %s: %v\n%s", timeout, err, p.Tail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
