@@ -73,13 +73,7 @@ FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs gre
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZ_TIME (default 30s); crashers land in testdata/fuzz as regression seeds.
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$pkg $$name ($(FUZZ_TIME))"; \
-		$(GO) test ./$$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) || exit 1; done
-
-# Only packages that have benchmarks: with ./... the TestMain of test/e2e
-# (and others) would start all its infrastructure for nothing.
-BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
+	@FUZZ_TIME=$(FUZZ_TIME) GO=$(GO) hack/fuzz.sh $(FUZZ_TARGETS)
 
 .PHONY: bench
 bench: ## Package benchmarks, then test/bench (real binaries; writes docs/benchmarks.md). Never asserts timings.
