@@ -164,7 +164,13 @@ func runSuite(m *testing.M) (code int) {
 	}
 	defer func() { _ = manager.Stop(stopGrace) }()
 
-	return m.Run()
+	start = time.Now()
+	code = m.Run()
+	if err := writeReliabilityReport(code == 0, time.Since(start)); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: writing the reliability report:", err)
+		code = 1
+	}
+	return code
 }
 
 // startManager starts the manager binary (or starts it again) and waits
