@@ -48,6 +48,9 @@ type nodeOpts struct {
 	noProcRoot bool
 	// disableWatch runs the agent with --disable-watch.
 	disableWatch bool
+	// agentArgs are more agent flags, as the DaemonSet would render them
+	// from the policy (--max-node-usage=...).
+	agentArgs []string
 	// noPolicy leaves creating the policy to the test (kubectl apply) and
 	// does not start the agent.
 	noPolicy bool
@@ -163,6 +166,7 @@ func (n *node) startAgent() {
 	if n.opts.disableWatch {
 		args = append(args, "--disable-watch")
 	}
+	args = append(args, n.opts.agentArgs...)
 	p, err := localcluster.StartProcess("agent-"+n.policy, n.logDir, agentBin, args, nil)
 	must(n.t, err)
 	n.agent = p

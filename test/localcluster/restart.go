@@ -141,3 +141,56 @@ func copyFiles(src, dst string) error {
 	}
 	return nil
 }
+
+// etcdStopGrace is how long StopEtcd lets etcd shut down after SIGTERM
+// before it kills it.
+const etcdStopGrace = 10 * time.Second
+
+// StopEtcd stops etcd under the running kube-apiserver, keeping its data.
+// StartEtcd starts it again on the same client URL and data, so that to the
+// API server it is a database that went away and came back: it answers
+// with errors meanwhile and resumes its watches afterwards.
+//
+// envtest's Etcd.Stop deletes a data directory it made itself and forgets
+// it, so a plain Stop and Start would come back empty. StopEtcd therefore
+// stops the process itself (SIGTERM, then SIGKILL after etcdStopGrace),
+// moves the data directory under the control plane's Dir, and points etcd
+// at it; the caller's cleanup of Dir removes it.
+func (c *ControlPlane) StopEtcd() error {
+	e := c.Env.ControlPlane.Etcd
+	if e == nil || e.DataDir == "" || e.URL == nil {
+		return errors.New("etcd was not started by this control plane")
+	}
+	pid, err := childPID("etcd")
+	if err != nil {
+		return err
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	if !waitGone(pid, etcdStopGrace) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if !waitGone(pid, 10*time.Second) {
+			return fmt.Errorf("etcd (pid %d) did not exit after SIGKILL", pid)
+		}
+	}
+	keep, err := os.MkdirTemp(c.Dir, "etcd-data-")
+	if err != nil {
+		return err
+	}
+	data := filepath.Join(keep, "data")
+	if err := os.Rename(e.DataDir, data); err != nil {
+		return fmt.Errorf("keeping etcd's data: %w", err)
+	}
+	// envtest notices the exit and only cleans up what is no longer there.
+	_ = e.Stop()
+	e.DataDir = data
+	return nil
+}
+
+// StartEtcd starts the etcd StopEtcd stopped, on the same client URL and
+// data, and waits until it is healthy. The API server reconnects by itself.
+func (c *ControlPlane) StartEtcd() error {
+	if err := c.Env.ControlPlane.Etcd.Start(); err != nil {
+		return fmt.Errorf("starting etcd: %w", err)
+	}
+	return nil
+}
