@@ -42,6 +42,9 @@ func loadChart(t *testing.T) *chart.Chart {
 	return ch
 }
 
+// chartDefaultManagerArgs are the arguments values.yaml's manager block adds.
+var chartDefaultManagerArgs = []string{"--max-concurrent-uploads=4", "--max-upload-attempts=15"}
+
 // allOptionsOn turns on every option of values.yaml, with values a real
 // cluster would use.
 const allOptionsOn = `
@@ -52,6 +55,10 @@ image:
 imagePullSecrets:
 - name: regcred
 replicas: 3
+manager:
+  clusterName: "prod eu-west: #1"
+  maxConcurrentUploads: 8
+  maxUploadAttempts: 20
 resources:
   requests: {cpu: 200m, memory: 256Mi}
   limits: {cpu: "1", memory: 1Gi}
@@ -285,6 +292,9 @@ func TestValuesSchema(t *testing.T) {
 		{"unknown pullPolicy", "image: {pullPolicy: Sometimes}", "pullPolicy"},
 		{"non-string label", "podLabels: {a: 1}", "podLabels"},
 		{"bad storage url", "defaultPolicy: {storage: {url: minio://b}}", "url"},
+		{"misspelt manager key", "manager: {maxConcurrentUpload: 2}", "maxConcurrentUpload"},
+		{"no concurrent uploads", "manager: {maxConcurrentUploads: 0}", "maxConcurrentUploads"},
+		{"no upload attempts", "manager: {maxUploadAttempts: 0}", "maxUploadAttempts"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := check(values(t, tc.values))
@@ -317,7 +327,7 @@ func TestChartDefaultValues(t *testing.T) {
 	dep := find[*appsv1.Deployment](t, r.Objects, managerName)
 	checkManagerDeployment(t, dep, managerDeploymentWant{
 		namespace: defaultNamespace, image: "ghcr.io/coredog/coredog:" + ch.Metadata.AppVersion,
-		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: true,
+		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: true, extraArgs: chartDefaultManagerArgs,
 	})
 	checkMetricsService(t, r.Objects, dep)
 }
@@ -344,6 +354,7 @@ func TestChartAllOptionsOn(t *testing.T) {
 	checkManagerDeployment(t, dep, managerDeploymentWant{
 		namespace: ns, image: "registry.example.com/platform/coredog:v1.2.3",
 		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 3, metrics: true,
+		extraArgs: []string{"--max-concurrent-uploads=8", "--max-upload-attempts=20", "--cluster-name=prod eu-west: #1"},
 	})
 	checkMetricsService(t, r.Objects, dep)
 	pod := dep.Spec.Template
@@ -426,7 +437,7 @@ func TestChartOptionsOff(t *testing.T) {
 	dep := find[*appsv1.Deployment](t, r.Objects, managerName)
 	checkManagerDeployment(t, dep, managerDeploymentWant{
 		namespace: defaultNamespace, image: "ghcr.io/coredog/coredog:" + loadChart(t).Metadata.AppVersion,
-		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: false,
+		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: false, extraArgs: chartDefaultManagerArgs,
 	})
 }
 
@@ -445,7 +456,7 @@ func TestChartNames(t *testing.T) {
 			dep := find[*appsv1.Deployment](t, r.Objects, tc.wantPrefix+"-manager")
 			checkManagerDeployment(t, dep, managerDeploymentWant{
 				namespace: "ops", image: "ghcr.io/coredog/coredog:" + loadChart(t).Metadata.AppVersion,
-				serviceAccount: tc.wantPrefix + "-manager", agentServiceAccount: tc.wantPrefix + "-agent", replicas: 2, metrics: true,
+				serviceAccount: tc.wantPrefix + "-manager", agentServiceAccount: tc.wantPrefix + "-agent", replicas: 2, metrics: true, extraArgs: chartDefaultManagerArgs,
 			})
 			find[*corev1.ServiceAccount](t, r.Objects, tc.wantPrefix+"-agent")
 			find[*corev1.Service](t, r.Objects, tc.wantPrefix+"-manager-metrics")
@@ -460,7 +471,7 @@ func TestChartImageDigest(t *testing.T) {
 	dep := find[*appsv1.Deployment](t, r.Objects, managerName)
 	checkManagerDeployment(t, dep, managerDeploymentWant{
 		namespace: defaultNamespace, image: "ghcr.io/coredog/coredog@" + digest,
-		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: true,
+		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: true, extraArgs: chartDefaultManagerArgs,
 	})
 }
 

@@ -14,6 +14,8 @@ import (
 // managerDeploymentWant is what differs between install paths.
 type managerDeploymentWant struct {
 	namespace, image, serviceAccount, agentServiceAccount string
+	// extraArgs follow the common arguments (the chart's manager.* values).
+	extraArgs []string
 	replicas                                              int32
 	metrics                                               bool
 }
@@ -61,6 +63,7 @@ func checkManagerDeployment(t *testing.T, dep *appsv1.Deployment, want managerDe
 		"--metrics-bind-address=" + metricsAddr,
 		"--health-probe-bind-address=:8081",
 	}
+	wantArgs = append(wantArgs, want.extraArgs...)
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args\n got %q\nwant %q", c.Args, wantArgs)
 	}
