@@ -31,7 +31,18 @@ const (
 	RawSizeTrailer = "X-Coredog-Raw-Size"
 	// RawSHA256Trailer is the hex SHA-256 of the bytes read from the file.
 	RawSHA256Trailer = "X-Coredog-Raw-Sha256"
+	// StreamSizeTrailer is the number of body bytes sent (the encoded
+	// stream), in decimal.
+	StreamSizeTrailer = "X-Coredog-Stream-Size"
+	// StreamSHA256Trailer is the hex SHA-256 of the body as sent. With it
+	// the controller checks the bytes it stores without decoding them.
+	StreamSHA256Trailer = "X-Coredog-Stream-Sha256"
 )
+
+// trailers is the Trailer header of a download: every trailer is declared
+// before the body, so that a client can tell a stream that ends without them
+// (cut short) from an agent that never sends them.
+var trailers = strings.Join([]string{RawSizeTrailer, RawSHA256Trailer, StreamSizeTrailer, StreamSHA256Trailer}, ", ")
 
 // Compression is a stream encoding the agent offers.
 type Compression string
@@ -84,6 +95,9 @@ type Options struct {
 
 	// writeTimeout overrides the per-write deadline, for tests.
 	writeTimeout time.Duration
+	// readHeaderTimeout overrides how long a client may take to send its
+	// request headers (and before them the TLS handshake), for tests.
+	readHeaderTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -95,6 +109,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.writeTimeout <= 0 {
 		o.writeTimeout = writeTimeout
+	}
+	if o.readHeaderTimeout <= 0 {
+		o.readHeaderTimeout = readHeaderTimeout
 	}
 	if o.ClientCommonName == "" {
 		o.ClientCommonName = pki.ControllerCommonName
@@ -140,6 +157,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// unescapes %2F into the name and answers ".." with a redirect, and neither
 	// should be possible here.
 	path := r.URL.EscapedPath()
+	if r.ContentLength != 0 {
+		refuseBody(w)
+		if strings.HasPrefix(path, DumpsPath) {
+			h.metrics.request(http.StatusBadRequest)
+		}
+		return
+	}
 	switch {
 	case path == HealthPath:
 		if !allowGet(w, r) {
@@ -156,6 +180,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		notFound(w)
 	}
+}
+
+// refuseBody answers a request that announces a body (none of the routes
+// takes one) and closes the connection without reading the body: net/http
+// would otherwise wait for it, with no deadline, before sending the response
+// or reusing the connection, and a client that never sends it would hold the
+// connection (and, for a download, the open core file and a slot) forever.
+func refuseBody(w http.ResponseWriter) {
+	// Fails only on a writer without deadlines (a test recorder), which has
+	// no connection to hold.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	w.Header().Set("Connection", "close")
+	http.Error(w, "requests have no body", http.StatusBadRequest)
 }
 
 func allowGet(w http.ResponseWriter, r *http.Request) bool {
@@ -272,10 +309,14 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compressio
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set(CompressionHeader, string(comp))
-	hdr.Set("Trailer", RawSizeTrailer+", "+RawSHA256Trailer)
+	hdr.Set("Trailer", trailers)
 	w.WriteHeader(http.StatusOK)
 
 	sum := sha256.New()
+	// Unencoded, the body is the raw bytes: one hash serves both trailers.
+	if comp != CompressionNone {
+		out.sum = sha256.New()
+	}
 	s := &sink{ctx: r.Context(), hash: sum, enc: enc}
 	err := copyFile(src, s, make([]byte, bufSize))
 	if err == nil {
@@ -285,8 +326,15 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compressio
 	if err != nil {
 		return res, err
 	}
+	rawSum := hex.EncodeToString(sum.Sum(nil))
+	streamSum := rawSum
+	if out.sum != nil {
+		streamSum = hex.EncodeToString(out.sum.Sum(nil))
+	}
 	hdr.Set(RawSizeTrailer, strconv.FormatInt(s.n, 10))
-	hdr.Set(RawSHA256Trailer, hex.EncodeToString(sum.Sum(nil)))
+	hdr.Set(RawSHA256Trailer, rawSum)
+	hdr.Set(StreamSizeTrailer, strconv.FormatInt(out.n, 10))
+	hdr.Set(StreamSHA256Trailer, streamSum)
 	// The last chunk and the trailers are written after the handler returns,
 	// so give them a deadline too.
 	out.refresh()

@@ -62,7 +62,7 @@ func NewServer(opts Options, addr string) (*Server, error) {
 		// Also bounds the TLS handshake. There is no ReadTimeout or
 		// WriteTimeout: requests have no body, and a download's writes get
 		// their own rolling deadline instead of one for the whole dump.
-		ReadHeaderTimeout: readHeaderTimeout,
+		ReadHeaderTimeout: opts.readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          log.New(logWriter{opts.Logger}, "", 0),
