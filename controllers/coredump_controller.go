@@ -38,6 +38,11 @@ const (
 	EventCoreDumped = "CoreDumped"
 	// EventUploadFailed is recorded on a CoreDump whose upload failed for good.
 	EventUploadFailed = "UploadFailed"
+	// EventUploadRetrying is recorded on a CoreDump whose uploads keep
+	// failing (warnAfterAttempts in a row), once: a store that is down or a
+	// bucket that is gone would otherwise show only in the status until the
+	// last attempt, hours later.
+	EventUploadRetrying = "UploadRetrying"
 	// EventThrottled is recorded on a CoreDump the rate limit refused.
 	EventThrottled = "Throttled"
 	// EventCleanupFailed is recorded when stored objects could not be deleted.
@@ -64,6 +69,10 @@ const (
 	backoffBase       = time.Second
 	backoffCap        = 5 * time.Minute
 	cleanupGiveUp     = 10
+	// warnAfterAttempts failed uploads in a row raise a Warning event: one
+	// failed attempt is mostly a blip (an agent restarting), three span
+	// several seconds of backoff.
+	warnAfterAttempts = 3
 )
 
 // CoreDumpReconciler takes each CoreDump from Pending to Uploaded, or to
@@ -207,6 +216,11 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		cd.Status.Reason = ReasonUploadRetrying
 		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
 		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadRetrying, cd.Status.Message)
+		if cd.Status.Attempts == min(warnAfterAttempts, r.MaxAttempts-1) {
+			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadRetrying, "Upload",
+				"Upload failed %d times; the dump stays on node %s and is retried with backoff (up to %d attempts): %v",
+				cd.Status.Attempts, cd.Spec.NodeName, r.MaxAttempts, err)
+		}
 		log.Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
 		return ctrl.Result{RequeueAfter: delay}, nil
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/coredog/coredog/agent/app"
 	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers"
 	"github.com/coredog/coredog/controllers/agentset"
 	"github.com/coredog/coredog/controllers/storage"
 	"github.com/coredog/coredog/internal/pki"
@@ -317,6 +318,21 @@ func TestStorageFailuresAreRetriedUntilUploadedOnce(t *testing.T) {
 	cd := e.waitPhase(g, name, coredogv1.PhaseUploaded)
 	g.Expect(cd.Status.Attempts).To(BeNumerically(">=", 2))
 	g.Expect(failWrites.Load()).To(BeNumerically("<=", 0))
+	// Three failures in a row are worth a Warning on the CoreDump, once,
+	// although the dump was stored in the end.
+	g.Eventually(func(g Gomega) {
+		var evs eventsv1.EventList
+		g.Expect(k8s.List(context.Background(), &evs, client.InNamespace(testNamespace))).To(Succeed())
+		var warnings []string
+		for _, ev := range evs.Items {
+			if ev.Reason == controllers.EventUploadRetrying && ev.Regarding.Name == cd.Name {
+				g.Expect(ev.Type).To(Equal(corev1.EventTypeWarning))
+				g.Expect(ev.Note).To(And(ContainSubstring("failed 3 times"), ContainSubstring("injected by the test")))
+				warnings = append(warnings, ev.Note)
+			}
+		}
+		g.Expect(warnings).To(HaveLen(1))
+	}, timeout, interval).Should(Succeed())
 	// One dump, one object (and its metadata).
 	var objects []string
 	_ = filepath.Walk(e.store, func(p string, info os.FileInfo, err error) error {
