@@ -1,7 +1,8 @@
 // Package serve is the agent's download endpoint: it hands the controller,
 // over mutually authenticated TLS, the core files this agent registered, each
-// compressed on the fly and followed by trailers giving the raw size and
-// SHA-256 so the controller can check what it stored.
+// compressed on the fly and followed by trailers giving the size and SHA-256
+// of both the raw file as read and the body as sent: the controller records
+// the first and checks the bytes it stores against the second.
 //
 // It owns the Registry of servable files, the HTTP routes (GET
 // /v1/dumps/{name}, GET /healthz), the checks made on every open (no symbolic

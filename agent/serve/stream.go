@@ -83,6 +83,7 @@ func (s *sink) zeros(n int64) error {
 
 // deadlineWriter refreshes the connection's write deadline before every write,
 // so a download may last hours but no single write longer than the timeout.
+// It counts what it sent and, when sum is set, hashes it.
 type deadlineWriter struct {
 	w           io.Writer
 	rc          *http.ResponseController
@@ -90,6 +91,7 @@ type deadlineWriter struct {
 	noDeadlines bool
 	served      prometheus.Counter
 	n           int64
+	sum         hash.Hash
 }
 
 func (d *deadlineWriter) refresh() {
@@ -107,6 +109,9 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	d.refresh()
 	n, err := d.w.Write(p)
 	d.n += int64(n)
+	if d.sum != nil {
+		d.sum.Write(p[:n])
+	}
 	d.served.Add(float64(n))
 	return n, err
 }

@@ -1,14 +1,20 @@
 // Package agentclient is the controller's side of the agent's dump endpoint:
 // it dials an agent over mutual TLS with a client certificate from the
 // policy's CA and returns the dump as a stream of compressed bytes that
-// checks itself. It owns that check: while the bytes pass through, a decoder
-// recomputes the raw size and SHA-256, and at the end of the stream they must
-// match both the agent's trailers and the size the CoreDump recorded, or the
-// reader fails instead of ending cleanly, so a store never confirms a dump
-// that did not arrive whole. It does not read Kubernetes objects or storage.
+// checks itself. It owns that check: the stream ends cleanly only when the
+// bytes that arrived have the length and SHA-256 the agent's stream
+// trailers give, and the raw size the agent read equals the size the
+// CoreDump recorded; otherwise the reader fails instead of ending cleanly, so
+// a store never confirms a dump that did not arrive whole. The raw size and
+// SHA-256 come from the agent, which computed them while reading the file;
+// the stream is not decoded here. An agent that does not declare stream
+// trailers (one older than its controller) gets the older check: a decoder
+// recomputes the raw size and SHA-256 as the bytes pass. It does not read
+// Kubernetes objects or storage.
 package agentclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -103,9 +109,18 @@ type Stream struct {
 	resp     *http.Response
 	expected int64
 
+	mode serve.Compression
+	// received and sum are the body's length and SHA-256 so far; head
+	// holds its first bytes.
+	received int64
+	sum      hash.Hash
+	head     [4]byte
+
+	// pw feeds the decoder, for agents without stream trailers only; nil
+	// otherwise.
 	pw      *io.PipeWriter
 	decoded chan result
-	sum     hash.Hash
+	rawSum  hash.Hash
 
 	once        sync.Once
 	err         error
@@ -155,11 +170,24 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 		resp.Body.Close()
 		return nil, fmt.Errorf("fetching %s: agent sent %q compression, asked for %q", name, got, mode)
 	}
-	s := &Stream{body: resp.Body, resp: resp, expected: expectedSize, sum: sha256.New(), decoded: make(chan result, 1)}
-	pr, pw := io.Pipe()
-	s.pw = pw
-	go s.decode(pr, mode)
+	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: sha256.New()}
+	if !declared(resp.Trailer, serve.StreamSizeTrailer, serve.StreamSHA256Trailer) {
+		pr, pw := io.Pipe()
+		s.pw, s.decoded, s.rawSum = pw, make(chan result, 1), sha256.New()
+		go s.decode(pr, mode)
+	}
 	return s, nil
+}
+
+// declared reports whether the response announced all the trailers before
+// its body.
+func declared(t http.Header, keys ...string) bool {
+	for _, k := range keys {
+		if _, ok := t[http.CanonicalHeaderKey(k)]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func wireCompression(c coredogv1.Compression) serve.Compression {
@@ -197,7 +225,7 @@ func (s *Stream) decode(pr *io.PipeReader, mode serve.Compression) {
 		defer g.Close()
 		r = g
 	}
-	n, err := io.Copy(s.sum, r)
+	n, err := io.Copy(s.rawSum, r)
 	s.finishDecode(pr, n, err)
 }
 
@@ -215,9 +243,16 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	n, err := s.body.Read(p)
 	if n > 0 {
-		if _, werr := s.pw.Write(p[:n]); werr != nil {
-			s.fail(fmt.Errorf("%w: the stream does not decode: %v", ErrIntegrity, werr))
-			return 0, s.err
+		if s.received < int64(len(s.head)) {
+			copy(s.head[s.received:], p[:n])
+		}
+		s.received += int64(n)
+		s.sum.Write(p[:n])
+		if s.pw != nil {
+			if _, werr := s.pw.Write(p[:n]); werr != nil {
+				s.fail(fmt.Errorf("%w: the stream does not decode: %v", ErrIntegrity, werr))
+				return 0, s.err
+			}
 		}
 	}
 	if err == io.EOF {
@@ -234,6 +269,36 @@ func (s *Stream) Read(p []byte) (int, error) {
 }
 
 func (s *Stream) verify() error {
+	if s.pw != nil {
+		return s.verifyDecoded()
+	}
+	t := s.resp.Trailer
+	size, serr := strconv.ParseInt(t.Get(serve.RawSizeTrailer), 10, 64)
+	claimed := t.Get(serve.RawSHA256Trailer)
+	sent, nerr := strconv.ParseInt(t.Get(serve.StreamSizeTrailer), 10, 64)
+	sentSum := t.Get(serve.StreamSHA256Trailer)
+	got := hex.EncodeToString(s.sum.Sum(nil))
+	switch {
+	case serr != nil || nerr != nil || claimed == "" || sentSum == "":
+		s.fail(fmt.Errorf("%w: the agent sent no size or checksum trailer (stream cut short?)", ErrIntegrity))
+	case sent != s.received || sentSum != got:
+		s.fail(fmt.Errorf("%w: the agent sent %d bytes (sha256 %s) but %d bytes (sha256 %s) arrived", ErrIntegrity, sent, sentSum, s.received, got))
+	case !isSHA256(claimed) || size < 0:
+		s.fail(fmt.Errorf("%w: the agent's raw size %d or sha256 %q is malformed", ErrIntegrity, size, claimed))
+	case !s.framed(size, claimed):
+		s.fail(fmt.Errorf("%w: %d bytes arrived that are not a %s stream of %d bytes", ErrIntegrity, s.received, s.mode, size))
+	case s.expected >= 0 && size != s.expected:
+		s.fail(fmt.Errorf("%w: the file has %d bytes but the CoreDump recorded %d: it changed after capture", ErrIntegrity, size, s.expected))
+	default:
+		s.RawSize, s.SHA256 = size, claimed
+		return nil
+	}
+	return s.err
+}
+
+// verifyDecoded checks a stream from an agent without stream trailers
+// against what the decoder recomputed.
+func (s *Stream) verifyDecoded() error {
 	_ = s.pw.Close()
 	res := <-s.decoded
 	s.decodedSeen = true
@@ -241,7 +306,7 @@ func (s *Stream) verify() error {
 		s.fail(fmt.Errorf("%w: the stream does not decode: %v", ErrIntegrity, res.err))
 		return s.err
 	}
-	sum := hex.EncodeToString(s.sum.Sum(nil))
+	sum := hex.EncodeToString(s.rawSum.Sum(nil))
 	size, serr := strconv.ParseInt(s.resp.Trailer.Get(serve.RawSizeTrailer), 10, 64)
 	claimed := s.resp.Trailer.Get(serve.RawSHA256Trailer)
 	switch {
@@ -258,10 +323,48 @@ func (s *Stream) verify() error {
 	return s.err
 }
 
+// Magic numbers that start a zstd frame and a gzip member.
+var (
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	gzipMagic = []byte{0x1f, 0x8b}
+)
+
+// framed is the check that remains without decoding: the body starts as
+// its encoding does, or is the raw file itself when not encoded. It catches
+// an agent sending the wrong encoding, not a corrupt encoder.
+func (s *Stream) framed(rawSize int64, rawSum string) bool {
+	head := s.head[:min(s.received, int64(len(s.head)))]
+	switch s.mode {
+	case serve.CompressionNone:
+		return s.received == rawSize && hex.EncodeToString(s.sum.Sum(nil)) == rawSum
+	case serve.CompressionGzip:
+		return bytes.HasPrefix(head, gzipMagic)
+	default:
+		// The encoder writes nothing at all for an empty file.
+		return bytes.HasPrefix(head, zstdMagic) || s.received == 0 && rawSize == 0
+	}
+}
+
+// isSHA256 reports whether v is a SHA-256 in lower-case hex, as it will be
+// recorded in the CoreDump's status.
+func isSHA256(v string) bool {
+	if len(v) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range v {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Stream) fail(err error) {
 	s.once.Do(func() {
 		s.err = err
-		s.pw.CloseWithError(err)
+		if s.pw != nil {
+			s.pw.CloseWithError(err)
+		}
 	})
 }
 
@@ -269,7 +372,7 @@ func (s *Stream) fail(err error) {
 func (s *Stream) Close() error {
 	s.fail(errors.New("stream closed"))
 	err := s.body.Close()
-	if !s.decodedSeen {
+	if s.pw != nil && !s.decodedSeen {
 		<-s.decoded
 		s.decodedSeen = true
 	}

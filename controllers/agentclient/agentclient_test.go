@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/coredog/coredog/agent/serve"
@@ -127,7 +129,9 @@ func TestFetchFromRealAgentServer(t *testing.T) {
 }
 
 // TestFetchRejectsLyingAgents: wrong trailers, missing trailers, a stream cut
-// short and garbage must never read as a clean end.
+// short and garbage must never read as a clean end. These agents declare no
+// stream trailers, as agents older than their controller, so the client
+// decodes to check.
 func TestFetchRejectsLyingAgents(t *testing.T) {
 	f := newFixture(t)
 	raw := []byte(strings.Repeat("core dump bytes ", 1000))
@@ -182,4 +186,152 @@ func TestFetchRejectsLyingAgents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFetchChecksStreamTrailers: with stream trailers the client checks the
+// bytes that arrived against them without decoding, and takes the raw size
+// and SHA-256 from the agent; a stream cut short, altered on the way, sent
+// in another encoding, or of a file that changed must never read as a clean
+// end.
+func TestFetchChecksStreamTrailers(t *testing.T) {
+	f := newFixture(t)
+	raw := []byte(strings.Repeat("core dump bytes ", 1000))
+	rawSum := sha256Hex(raw)
+	enc, _ := zstd.NewWriter(nil)
+	zst := enc.EncodeAll(raw, nil)
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	_, _ = gw.Write(raw)
+	_ = gw.Close()
+	flipped := bytes.Clone(zst)
+	flipped[len(flipped)/2] ^= 1
+	type trailers struct{ rawSize, rawSHA, size, sha string }
+	honest := func(body []byte) trailers {
+		return trailers{strconv.Itoa(len(raw)), rawSum, strconv.Itoa(len(body)), sha256Hex(body)}
+	}
+	cases := []struct {
+		name     string
+		mode     coredogv1.Compression
+		body     []byte
+		sent     []byte // what the handler writes, when not body
+		trailers trailers
+		abort    bool
+		expected int64
+		wantErr  string // "" is a clean end; "-" any error that is not ErrIntegrity
+	}{
+		{name: "honest zstd", mode: coredogv1.CompressionZstd, body: zst, trailers: honest(zst)},
+		{name: "honest gzip", mode: coredogv1.CompressionGzip, body: gz.Bytes(), trailers: honest(gz.Bytes())},
+		{name: "honest none", mode: coredogv1.CompressionNone, body: raw, trailers: honest(raw)},
+		{name: "altered on the way", mode: coredogv1.CompressionZstd, body: zst, sent: flipped, trailers: honest(zst), wantErr: "arrived"},
+		{name: "cut short, trailers of the whole", mode: coredogv1.CompressionZstd, body: zst, sent: zst[:len(zst)/2], trailers: honest(zst), wantErr: "arrived"},
+		{name: "cut short, connection broken", mode: coredogv1.CompressionZstd, body: zst, sent: zst[:len(zst)/2], abort: true, wantErr: "-"},
+		{name: "no trailers sent", mode: coredogv1.CompressionZstd, body: zst, wantErr: "no size or checksum trailer"},
+		{name: "no stream size", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{strconv.Itoa(len(raw)), rawSum, "", sha256Hex(zst)}, wantErr: "no size or checksum trailer"},
+		{name: "raw size differs from the CoreDump", mode: coredogv1.CompressionZstd, body: zst, trailers: honest(zst), expected: int64(len(raw)) + 1, wantErr: "changed after capture"},
+		{name: "malformed raw checksum", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{strconv.Itoa(len(raw)), "XYZ", strconv.Itoa(len(zst)), sha256Hex(zst)}, wantErr: "malformed"},
+		{name: "negative raw size", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{"-1", rawSum, strconv.Itoa(len(zst)), sha256Hex(zst)}, expected: -1, wantErr: "malformed"},
+		{name: "garbage", mode: coredogv1.CompressionZstd, body: []byte("this is not zstd at all"), trailers: honest([]byte("this is not zstd at all")), wantErr: "not a zstd stream"},
+		{name: "gzip sent as zstd", mode: coredogv1.CompressionZstd, body: gz.Bytes(), trailers: honest(gz.Bytes()), wantErr: "not a zstd stream"},
+		{name: "unencoded body not the raw file", mode: coredogv1.CompressionNone, body: raw[1:], trailers: honest(raw[1:]), wantErr: "not a none stream"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Trailer", strings.Join([]string{serve.RawSizeTrailer, serve.RawSHA256Trailer, serve.StreamSizeTrailer, serve.StreamSHA256Trailer}, ", "))
+				w.Header().Set(serve.CompressionHeader, r.URL.Query().Get(serve.CompressionParam))
+				body := tc.body
+				if tc.sent != nil {
+					body = tc.sent
+				}
+				_, _ = w.Write(body)
+				if tc.abort {
+					w.(http.Flusher).Flush()
+					panic(http.ErrAbortHandler)
+				}
+				for k, v := range map[string]string{serve.RawSizeTrailer: tc.trailers.rawSize, serve.RawSHA256Trailer: tc.trailers.rawSHA,
+					serve.StreamSizeTrailer: tc.trailers.size, serve.StreamSHA256Trailer: tc.trailers.sha} {
+					if v != "" {
+						w.Header().Set(k, v)
+					}
+				}
+			}))
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+			kp, _ := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
+			cert, _ := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+			srv.StartTLS()
+			defer srv.Close()
+			expected := int64(len(raw))
+			if tc.expected != 0 {
+				expected = tc.expected
+			}
+			s, err := f.client.Fetch(context.Background(), srv.URL, "core-1", tc.mode, expected)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			got, err := io.ReadAll(s)
+			switch tc.wantErr {
+			case "":
+				if err != nil {
+					t.Fatalf("honest agent: %v", err)
+				}
+				if !bytes.Equal(got, tc.body) || s.RawSize != int64(len(raw)) || s.SHA256 != rawSum {
+					t.Fatalf("got %d bytes, raw %d bytes sha256 %s", len(got), s.RawSize, s.SHA256)
+				}
+			case "-":
+				if err == nil || errors.Is(err, ErrIntegrity) {
+					t.Fatalf("err = %v, want a transport error", err)
+				}
+			default:
+				if !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want ErrIntegrity containing %q", err, tc.wantErr)
+				}
+			}
+			if err != nil && (s.RawSize != 0 || s.SHA256 != "") {
+				t.Fatalf("a failed stream reports raw %d bytes sha256 %q", s.RawSize, s.SHA256)
+			}
+		})
+	}
+}
+
+// TestFetchEmptyFile: an empty core is served and checked in every encoding
+// (the zstd encoder writes nothing at all for it).
+func TestFetchEmptyFile(t *testing.T) {
+	f := newFixture(t)
+	path := filepath.Join(t.TempDir(), "core")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	reg := serve.NewRegistry()
+	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino}) //nolint:unconvert
+	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: f.tlsDir, Logger: logr.Discard()}, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx) }()
+	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
+		s, err := f.client.Fetch(ctx, "https://"+srv.Addr(), "core-1", c, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(s); err != nil {
+			t.Errorf("%s: %v", c, err)
+		}
+		if s.RawSize != 0 || s.SHA256 != sha256Hex(nil) {
+			t.Errorf("%s: raw %d bytes sha256 %s", c, s.RawSize, s.SHA256)
+		}
+		s.Close()
+	}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
