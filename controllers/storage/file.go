@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -73,9 +74,10 @@ func openFile(loc *Location) (*bucketStore, error) {
 		// dump must not sit in a world-visible /tmp, and a rename across
 		// file systems would fail.
 		NoTempDir: true,
-	}
-	if p.skipMetadata {
-		opts.Metadata = fileblob.MetadataDontWrite
+		// fileblob's own sidecar comes with an MD5 of every byte written,
+		// which costs more than the rest of a file write and which nothing
+		// here reads; the sidecar is written below instead, without it.
+		Metadata: fileblob.MetadataDontWrite,
 	}
 	bucket, err := fileblob.OpenBucket(loc.Bucket, opts)
 	if err != nil {
@@ -84,7 +86,7 @@ func openFile(loc *Location) (*bucketStore, error) {
 		}
 		return nil, fmt.Errorf("preparing directory %s: %w", loc.Bucket, err)
 	}
-	return &bucketStore{
+	s := &bucketStore{
 		bucket: bucket,
 		tune: func(wo *blob.WriterOptions) {
 			wo.BeforeWrite = func(as func(any) bool) error {
@@ -97,13 +99,60 @@ func openFile(loc *Location) (*bucketStore, error) {
 				return f.Chmod(p.fileMode)
 			}
 		},
-		afterWrite: func(fullKey string) {
-			// fileblob writes the attributes sidecar with os.Create. It
-			// holds the content type and metadata, not dump data, and sits
-			// in 0700 directories unless the admin chose otherwise, so this
-			// is tidiness, and a failure is not worth failing a stored dump.
+	}
+	if !p.skipMetadata {
+		path := func(fullKey string) string {
 			// Checked keys need no escaping, so the path is plain.
-			_ = os.Chmod(filepath.Join(loc.Bucket, filepath.FromSlash(fullKey))+".attrs", p.fileMode)
-		},
-	}, nil
+			return filepath.Join(loc.Bucket, filepath.FromSlash(fullKey)) + fileAttrsExt
+		}
+		s.beforeCommit = func(fullKey string, wo *blob.WriterOptions) error {
+			return writeFileAttrs(path(fullKey), p.fileMode, wo)
+		}
+		s.undoCommit = func(fullKey string) { _ = os.Remove(path(fullKey)) }
+	}
+	return s, nil
+}
+
+// fileAttrsExt names the sidecar fileblob reads an object's attributes from.
+const fileAttrsExt = ".attrs"
+
+// fileAttrs is fileblob's sidecar format (JSON, field names like
+// extended attributes). fileblob reads it back for Attributes and readers;
+// MD5 stays empty, as fileblob leaves it for objects it did not write.
+type fileAttrs struct {
+	CacheControl       string            `json:"user.cache_control"`
+	ContentDisposition string            `json:"user.content_disposition"`
+	ContentEncoding    string            `json:"user.content_encoding"`
+	ContentLanguage    string            `json:"user.content_language"`
+	ContentType        string            `json:"user.content_type"`
+	Metadata           map[string]string `json:"user.metadata"`
+	MD5                []byte            `json:"md5"`
+}
+
+// writeFileAttrs writes the sidecar of an object about to be renamed into
+// place, as fileblob does before its rename: a reader never sees the object
+// without its attributes.
+func writeFileAttrs(path string, mode fs.FileMode, wo *blob.WriterOptions) error {
+	doc, err := json.Marshal(fileAttrs{
+		CacheControl: wo.CacheControl, ContentDisposition: wo.ContentDisposition,
+		ContentEncoding: wo.ContentEncoding, ContentLanguage: wo.ContentLanguage,
+		ContentType: wo.ContentType, Metadata: wo.Metadata,
+	})
+	if err != nil {
+		return fmt.Errorf("encoding attributes: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil { // An existing sidecar keeps its mode otherwise.
+		_ = f.Close()
+		return err
+	}
+	if _, err := f.Write(append(doc, '\n')); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return err
+	}
+	return f.Close()
 }

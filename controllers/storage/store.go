@@ -106,15 +106,17 @@ func Open(ctx context.Context, loc *Location, creds map[string][]byte) (Store, e
 }
 
 // bucketStore is a Store on a gocloud bucket; the scheme-specific parts are
-// the tune hook on writes and the afterWrite hook.
+// the hooks on writes.
 type bucketStore struct {
 	loc    *Location
 	bucket *blob.Bucket
 	// tune adjusts the writer options of every write (part sizes, file modes).
 	tune func(*blob.WriterOptions)
-	// afterWrite runs once a write was confirmed, with the full key. It
-	// cannot fail the write: the object is complete by then.
-	afterWrite func(fullKey string)
+	// beforeCommit runs once all bytes were written and before the writer is
+	// closed, with the full key and the write's options; an error aborts the
+	// write. undoCommit reverts it when the close then fails.
+	beforeCommit func(fullKey string, wo *blob.WriterOptions) error
+	undoCommit   func(fullKey string)
 	// sign makes a signed GET URL for a full key; nil means the bucket's own
 	// SignedURL.
 	sign func(ctx context.Context, fullKey string, expiry time.Duration) (string, error)
@@ -150,16 +152,23 @@ func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts W
 		return 0, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
 	}
 	n, err := io.Copy(w, ctxReader{ctx: ctx, r: r})
+	if err == nil && s.beforeCommit != nil {
+		err = s.beforeCommit(full, wo)
+		if err == nil {
+			defer func() {
+				if err != nil {
+					s.undoCommit(full)
+				}
+			}()
+		}
+	}
 	if err != nil {
 		cancel()
 		_ = w.Close() // Required after an abort; it only reports the cancellation.
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
 	}
-	if err := w.Close(); err != nil {
+	if err = w.Close(); err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
-	}
-	if s.afterWrite != nil {
-		s.afterWrite(full)
 	}
 	return n, nil
 }

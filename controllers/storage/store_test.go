@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
 )
 
 const mib = 1 << 20
@@ -298,6 +299,22 @@ func TestFileStore(t *testing.T) {
 			if got := fi.Mode().Perm(); got != c.mode {
 				t.Errorf("%s has mode %#o, want %#o", c.path, got, c.mode)
 			}
+		}
+	})
+	t.Run("attributes read back by fileblob", func(t *testing.T) {
+		// The sidecar is written here rather than by fileblob; fileblob
+		// must still read it.
+		b, err := fileblob.OpenBucket(root, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		a, err := b.Attributes(context.Background(), "team-a/db-0/core.zst")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.ContentType != "application/zstd" || a.Metadata["coredump"] != "cd-1" || a.Size != 40*mib {
+			t.Fatalf("attributes: content type %q, metadata %v, size %d", a.ContentType, a.Metadata, a.Size)
 		}
 	})
 	t.Run("aborted writes", func(t *testing.T) {
