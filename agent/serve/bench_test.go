@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +27,8 @@ import (
 // same bytes with the standard library's flate at its default level for
 // comparison. Metrics: MB/s of raw input, ratio (raw/sent), peak-heap-MiB
 // (HeapAlloc above the level before the benchmark, sampled every 5ms),
-// cpu-s/op (user and system time of the whole process).
+// cpu-s/op (user and system time of the whole process), read-MiB/op (bytes
+// the process read, from /proc/self/io: holes skipped are not read).
 func BenchmarkServe(b *testing.B) {
 	size := int64(1 << 30)
 	if v, err := strconv.Atoi(os.Getenv("COREDOG_BENCH_MIB")); err == nil && v > 0 {
@@ -184,12 +186,12 @@ func measure(b *testing.B, size int64, run func() (sent int64)) {
 		}
 	})
 
-	cpuBefore := cpuTime(b)
+	cpuBefore, readBefore := cpuTime(b), readBytes()
 	var sent int64
 	for b.Loop() {
 		sent = run()
 	}
-	cpu := cpuTime(b) - cpuBefore
+	cpu, read := cpuTime(b)-cpuBefore, readBytes()-readBefore
 	close(stop)
 	wg.Wait()
 	// The machine may be busy with other work; CPU time per operation is
@@ -197,4 +199,26 @@ func measure(b *testing.B, size int64, run func() (sent int64)) {
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(float64(size)/float64(sent), "ratio")
 	b.ReportMetric(float64(peak.Load()-min(base, peak.Load()))/(1<<20), "peak-heap-MiB")
+	if read >= 0 {
+		b.ReportMetric(float64(read)/float64(b.N)/(1<<20), "read-MiB/op")
+	}
+}
+
+// readBytes is what this process has read through read(2) and friends (the
+// rchar of /proc/self/io), or -1 where that is not available.
+func readBytes() int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }

@@ -4,6 +4,7 @@ package serve
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"golang.org/x/sys/unix"
@@ -11,45 +12,122 @@ import (
 
 // copyData feeds the file's data regions into s and zeros for its holes, so
 // that a mostly-empty 100 GiB core costs hashing and compressing zeros but not
-// 100 GiB of reads. Data is read in whole buffers, through any holes shorter
-// than a buffer: a core with scattered zero pages would otherwise cost two
-// seeks and a small read per page, and a short hole read from the page cache
-// costs no more than feeding zeros. It returns the offset it got to; anything
-// it could not walk (a filesystem without SEEK_DATA, a seek error) is left to
-// the plain read from that offset.
+// 100 GiB of reads. Each data region is read exactly, up to the hole after
+// it, and holes are cleared in the buffer instead: reading whole buffers
+// through the holes between regions read nearly every hole of a core-like
+// file (zero runs of a few pages to a few MiB), and a hole read costs the
+// kernel zeroing page-cache pages. Data and zeros share the buffer, which
+// goes to s only when full, so scattered zero pages cost two seeks each but
+// never a small write. It returns the offset it got to; anything it could
+// not walk (a filesystem without SEEK_DATA, a seek error) is left to the
+// plain read from that offset.
 func copyData(f source, s *sink, buf []byte) (int64, error) {
-	var off int64
+	w := &regionWriter{f: f, s: s, buf: buf}
+	err := w.walk()
+	if ferr := w.flush(); err == nil {
+		err = ferr
+	}
+	return w.off, err
+}
+
+// regionWriter fills buf from the file's data and holes in file order;
+// buf[:k] holds the bytes just before off, not yet fed to s.
+type regionWriter struct {
+	f   source
+	s   *sink
+	buf []byte
+	k   int
+	off int64
+}
+
+func (w *regionWriter) walk() error {
 	for {
-		data, err := f.Seek(off, unix.SEEK_DATA)
+		data, err := w.f.Seek(w.off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			// No data at or after off: the rest, up to the current end, is a hole.
-			end, err := f.Seek(0, io.SeekEnd)
-			if err != nil || end <= off {
-				return off, nil
+			end, err := w.f.Seek(0, io.SeekEnd)
+			if err != nil || end <= w.off {
+				return nil
 			}
-			if err := s.zeros(end - off); err != nil {
-				return off, err
-			}
-			return end, nil
+			return w.zeros(end - w.off)
 		}
-		if err != nil || data < off {
-			return off, nil
+		if err != nil || data < w.off {
+			return nil
 		}
-		hole, err := f.Seek(data, unix.SEEK_HOLE)
+		hole, err := w.f.Seek(data, unix.SEEK_HOLE)
 		if err != nil {
-			return off, nil
+			return nil
 		}
-		if err := s.zeros(data - off); err != nil {
-			return off, err
+		if err := w.zeros(data - w.off); err != nil {
+			return err
 		}
-		// At least one buffer, so that a file changing under the walk (a
+		// At least one byte, so that a file changing under the walk (a
 		// hole punched between the two seeks) cannot stall it.
-		n, err := copyRange(f, s, buf, data, max(hole, data+1))
-		off = data + n
-		if err != nil || off < hole {
-			// Stopping short of the hole means EOF came early: the file
-			// shrank, and the plain read from off finds the new end.
-			return off, err
+		eof, err := w.read(max(hole, data+1))
+		if err != nil || eof {
+			// EOF before the hole means the file shrank; the plain read
+			// from off finds the new end.
+			return err
 		}
 	}
+}
+
+// zeros adds n zero bytes, a hole that is not read from disk.
+func (w *regionWriter) zeros(n int64) error {
+	for n > 0 {
+		if w.k == 0 && n >= int64(len(zeroBuf)) {
+			if _, err := w.s.Write(zeroBuf[:]); err != nil {
+				return err
+			}
+			w.off += int64(len(zeroBuf))
+			n -= int64(len(zeroBuf))
+			continue
+		}
+		c := int(min(n, int64(len(w.buf)-w.k)))
+		clear(w.buf[w.k : w.k+c])
+		w.k += c
+		w.off += int64(c)
+		n -= int64(c)
+		if err := w.flushFull(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// read adds the file's bytes from off up to to and reports whether EOF came
+// first.
+func (w *regionWriter) read(to int64) (bool, error) {
+	for w.off < to {
+		c := int(min(to-w.off, int64(len(w.buf)-w.k)))
+		n, err := w.f.ReadAt(w.buf[w.k:w.k+c], w.off)
+		w.k += n
+		w.off += int64(n)
+		if ferr := w.flushFull(); ferr != nil {
+			return false, ferr
+		}
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("%w at offset %d: %w", errRead, w.off, err)
+		}
+	}
+	return false, nil
+}
+
+func (w *regionWriter) flushFull() error {
+	if w.k < len(w.buf) {
+		return nil
+	}
+	return w.flush()
+}
+
+func (w *regionWriter) flush() error {
+	if w.k == 0 {
+		return nil
+	}
+	_, err := w.s.Write(w.buf[:w.k])
+	w.k = 0
+	return err
 }

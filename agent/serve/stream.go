@@ -69,18 +69,6 @@ func (s *sink) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// zeros feeds n zero bytes, a hole that is not read from disk.
-func (s *sink) zeros(n int64) error {
-	for n > 0 {
-		k := min(n, int64(len(zeroBuf)))
-		if _, err := s.Write(zeroBuf[:k]); err != nil {
-			return err
-		}
-		n -= k
-	}
-	return nil
-}
-
 // deadlineWriter refreshes the connection's write deadline before every write,
 // so a download may last hours but no single write longer than the timeout.
 // It counts what it sent and, when sum is set, hashes it.
@@ -158,17 +146,20 @@ func copyFile(f source, s *sink, buf []byte) error {
 	return err
 }
 
-// copyRange feeds whole buffers from offset from until it has passed to, or
-// until EOF when to < 0, and returns how many bytes it fed. It may read past
-// to: the caller uses that to read through small holes instead of seeking
-// around each one. Reaching EOF early is not an error: the trailers say what
-// was there.
+// copyRange feeds the bytes from offset from up to offset to, or up to EOF
+// when to < 0, in reads of at most a buffer, and returns how many bytes it
+// fed. It reads nothing past to: that is where a hole starts. Reaching EOF
+// early is not an error: the trailers say what was there.
 func copyRange(f io.ReaderAt, s *sink, buf []byte, from, to int64) (int64, error) {
 	off := from
 	for to < 0 || off < to {
-		n, err := f.ReadAt(buf, off)
+		b := buf
+		if to >= 0 {
+			b = buf[:min(int64(len(buf)), to-off)]
+		}
+		n, err := f.ReadAt(b, off)
 		if n > 0 {
-			if _, werr := s.Write(buf[:n]); werr != nil {
+			if _, werr := s.Write(b[:n]); werr != nil {
 				return off - from, werr
 			}
 			off += int64(n)
