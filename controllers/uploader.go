@@ -128,6 +128,7 @@ func (u *Uploader) Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	n, err := store.Write(ctx, key, stream, storage.WriteOptions{
 		ContentType: contentType(target.Compression),
 		Metadata:    map[string]string{"coredump": cd.Name, "node": cd.Spec.NodeName},
+		SizeHint:    maxEncodedSize(cd.Spec.Size),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storing %s: %w", target.URL, err)
@@ -148,7 +149,7 @@ func (u *Uploader) Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
-	if _, err := store.Write(ctx, metadataKey(key), bytes.NewReader(doc), storage.WriteOptions{ContentType: "application/json"}); err != nil {
+	if _, err := store.Write(ctx, metadataKey(key), bytes.NewReader(doc), storage.WriteOptions{ContentType: "application/json", SizeHint: int64(len(doc))}); err != nil {
 		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
 	}
 	return stored, nil
@@ -179,6 +180,16 @@ func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *
 		return fmt.Errorf("deleting the metadata of %s: %w", target.URL, err)
 	}
 	return nil
+}
+
+// maxEncodedSize bounds what a raw dump of size bytes can grow to when
+// encoded: zstd and gzip add a few bytes per block to data they cannot
+// compress, far less than 1/256, plus headers.
+func maxEncodedSize(size int64) int64 {
+	if size <= 0 {
+		return 0
+	}
+	return size + size/256 + 1<<20
 }
 
 // metadataKey is the JSON file next to a dump: its key without the

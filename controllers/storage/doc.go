@@ -32,8 +32,9 @@
 //
 // # Memory and multipart
 //
-// Writes stream: a Store holds at most a few parts of partSize bytes per
-// write whatever the object's size. S3 uploads larger than one part go
+// Writes stream: a Store holds at most a few parts per write whatever the
+// object's size; parts are 5 MiB when the caller bounds the size
+// (WriteOptions.SizeHint) and the object fits in 10,000 of them. S3 uploads larger than one part go
 // through a multipart upload, which is aborted when the write fails, so no
 // object appears at the key and no parts are left behind to pay for.
 //

@@ -146,16 +146,17 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
 	}
-	tm := func(o *transfermanager.Options) {
-		o.PartSizeBytes = partSize
-		// The default threshold (16 MiB) is read into one buffer before the
-		// first part goes out; one part is enough to decide.
-		o.MultipartUploadThreshold = partSize
-		o.Concurrency = s3Concurrency
-		o.FailTimeout = s3AbortTimeout
-		o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
-	}
 	return &bucketStore{bucket: bucket, tune: func(wo *blob.WriterOptions) {
+		part := int64(wo.BufferSize)
+		tm := func(o *transfermanager.Options) {
+			o.PartSizeBytes = part
+			// The default threshold (16 MiB) is read into one buffer before
+			// the first part goes out; one part is enough to decide.
+			o.MultipartUploadThreshold = part
+			o.Concurrency = s3Concurrency
+			o.FailTimeout = s3AbortTimeout
+			o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
+		}
 		wo.BeforeWrite = func(as func(any) bool) error {
 			// s3blob hands out the transfer manager it is about to use and
 			// invites changing it; its options are only settable at New.

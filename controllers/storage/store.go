@@ -53,20 +53,27 @@ type WriteOptions struct {
 	// Metadata is stored with the object: a few small entries whose keys are
 	// ASCII letters, digits, '-' and '_'.
 	Metadata map[string]string
+	// SizeHint, when positive, is an upper bound of the object's size. Parts
+	// are then as small as the store's part limit allows, which bounds the
+	// memory a write holds; without it they are sized for large objects.
+	SizeHint int64
 }
 
 // ErrNotFound is wrapped by Size and Read when there is no object at a key.
 var ErrNotFound = errors.New("object not found")
 
-// Write tuning. partSize bounds what one write holds in memory: S3 holds
-// s3Concurrency+2 parts (one uploading, one queued, one filling: 24 MiB),
+// Write tuning. The part size bounds what one write holds in memory: S3
+// holds s3Concurrency+2 parts (one uploading, one queued, one filling),
 // Azure azureConcurrency blocks, GCS one chunk. One S3 part in flight keeps
 // a single stream busy, since the next part is read while one uploads; more
-// would multiply memory by the number of dumps uploading at once. 8 MiB
-// parts allow objects up to 78 GiB in S3's 10,000 parts, far above any
-// compressed dump worth keeping.
+// would multiply memory by the number of dumps uploading at once. Parts are
+// minPartSize (S3's smallest) when the object's size is known to fit in
+// maxParts of them, larger only for larger objects; of unknown size they
+// are defaultPartSize, which allows objects up to 78 GiB.
 const (
-	partSize         = 8 << 20
+	minPartSize      = 5 << 20
+	defaultPartSize  = 8 << 20
+	maxParts         = 10000
 	s3Concurrency    = 1
 	azureConcurrency = 2
 	// maxMetadataBytes is S3's limit for user metadata.
@@ -132,7 +139,7 @@ func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts W
 		return 0, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
 	}
 	wo := &blob.WriterOptions{
-		BufferSize:  partSize,
+		BufferSize:  partSizeFor(opts.SizeHint),
 		ContentType: opts.ContentType,
 		Metadata:    opts.Metadata,
 	}
@@ -171,6 +178,17 @@ func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts W
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
 	}
 	return n, nil
+}
+
+// partSizeFor is the part size for an object of at most size bytes (0:
+// unknown), in whole MiB.
+func partSizeFor(size int64) int {
+	if size <= 0 {
+		return defaultPartSize
+	}
+	const mib = 1 << 20
+	per := (size/maxParts + mib) / mib * mib
+	return int(max(minPartSize, per))
 }
 
 func (s *bucketStore) Delete(ctx context.Context, key string) error {

@@ -345,3 +345,26 @@ func TestFileStore(t *testing.T) {
 		}
 	})
 }
+
+func TestPartSizeFor(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		want int
+	}{
+		{0, defaultPartSize},
+		{-1, defaultPartSize},
+		{1, minPartSize},
+		{40 * mib, minPartSize},
+		{maxParts * minPartSize, 6 * mib},
+		{maxParts*minPartSize - 1, minPartSize},
+		{100 << 30, 11 * mib},
+	} {
+		got := partSizeFor(tc.size)
+		if got != tc.want {
+			t.Errorf("partSizeFor(%d) = %d, want %d", tc.size, got, tc.want)
+		}
+		if tc.size > 0 && int64(got)*maxParts < tc.size {
+			t.Errorf("partSizeFor(%d) = %d: %d parts cannot hold it", tc.size, got, maxParts)
+		}
+	}
+}
