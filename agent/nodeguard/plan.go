@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,10 @@ func (l Limits) needsFS() bool {
 	return l.MinFree > 0 || l.MinFreePercent > 0
 }
 
+// plainQuantity is a quantity with a suffix or a decimal exponent of at most
+// two digits.
+var plainQuantity = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?$`)
+
 // ParseMinFree parses a minNodeFree value: a whole percentage of the file
 // system from "0%" to "99%", or a non-negative quantity such as "2Gi". It
 // returns the value in the matching field and zero in the other, ready for
@@ -56,6 +61,12 @@ func ParseMinFree(s string) (bytes int64, percent int, err error) {
 			return 0, 0, fmt.Errorf("min free %q: a percentage must be a whole number from 0%% to 99%%", s)
 		}
 		return 0, v, nil
+	}
+	// resource.ParseQuantity takes time and memory that grow with the value
+	// of a decimal exponent ("1E-10000000" takes seconds, "0E1000000000000000000"
+	// never ends), so only plain sizes reach it.
+	if !plainQuantity.MatchString(s) {
+		return 0, 0, fmt.Errorf("min free %q: not a percentage or a size such as 2Gi, 500M or 1e9", s)
 	}
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
