@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (as package:Target arguments) for FUZZ_TIME each.
 #
+# Targets run one after another, each with FUZZ_PARALLEL workers (default: the
+# CPU count, which is also go test's default; set it lower on a shared
+# machine). Running targets side by side instead would only split the same
+# cores between them and pay each target's start-up (instrumented build,
+# baseline coverage of its corpus) at the same time.
+#
 # A target fails only when go test fails AND writes a failing input under
 # testdata/fuzz/<Target>/: Go 1.26's fuzz coordinator can end a duration-bound
 # run with a bare "context deadline exceeded" and no input (golang/go#75804,
@@ -8,6 +14,7 @@
 # reported and not counted as a failure, since nothing failing was found.
 set -uo pipefail
 fuzz_time="${FUZZ_TIME:-30s}"
+parallel="${FUZZ_PARALLEL:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
 go="${GO:-go}"
 failed=0
 count() { find "$1" -type f 2>/dev/null | wc -l; }
@@ -15,9 +22,9 @@ for t in "$@"; do
   pkg="${t%%:*}"; name="${t##*:}"
   corpus="$pkg/testdata/fuzz/$name"
   for try in 1 2; do
-    echo "fuzz $pkg $name ($fuzz_time)"
+    echo "fuzz $pkg $name ($fuzz_time, $parallel workers)"
     before=$(count "$corpus")
-    if "$go" test "./$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzz_time"; then
+    if "$go" test "./$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzz_time" -parallel "$parallel"; then
       break
     fi
     if [[ "$(count "$corpus")" -gt "$before" ]]; then
