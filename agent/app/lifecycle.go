@@ -113,7 +113,9 @@ func (a *Agent) release(name, why string) {
 
 // retryQueue re-creates CoreDumps the API server did not take, with capped
 // exponential backoff shared by the whole queue (an unreachable API server
-// fails them all alike). Files stay on the node meanwhile.
+// fails them all alike). Files stay on the node meanwhile. Once a create
+// succeeds the rest follow without waiting, and kick cuts a backoff short,
+// so that a queue that built up during an outage drains as soon as it ends.
 type retryQueue struct {
 	create func(context.Context, *coredogv1.CoreDump) error
 	log    logr.Logger
@@ -121,6 +123,10 @@ type retryQueue struct {
 	items  map[string]*coredogv1.CoreDump
 	order  []string
 	wake   chan struct{}
+	// retryNow is kick's signal.
+	retryNow chan struct{}
+	// minDelay and maxDelay bound the backoff (retryMin, retryMax).
+	minDelay, maxDelay time.Duration
 }
 
 const (
@@ -129,7 +135,16 @@ const (
 )
 
 func newRetryQueue(create func(context.Context, *coredogv1.CoreDump) error, log logr.Logger) *retryQueue {
-	return &retryQueue{create: create, log: log, items: map[string]*coredogv1.CoreDump{}, wake: make(chan struct{}, 1)}
+	return &retryQueue{create: create, log: log, items: map[string]*coredogv1.CoreDump{}, wake: make(chan struct{}, 1),
+		retryNow: make(chan struct{}, 1), minDelay: retryMin, maxDelay: retryMax}
+}
+
+// kick makes the next attempt due now: the API server answers again.
+func (q *retryQueue) kick() {
+	select {
+	case q.retryNow <- struct{}{}:
+	default:
+	}
 }
 
 func (q *retryQueue) add(cd *coredogv1.CoreDump) {
@@ -165,29 +180,34 @@ func (q *retryQueue) next() *coredogv1.CoreDump {
 }
 
 func (q *retryQueue) run(ctx context.Context) error {
-	delay := retryMin
+	delay := q.minDelay
 	for {
 		cd := q.next()
 		if cd == nil {
-			delay = retryMin
+			delay = q.minDelay
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-q.wake:
-				continue
+			case <-q.retryNow:
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
-		if err := q.create(ctx, cd); err != nil {
-			q.log.V(1).Info("Creating CoreDump failed again", "name", cd.Name, "retryIn", delay.String(), "err", err.Error())
-			delay = min(delay*2, retryMax)
 			continue
 		}
-		delay = retryMin
+		if delay > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			case <-q.retryNow:
+			}
+		}
+		if err := q.create(ctx, cd); err != nil {
+			delay = min(max(delay*2, q.minDelay), q.maxDelay)
+			q.log.V(1).Info("Creating CoreDump failed again", "name", cd.Name, "retryIn", delay.String(), "err", err.Error())
+			continue
+		}
+		// The API server takes creates again: the rest need not wait.
+		delay = 0
 		q.remove(cd.Name)
 	}
 }
@@ -196,9 +216,16 @@ func (q *retryQueue) run(ctx context.Context) error {
 func (a *Agent) heartbeat(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.LeaseRenew)
 	defer t.Stop()
+	failing := false
 	for {
 		if err := a.renewLease(ctx); err != nil {
+			failing = true
 			a.log.Info("Renewing the agent's Lease failed", "err", err.Error())
+		} else if failing {
+			failing = false
+			// The API server is back: CoreDumps held back meanwhile need
+			// not wait out their backoff.
+			a.pending.kick()
 		}
 		select {
 		case <-ctx.Done():
