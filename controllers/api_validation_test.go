@@ -78,6 +78,31 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 		{"unknown compression", validPolicy("v15"), func(o client.Object) { pol(o).Spec.Storage.Compression = "Brotli" }, `supported values: "Zstd", "Gzip", "None"`},
 		{"unknown core pattern mode", validPolicy("v16"), func(o client.Object) { pol(o).Spec.CorePattern = "Sometimes" }, `supported values: "Observe", "Manage", "Pipe"`},
 		{"policy name too long", validPolicy(strings.Repeat("p", 41)), func(client.Object) {}, "at most 40 characters"},
+		{"range in key template", validPolicy("v17"), func(o client.Object) {
+			pol(o).Spec.Storage.KeyTemplate = "{{range 1000000000}}{{end}}{{.Name}}"
+		}, "keyTemplate must not use range, template, block, break or continue"},
+		{"recursive key template", validPolicy("v18"), func(o client.Object) {
+			pol(o).Spec.Storage.KeyTemplate = `{{define "k"}}{{- template "k"}}{{end}}{{.Name}}`
+		}, "keyTemplate must not use range, template, block, break or continue"},
+		{"key template too long", validPolicy("v19"), func(o client.Object) {
+			pol(o).Spec.Storage.KeyTemplate = strings.Repeat("{{.Name}}", 114)
+		}, "spec.storage.keyTemplate: Too long"},
+		{"storage url too long", validPolicy("v20"), func(o client.Object) {
+			pol(o).Spec.Storage.URL = "s3://bucket/" + strings.Repeat("k", 2048)
+		}, "spec.storage.url: Too long"},
+		{"too many node selector labels", validPolicy("v21"), func(o client.Object) {
+			pol(o).Spec.NodeSelector = map[string]string{}
+			for i := range 33 {
+				pol(o).Spec.NodeSelector["l"+strings.Repeat("x", i)] = "y"
+			}
+		}, "spec.nodeSelector: Too many"},
+		// Quantity parsing grows with a decimal exponent's value: only plain sizes are accepted.
+		{"minNodeFree with a huge negative exponent", validPolicy("v23"), func(o client.Object) { pol(o).Spec.Limits.MinNodeFree = "1E-10000000" }, "minNodeFree must be a size such as 2Gi or a percentage"},
+		{"minNodeFree zero with a huge exponent", validPolicy("v24"), func(o client.Object) { pol(o).Spec.Limits.MinNodeFree = "0E1000000000000000000" }, "minNodeFree must be a size such as 2Gi or a percentage"},
+		{"huge rate limit", validPolicy("v22"), func(o client.Object) { pol(o).Spec.Limits.RateLimit.Count = ptr.To[int32](1 << 30) }, "should be less than or equal to 100000"},
+		{"core dump with a huge file name", validCoreDump("c4"), func(o client.Object) { cd(o).Spec.FileName = strings.Repeat("f", 4097) }, "spec.fileName: Too long"},
+		{"core dump with a huge command line", validCoreDump("c5"), func(o client.Object) { cd(o).Spec.Process.CommandLine = strings.Repeat("a ", 2049) }, "spec.process.commandLine: Too long"},
+		{"core dump with an impossible signal", validCoreDump("c6"), func(o client.Object) { cd(o).Spec.Process.Signal = 1 << 20 }, "spec.process.signal"},
 		{"core dump without node", validCoreDump("c1"), func(o client.Object) { cd(o).Spec.NodeName = "" }, "spec.nodeName"},
 		{"core dump with unknown detection source", validCoreDump("c2"), func(o client.Object) { cd(o).Spec.DetectedBy = "Guess" }, `supported values: "Watch", "Poll", "Rescan"`},
 		{"core dump with negative size", validCoreDump("c3"), func(o client.Object) { cd(o).Spec.Size = -1 }, "spec.size"},

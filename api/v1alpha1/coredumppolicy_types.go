@@ -186,6 +186,7 @@ type StorageSpec struct {
 	// +kubebuilder:default="{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*(range|template|block|break|continue)([^[:alnum:]_]|$)')",message="keyTemplate must not use range, template, block, break or continue: a key needs only fields, if, with and functions"
 	KeyTemplate string `json:"keyTemplate,omitempty"`
 
 	// compression of stored dumps.
@@ -222,7 +223,7 @@ type LimitsSpec struct {
 	// +optional
 	// +kubebuilder:default="5%"
 	// +kubebuilder:validation:MaxLength=32
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]|[1-9][0-9])%$') || (isQuantity(self) && !quantity(self).isLessThan(quantity('0')))",message="minNodeFree must be a size such as 2Gi or a percentage below 100 such as 5%"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]|[1-9][0-9])%$') || (self.matches('^[0-9]+([.][0-9]+)?([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?$') && isQuantity(self) && !quantity(self).isLessThan(quantity('0')))",message="minNodeFree must be a size such as 2Gi or a percentage below 100 such as 5%"
 	MinNodeFree string `json:"minNodeFree,omitempty"`
 
 	// rateLimit caps uploads per workload and crash signature.

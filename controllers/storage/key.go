@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"unicode"
 )
 
@@ -34,6 +35,9 @@ func ParseKeyTemplate(text string) (*KeyTemplate, error) {
 	t, err := template.New("key").Option("missingkey=error").Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("parsing key template: %w", err)
+	}
+	if err := checkBounded(t); err != nil {
+		return nil, err
 	}
 	kt := &KeyTemplate{t: t}
 	sample := KeyFields{
@@ -93,6 +97,59 @@ func checkKey(key string) error {
 		return fmt.Errorf("%w: key %q has a . or .. segment", ErrUnsafeKey, key)
 	}
 	return nil
+}
+
+// checkBounded refuses the actions that can make a key template run for
+// long without writing anything, which the key size limit cannot stop:
+// {{range 1000000000}}{{end}} loops a billion times, nested ranges for ever,
+// and {{template}} recurses. Without them a template's work is bounded by its
+// own length (at most 1024 bytes in the API), and a key needs neither.
+func checkBounded(t *template.Template) error {
+	for _, tt := range t.Templates() {
+		if tt.Tree == nil {
+			continue
+		}
+		if name := unboundedAction(tt.Tree.Root); name != "" {
+			return fmt.Errorf("parsing key template: %s actions are not allowed in a key template", name)
+		}
+	}
+	return nil
+}
+
+// unboundedAction returns the name of the first range, template, break or
+// continue action under n, or "".
+func unboundedAction(n parse.Node) string {
+	switch n := n.(type) {
+	case *parse.RangeNode:
+		return "range"
+	case *parse.TemplateNode:
+		return "template"
+	case *parse.BreakNode:
+		return "break"
+	case *parse.ContinueNode:
+		return "continue"
+	case *parse.ListNode:
+		if n == nil {
+			return ""
+		}
+		for _, c := range n.Nodes {
+			if name := unboundedAction(c); name != "" {
+				return name
+			}
+		}
+	case *parse.IfNode:
+		return firstOf(unboundedAction(n.List), unboundedAction(n.ElseList))
+	case *parse.WithNode:
+		return firstOf(unboundedAction(n.List), unboundedAction(n.ElseList))
+	}
+	return ""
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 var errKeyTooLong = errors.New("key too long")

@@ -74,7 +74,13 @@ func TestKeyTemplate(t *testing.T) {
 		{name: "always empty", template: "{{if false}}x{{end}}", parseErr: "empty key"},
 		{name: "leading slash", template: "/{{.Pod}}", parseErr: "starts with /"},
 		{name: "literal dot-dot", template: "../{{.Pod}}", parseErr: ".. segment"},
-		{name: "runaway range", template: "{{range 1000000000}}x{{end}}", parseErr: "longer than 1024"},
+		{name: "runaway output", template: `{{printf "%01000000d" 1}}`, parseErr: "longer than 1024"},
+		{name: "range writing", template: "{{range 1000000000}}x{{end}}", parseErr: "range actions are not allowed"},
+		{name: "range writing nothing", template: "{{range 1000000000}}{{range 1000000000}}{{end}}{{end}}x", parseErr: "range actions are not allowed"},
+		{name: "range in an else branch", template: "{{if .Pod}}{{.Pod}}{{else}}{{range 9}}{{break}}{{end}}{{end}}", parseErr: "range actions are not allowed"},
+		{name: "recursive template", template: `{{define "k"}}{{template "k"}}{{end}}x{{template "k"}}`, parseErr: "template actions are not allowed"},
+		{name: "recursion hidden in a define", template: `{{define "k"}}{{range 5}}{{end}}{{end}}{{.Pod}}`, parseErr: "range actions are not allowed"},
+		{name: "block", template: `{{block "k" .}}{{.Pod}}{{end}}`, parseErr: "template actions are not allowed"},
 		{name: "empty segment", template: "{{.Pod}}//x", parseErr: "empty path segment"},
 	}
 	for _, tc := range cases {

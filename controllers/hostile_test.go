@@ -1,0 +1,148 @@
+package controllers_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// TestForgedCoreDumpsAreNeverUploaded creates CoreDumps by hand, as someone
+// with write access to CoreDumps (or a stolen agent token) could: one that
+// names a file the agent never registered, one that copies a real dump's spec
+// under another name, and one for a node without an agent. None may be
+// uploaded; the real dump next to them is.
+func TestForgedCoreDumpsAreNeverUploaded(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	e := newDumpEnv(t, "forged", nil)
+
+	realName := e.crashFile("web-0", "server", coreLike(64<<10))
+	var real *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) { real = e.dump(g, realName) }, timeout, interval).Should(Succeed())
+
+	forge := func(name string, mutate func(*coredogv1.CoreDumpSpec)) *coredogv1.CoreDump {
+		cd := &coredogv1.CoreDump{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNamespace},
+			Spec:       *real.Spec.DeepCopy(),
+		}
+		mutate(&cd.Spec)
+		g.Expect(k8s.Create(ctx, cd)).To(Succeed())
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
+		return cd
+	}
+	neverSeen := forge("forged-never-seen", func(s *coredogv1.CoreDumpSpec) {
+		s.FileName = "../../etc/shadow"
+		s.FileIdentity = nil
+	})
+	copied := forge("forged-copy", func(*coredogv1.CoreDumpSpec) {})
+	elsewhere := forge("forged-elsewhere", func(s *coredogv1.CoreDumpSpec) { s.NodeName = "node-without-agent" })
+
+	cases := []struct {
+		cd   *coredogv1.CoreDump
+		want string
+	}{
+		{neverSeen, "the agent does not serve this dump"},
+		{copied, "the agent does not serve this dump"},
+		{elsewhere, "finding the agent of node node-without-agent"},
+	}
+	for _, tc := range cases {
+		g.Eventually(func(g Gomega) {
+			var got coredogv1.CoreDump
+			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(tc.cd), &got)).To(Succeed())
+			g.Expect(got.Status.Reason).To(Equal("UploadRetrying"), "%s: %+v", tc.cd.Name, got.Status)
+			g.Expect(got.Status.Message).To(ContainSubstring(tc.want), tc.cd.Name)
+		}, 60*time.Second, interval).Should(Succeed())
+	}
+	e.waitPhase(g, realName, coredogv1.PhaseUploaded)
+
+	// Still not uploaded, and nothing of theirs in the bucket.
+	for _, tc := range cases {
+		var got coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(tc.cd), &got)).To(Succeed())
+		g.Expect(got.Status.Phase).NotTo(Equal(coredogv1.PhaseUploaded), tc.cd.Name)
+		g.Expect(got.Status.Storage == nil || got.Status.Storage.UploadedAt == nil).To(BeTrue(), tc.cd.Name)
+	}
+	g.Expect(filepath.WalkDir(e.store, func(path string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if rel, _ := filepath.Rel(e.store, path); strings.Contains(rel, "forged-") {
+			t.Errorf("a forged dump reached the bucket: %s", path)
+		}
+		return nil
+	})).To(Succeed())
+
+	// Nor can a forged dump be pointed somewhere else later: the spec is
+	// immutable, field by field.
+	for _, mutate := range []func(*coredogv1.CoreDumpSpec){
+		func(s *coredogv1.CoreDumpSpec) { s.NodeName = e.node },
+		func(s *coredogv1.CoreDumpSpec) { s.FileName = "../../etc/shadow" },
+		func(s *coredogv1.CoreDumpSpec) { s.PolicyName = "another" },
+		func(s *coredogv1.CoreDumpSpec) { s.FileIdentity = &coredogv1.FileIdentity{Device: 1, Inode: 2} },
+		func(s *coredogv1.CoreDumpSpec) { s.Size = 1 << 40 },
+	} {
+		var cur coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(elsewhere), &cur)).To(Succeed())
+		mutate(&cur.Spec)
+		err := k8s.Update(ctx, &cur)
+		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		g.Expect(err.Error()).To(ContainSubstring("CoreDump spec is immutable"))
+	}
+}
+
+// TestHostileKeyTemplatesAreRefused applies key templates that try to climb
+// out of the bucket prefix, write absolute keys or run the manager out of
+// memory: each leaves the policy's storage invalid with a reason, and the API
+// server refuses the ones that could run for ever before they are stored.
+func TestHostileKeyTemplatesAreRefused(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	p := newPolicy("hostile-keys", "/var/lib/cores-hostile-keys")
+	createPolicy(t, p)
+	for _, tc := range []struct{ tmpl, msg string }{
+		{"../{{.Pod}}", ".. segment"},
+		{"{{.Namespace}}/../../{{.Pod}}", ".. segment"},
+		{"/etc/{{.Pod}}", "starts with /"},
+		{"{{.Pod}}\n{{.Name}}", "control characters"},
+		{`{{printf "%01000000d" 1}}`, "longer than 1024"},
+		{`{{index .Pod 100000}}`, "index out of range"},
+		{`{{.Pod.Secret}}`, "Secret"},
+	} {
+		g.Eventually(func() error {
+			cur := getPolicy(g, p.Name)
+			cur.Spec.Storage.KeyTemplate = tc.tmpl
+			return k8s.Update(ctx, cur)
+		}, timeout, interval).Should(Succeed(), tc.tmpl)
+		g.Eventually(func(g Gomega) {
+			got := getPolicy(g, p.Name)
+			g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+			c := condition(got, coredogv1.ConditionStorageValid)
+			g.Expect(c.Status).To(Equal(metav1.ConditionFalse), tc.tmpl)
+			g.Expect(c.Reason).To(Equal(coredogv1.ReasonInvalidKeyTemplate), tc.tmpl)
+			g.Expect(c.Message).To(ContainSubstring(tc.msg), tc.tmpl)
+		}, timeout, interval).Should(Succeed())
+	}
+
+	for _, tmpl := range []string{
+		"{{range 1000000000}}{{end}}{{.Name}}",
+		"{{- range $i := 1000000000}}{{range 1000000000}}{{end}}{{end}}{{.Name}}",
+		`{{define "k"}}{{template "k"}}{{end}}{{.Name}}`,
+		`{{block "k" .}}{{.Name}}{{end}}`,
+	} {
+		cur := getPolicy(g, p.Name)
+		cur.Spec.Storage.KeyTemplate = tmpl
+		err := k8s.Update(ctx, cur)
+		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: got %v", tmpl, err)
+		g.Expect(err.Error()).To(ContainSubstring("keyTemplate must not use range, template, block"))
+	}
+}
