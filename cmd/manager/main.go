@@ -31,6 +31,8 @@ func run() error {
 	flag.IntVar(&o.MaxConcurrentUploads, "max-concurrent-uploads", controllers.DefaultMaxConcurrentUploads, "Dumps streamed into storage at once.")
 	flag.StringVar(&o.ClusterName, "cluster-name", "", "Cluster name shown in notifications.")
 	flag.IntVar(&o.MaxUploadAttempts, "max-upload-attempts", controllers.DefaultMaxUploadAttempts, "Failed upload attempts (with capped exponential backoff) before a dump is Failed.")
+	var pprofAddr string
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the Go profiling endpoints (/debug/pprof/); empty turns them off. They are unauthenticated: bind them to localhost.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -46,7 +48,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.NewScheme(), o))
+	mopts := controllers.ManagerOptions(controllers.NewScheme(), o)
+	mopts.PprofBindAddress = pprofAddr
+	mgr, err := ctrl.NewManager(cfg, mopts)
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,7 +90,15 @@ func runPipeline(b *testing.B, s *suite, l layout, store string, c coredogv1.Com
 		peer(hidden)
 	}
 
-	mgr, err := s.startManager("manager-" + policy)
+	var extra []string
+	pprofPort := 0
+	if pprofDir() != "" {
+		if pprofPort, err = localcluster.FreePort(); err != nil {
+			b.Fatal(err)
+		}
+		extra = append(extra, "--pprof-bind-address", "127.0.0.1:"+strconv.Itoa(pprofPort))
+	}
+	mgr, err := s.startManager("manager-"+policy, extra...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -125,6 +137,9 @@ func runPipeline(b *testing.B, s *suite, l layout, store string, c coredogv1.Com
 		seen, err = s.tracker.waitUploaded(ctx, policy, name)
 		return err
 	})
+	if pprofPort != 0 && err == nil {
+		saveManagerHeap(b, pprofPort, fmt.Sprintf("%s-%s-%s", l.Label, strings.ToLower(string(c)), store))
+	}
 	a1, err1 := readProc(pidOf(agent))
 	m1, err2 := readProc(pidOf(mgr))
 	v1, _ := readProc(pidOf(s.s3proc))
@@ -156,6 +171,30 @@ func runPipeline(b *testing.B, s *suite, l layout, store string, c coredogv1.Com
 		res.Others = max(0, busy-(res.AgentCPU+res.ManagerCPU+res.S3CPU)/time.Since(start).Seconds())
 	}
 	return res
+}
+
+// pprofDir is where runs save the manager's heap profile after the upload
+// (COREDOG_BENCH_PPROF); empty means no profiling endpoint is opened.
+func pprofDir() string { return os.Getenv("COREDOG_BENCH_PPROF") }
+
+// saveManagerHeap writes the manager's heap profile, in pprof's binary form
+// and as text with the runtime's memory statistics, into pprofDir.
+func saveManagerHeap(b *testing.B, port int, name string) {
+	for _, f := range []struct{ query, ext string }{{"", ".heap"}, {"?debug=1", ".heap.txt"}} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap%s", port, f.query))
+		if err != nil {
+			b.Logf("manager heap profile: %v", err)
+			return
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			err = os.WriteFile(filepath.Join(pprofDir(), name+f.ext), data, 0o644)
+		}
+		if err != nil {
+			b.Logf("manager heap profile: %v", err)
+		}
+	}
 }
 
 // cleanPipeline removes a run's CoreDump and stored objects.

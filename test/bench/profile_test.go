@@ -28,7 +28,8 @@ import (
 
 // BenchmarkProfilePipeline is the pipeline's data path in one process, for
 // CPU profiles: the agent's dump endpoint (serve.NewServer, mTLS), the
-// controller's client (agentclient, which decodes and checks the stream)
+// controller's client (agentclient, which checks the stream against the
+// agent's trailers)
 // and the store (storage.Open and Write), on a 1 GiB dense core-like file
 // (COREDOG_BENCH_MIB to change), without the API server, detection or
 // process boundaries. It runs only with COREDOG_BENCH_PROFILE=1, so that
