@@ -464,7 +464,10 @@ func (r *CoreDumpReconciler) selected(ctx context.Context, cd *coredogv1.CoreDum
 func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (bool, error) {
 	rl := p.Spec.Limits.RateLimit
 	var list coredogv1.CoreDumpList
-	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)}); err != nil {
+	// Read-only and without copies: a crash loop or a mass crash puts
+	// thousands of dumps under one key, and each decision reads them all.
+	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return false, fmt.Errorf("listing dumps with the same signature: %w", err)
 	}
 	others := make([]throttle.Dump, 0, len(list.Items))

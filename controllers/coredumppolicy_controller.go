@@ -179,7 +179,10 @@ func (r *CoreDumpPolicyReconciler) checkNotifications(ctx context.Context, p *co
 // countDumps fills the policy's dump counters from its CoreDumps.
 func (r *CoreDumpPolicyReconciler) countDumps(ctx context.Context, p *coredogv1.CoreDumpPolicy) error {
 	var list coredogv1.CoreDumpList
-	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpPolicy: p.Name}); err != nil {
+	// Read-only and without copies: this runs on every change of every
+	// one of the policy's dumps, of which there may be thousands.
+	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpPolicy: p.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing the policy's CoreDumps: %w", err)
 	}
 	c := coredogv1.DumpCounters{Captured: int64(len(list.Items))}
