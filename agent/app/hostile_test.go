@@ -1,0 +1,130 @@
+package app_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	. "github.com/onsi/gomega"
+
+	"github.com/coredog/coredog/agent/app"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+const hugeSparse = 100 << 30
+
+// writeHugeSparse puts a 100 GiB file that is almost all hole into the
+// watched directory (through a rename, as a finished core would arrive), or
+// skips the test where the file system cannot hold one.
+func writeHugeSparse(t *testing.T, h *harness, name string) string {
+	t.Helper()
+	tmp := filepath.Join(h.dir, ".tmp-"+name)
+	f, err := os.Create(tmp)
+	must(t, err)
+	_, err = f.WriteAt([]byte("\x7fELF-not-really"), 0)
+	must(t, err)
+	if err := f.Truncate(hugeSparse); err != nil {
+		f.Close()
+		t.Skipf("this file system cannot hold a %d-byte sparse file: %v", int64(hugeSparse), err)
+	}
+	must(t, f.Close())
+	p := filepath.Join(h.dir, name)
+	must(t, os.Rename(tmp, p))
+	return p
+}
+
+// TestHugeSparseFileIsRefusedByTheNodeLimit: with the default 10Gi
+// maxNodeUsage, a 100 GiB file (even one that is a hole and takes no disk)
+// counts at its apparent size, so it is refused and removed at once; it is
+// never read through.
+func TestHugeSparseFileIsRefusedByTheNodeLimit(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, nil)
+	h.start()
+	before := readChars(t)
+	name := "core.huge.app.77.11.1767225600"
+	p := writeHugeSparse(t, h, name)
+	g.Eventually(func(g Gomega) {
+		cd := h.dumpFor(g, name)
+		g.Expect(cd.Spec.Size).To(Equal(int64(hugeSparse)))
+		g.Expect(cd.Spec.RefusedReason).To(Equal(coredogv1.ReasonQuotaExceeded))
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	g.Eventually(fileGone(p), wait, 100*time.Millisecond).Should(BeTrue())
+	if before >= 0 {
+		g.Expect(readChars(t) - before).To(BeNumerically("<", 64<<20), "bytes read by the agent")
+	}
+}
+
+// TestHugeSparseFileWithinTheLimitIsServedAndCancellable: a node limit
+// large enough admits it; a download streams the holes without reading them
+// and, once the client gives up, ends on the agent and frees its slot.
+func TestHugeSparseFileWithinTheLimitIsServedAndCancellable(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, func(c *app.Config) { c.MaxNodeUsage = "200Gi"; c.MaxParallel = 1 })
+	h.start()
+	name := "core.huge.app.78.11.1767225600"
+	writeHugeSparse(t, h, name)
+	var cdName string
+	g.Eventually(func(g Gomega) {
+		cd := h.dumpFor(g, name)
+		g.Expect(cd.Spec.Size).To(Equal(int64(hugeSparse)))
+		g.Expect(cd.Spec.RefusedReason).To(BeEmpty())
+		g.Expect(cd.Spec.DisplaySize).To(Equal("100Gi"))
+		cdName = cd.Name
+	}, wait, 100*time.Millisecond).Should(Succeed())
+
+	before := readChars(t)
+	for range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.endpoint(g)+"/v1/dumps/"+cdName+"?compression=zstd", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		// With MaxParallel 1, the second round gets 200 only if the first
+		// download ended on the agent when its client went away.
+		var resp *http.Response
+		g.Eventually(func(g Gomega) {
+			resp, err = h.client.Do(req.Clone(ctx))
+			g.Expect(err).NotTo(HaveOccurred())
+			if resp.StatusCode != http.StatusOK {
+				resp.Body.Close()
+			}
+			g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		}, wait, 100*time.Millisecond).Should(Succeed())
+		dec, err := zstd.NewReader(resp.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		head := make([]byte, 32<<20)
+		_, err = io.ReadFull(dec, head)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(string(head[:4])).To(Equal("\x7fELF"))
+		g.Expect(strings.Trim(string(head[64<<10:]), "\x00")).To(BeEmpty(), "the hole streams as zeros")
+		dec.Close()
+		cancel()
+		resp.Body.Close()
+	}
+	if before >= 0 {
+		g.Expect(readChars(t) - before).To(BeNumerically("<", 256<<20), "bytes read to start two downloads of a file with 16 bytes of data")
+	}
+}
+
+// readChars is the rchar of /proc/self/io, or -1 where the kernel does not show it.
+func readChars(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Logf("not measuring reads: %v", err)
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
