@@ -2,20 +2,24 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/klauspost/compress/zstd"
 	. "github.com/onsi/gomega"
 
 	"github.com/coredog/coredog/agent/app"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/scheme"
 )
 
 const hugeSparse = 100 << 30
@@ -127,4 +131,55 @@ func readChars(t *testing.T) int64 {
 		}
 	}
 	return -1
+}
+
+// TestDumpContentsNeverReachTheLogs runs the agent with every log level on
+// and a core whose bytes hold a secret: capturing and serving it must not
+// put those bytes in a log line or in the CoreDump.
+func TestDumpContentsNeverReachTheLogs(t *testing.T) {
+	g := NewWithT(t)
+	const secret = "AKIA-never-logged-7f3c9e"
+	var mu sync.Mutex
+	var logs strings.Builder
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		logs.WriteString(prefix + " " + args + "\n")
+	}, funcr.Options{Verbosity: 10})
+	h := newHarness(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, h.cfg, restCfg, scheme.New(), log) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+
+	// A name the parser understands, contents that are not an ELF core but
+	// carry the secret where a parser might quote them in an error.
+	name := "core.web-0.app.79.11.1767225600"
+	data := []byte("\x7fELF" + secret + strings.Repeat(" password="+secret, 1000))
+	must(t, os.WriteFile(filepath.Join(h.dir, name), data, 0o600))
+	var cd *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) { cd = h.dumpFor(g, name) }, wait, 100*time.Millisecond).Should(Succeed())
+	code, raw, _ := h.download(g, cd.Name)
+	g.Expect(code).To(Equal(http.StatusOK))
+	g.Expect(raw).To(Equal(data))
+	code, _, _ = h.download(g, "core-not-registered")
+	g.Expect(code).To(Equal(http.StatusNotFound))
+
+	cancel()
+	<-done
+	done <- nil
+	mu.Lock()
+	defer mu.Unlock()
+	g.Expect(logs.Len()).To(BeNumerically(">", 0))
+	g.Expect(logs.String()).NotTo(ContainSubstring(secret))
+	spec, err := json.Marshal(cd)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(spec)).NotTo(ContainSubstring(secret))
 }
