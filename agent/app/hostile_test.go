@@ -62,7 +62,7 @@ func TestHugeSparseFileIsRefusedByTheNodeLimit(t *testing.T) {
 	}, wait, 100*time.Millisecond).Should(Succeed())
 	g.Eventually(fileGone(p), wait, 100*time.Millisecond).Should(BeTrue())
 	if before >= 0 {
-		g.Expect(readChars(t) - before).To(BeNumerically("<", 64<<20), "bytes read by the agent")
+		g.Expect(readChars(t)-before).To(BeNumerically("<", 64<<20), "bytes read by the agent")
 	}
 }
 
@@ -112,7 +112,7 @@ func TestHugeSparseFileWithinTheLimitIsServedAndCancellable(t *testing.T) {
 		resp.Body.Close()
 	}
 	if before >= 0 {
-		g.Expect(readChars(t) - before).To(BeNumerically("<", 256<<20), "bytes read to start two downloads of a file with 16 bytes of data")
+		g.Expect(readChars(t)-before).To(BeNumerically("<", 256<<20), "bytes read to start two downloads of a file with 16 bytes of data")
 	}
 }
 
