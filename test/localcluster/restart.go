@@ -194,3 +194,7 @@ func (c *ControlPlane) StartEtcd() error {
 	}
 	return nil
 }
+
+// ChildPID returns the PID of this process's one child named comm, such as
+// "kube-apiserver" or "etcd", for a caller that measures it.
+func ChildPID(comm string) (int, error) { return childPID(comm) }
