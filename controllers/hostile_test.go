@@ -2,18 +2,28 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/agentlease"
+	"github.com/coredog/coredog/internal/pki"
 )
 
 // TestForgedCoreDumpsAreNeverUploaded creates CoreDumps by hand, as someone
@@ -145,4 +155,61 @@ func TestHostileKeyTemplatesAreRefused(t *testing.T) {
 		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: got %v", tmpl, err)
 		g.Expect(err.Error()).To(ContainSubstring("keyTemplate must not use range, template, block"))
 	}
+}
+
+// TestManagerTalksOnlyToAgentsOfThePolicysCA points an agent Lease, as a
+// stolen agent token could, at an HTTPS server whose certificate carries the
+// agent's name but comes from another CA: the manager must refuse the
+// handshake before sending a request (so it can neither be fed a fake dump
+// nor be used to send requests to other services), and never mark the dump
+// Uploaded.
+func TestManagerTalksOnlyToAgentsOfThePolicysCA(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	p := newPolicy("impostor", "/var/lib/cores-impostor")
+	p.Spec.Storage.URL = "file://" + filepath.Join(t.TempDir(), "bucket")
+	createPolicy(t, p)
+
+	ca, err := pki.NewCA("coredog-impostor", time.Now())
+	g.Expect(err).NotTo(HaveOccurred())
+	kp, err := ca.IssueServer([]string{pki.AgentServerName(p.Name)}, time.Now())
+	g.Expect(err).NotTo(HaveOccurred())
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	g.Expect(err).NotTo(HaveOccurred())
+	var requests atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte("forged dump"))
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	node := "node-impostor"
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(p.Name, node), Namespace: testNamespace,
+			Annotations: map[string]string{agentlease.AnnotationEndpoint: srv.URL}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), RenewTime: &metav1.MicroTime{Time: time.Now()}},
+	}
+	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
+
+	cd := validCoreDump("impostor-dump")
+	cd.Namespace = testNamespace
+	cd.Spec.PolicyName, cd.Spec.NodeName = p.Name, node
+	g.Expect(k8s.Create(ctx, cd)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
+
+	g.Eventually(func(g Gomega) {
+		var got coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cd), &got)).To(Succeed())
+		g.Expect(got.Status.Reason).To(Equal("UploadRetrying"), "%+v", got.Status)
+		g.Expect(got.Status.Message).To(ContainSubstring("certificate"))
+		g.Expect(got.Status.Attempts).To(BeNumerically(">=", 2))
+	}, 60*time.Second, interval).Should(Succeed())
+	var got coredogv1.CoreDump
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cd), &got)).To(Succeed())
+	g.Expect(got.Status.Phase).NotTo(Equal(coredogv1.PhaseUploaded))
+	g.Expect(requests.Load()).To(BeZero(), "requests the manager sent to a server of another CA")
 }
