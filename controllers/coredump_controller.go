@@ -92,8 +92,11 @@ type CoreDumpReconciler struct {
 	MaxAttempts int32
 	// MaxConcurrent bounds parallel reconciles, and so parallel uploads.
 	MaxConcurrent int
-	Clock         clock.PassiveClock
-	Metrics       *Metrics
+	// StallTimeout gives up an upload attempt that made no progress for
+	// this long (see DefaultUploadStallTimeout); 0 means the default.
+	StallTimeout time.Duration
+	Clock        clock.PassiveClock
+	Metrics      *Metrics
 	// Notifier tells the policy's notification sinks about dumps in a final
 	// phase; nil sends none.
 	Notifier *notify.Notifier
@@ -201,7 +204,14 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	start := r.now()
-	stored, err := r.Uploader.Upload(ctx, &cd, policy)
+	stall := r.StallTimeout
+	if stall <= 0 {
+		stall = DefaultUploadStallTimeout
+	}
+	actx, stop := watchStall(ctx, stall)
+	stored, err := r.Uploader.Upload(actx, &cd, policy)
+	err = stallError(actx, err)
+	stop()
 	if err != nil {
 		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {

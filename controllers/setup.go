@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -49,6 +50,9 @@ type Options struct {
 	MaxConcurrentUploads int
 	// MaxUploadAttempts is how many failed attempts make a dump Failed.
 	MaxUploadAttempts int
+	// UploadStallTimeout gives up an upload attempt that made no progress
+	// for this long; 0 means DefaultUploadStallTimeout.
+	UploadStallTimeout time.Duration
 	// OpenStore opens storage; nil means storage.Open.
 	OpenStore OpenStoreFunc
 	// ClusterName names the cluster in notifications; may be empty.
@@ -111,6 +115,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.OpenStore == nil {
 		o.OpenStore = storage.Open
 	}
+	if o.UploadStallTimeout <= 0 {
+		o.UploadStallTimeout = DefaultUploadStallTimeout
+	}
+	o.OpenStore = reportingProgress(o.OpenStore)
 	if err := setupIndexes(context.Background(), mgr); err != nil {
 		return fmt.Errorf("setting up indexes: %w", err)
 	}
@@ -145,6 +153,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Namespace:     o.Namespace,
 		MaxAttempts:   int32(o.MaxUploadAttempts),
 		MaxConcurrent: o.MaxConcurrentUploads,
+		StallTimeout:  o.UploadStallTimeout,
 		Metrics:       managerMetrics(),
 		Uploader:      uploader,
 		Notifier:      notifier,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -295,5 +296,72 @@ func TestFaultStorageBucketDeleted(t *testing.T) {
 		Injected: fmt.Sprintf("the bucket deleted for %s, %d files dropped meanwhile; then created again", gone, count),
 		Checked:  "meanwhile Uploading/UploadRetrying naming the missing bucket, one Warning event UploadRetrying per dump, files kept; the manager keeps retrying (capped backoff), so each is Uploaded once after the bucket is back",
 		Dumps:    len(files), Lost: out.lost, Duplicated: out.duplicated, LeftOnNode: out.left, Converged: out.converged,
+	})
+}
+
+// sfRestartManager replaces the suite's manager with one started with
+// extra flags, for the rest of the test.
+func sfRestartManager(t *testing.T, extra ...string) {
+	t.Helper()
+	must(t, manager.Stop(stopGrace))
+	args := append([]string{
+		"--kubeconfig", cp.Kubeconfig,
+		"--namespace", ns,
+		"--agent-image", agentImage,
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(managerHealth),
+	}, extra...)
+	p, err := localcluster.StartProcess("manager", logDir, managerBin, args, nil)
+	must(t, err)
+	manager = p
+	t.Cleanup(func() {
+		_ = manager.Stop(stopGrace)
+		if err := startManager(); err != nil {
+			t.Errorf("restarting the manager: %v", err)
+		}
+	})
+	if err := localcluster.WaitReady(p, fmt.Sprintf("http://127.0.0.1:%d/readyz", managerHealth), readyTimeout); err != nil {
+		t.Fatalf("%v\n%s", err, p.Tail(40))
+	}
+}
+
+// TestFaultStorageHangs injects an S3 server that hangs: the first request
+// for part 2 of a multipart upload (a dump of 64 MiB of data) is accepted
+// and never answered, its body never read. The full matrix runs the
+// manager as shipped (--upload-stall-timeout 2m); the short form restarts
+// it with 10 s. It checks: the stalled attempt is given up (its status
+// says it made no progress), its multipart upload aborted, and the dump
+// retried: it ends Uploaded with exactly one CoreDump and one object equal
+// to the file, nothing else in the bucket, the node's file deleted.
+func TestFaultStorageHangs(t *testing.T) {
+	g := NewWithT(t)
+	stall := faultScale(10*time.Second, controllers.DefaultUploadStallTimeout)
+	if !fullFaults() {
+		sfRestartManager(t, "--upload-stall-timeout", stall.String())
+	}
+	n, proxy := sfNode(t, "fs-hang")
+	rule := proxy.AddRule(&localcluster.FaultRule{Match: localcluster.MatchS3UploadPart(2), Hang: true})
+	const size, every = 128 << 20, 2
+	start := time.Now()
+	f := fxDropSparse(t, n, coreName("big-10", "big", 12401), size, every, 25)
+	out := fxConverge(t, n, []fxFile{f}, start, stall+2*uploadTimeout)
+	// The status moved on; the manager's log keeps why the first attempt failed.
+	var gaveUp string
+	for _, line := range strings.Split(localcluster.TailFile(manager.LogPath, 100000), "\n") {
+		if strings.Contains(line, "Upload failed; retrying") && strings.Contains(line, out.dumps[f.name].Name) {
+			gaveUp = line
+			break
+		}
+	}
+	g.Expect(gaveUp).To(ContainSubstring(controllers.ErrUploadStalled.Error()), "the first attempt should be given up as stalled")
+	g.Expect(rule.Fired()).To(Equal(1))
+	cd := out.dumps[f.name]
+	t.Logf("Uploaded %s after the drop (attempts %d), with the stall timeout at %s", out.converged.Round(time.Millisecond), cd.Status.Attempts, stall)
+	g.Eventually(func() []string { return multipartUploads(t, n.bucket) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(BeEmpty())
+	recordFault(t, faultRow{
+		Group:    "storage",
+		Injected: "S3 hangs: one part upload of a 64 MiB dump accepted, never read or answered",
+		Checked:  fmt.Sprintf("the attempt is given up after --upload-stall-timeout (%s), its upload aborted, and retried: Uploaded once, object equals the file", stall),
+		Dumps:    1, Lost: out.lost, Duplicated: out.duplicated, LeftOnNode: out.left, Converged: out.converged,
 	})
 }

@@ -34,6 +34,8 @@ type FaultProxy struct {
 	rules    []*FaultRule
 	log      []ProxiedRequest
 	closed   bool
+	// closing ends the requests that hang.
+	closing chan struct{}
 }
 
 // ProxiedRequest is one request the proxy saw, and what it answered.
@@ -61,7 +63,7 @@ func StartFaultProxy(target string) (*FaultProxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fault proxy: %w", err)
 	}
-	p := &FaultProxy{target: u, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	p := &FaultProxy{target: u, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}, closing: make(chan struct{})}
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(p.target)
@@ -119,12 +121,15 @@ func (p *FaultProxy) trackConn(c net.Conn, s http.ConnState) {
 
 // FaultRule fails requests that Match: the Nth matching request (1 for the
 // first) and the Count-1 after it are answered with Status and an S3-style
-// XML error body, without reaching the server.
+// XML error body, without reaching the server; or, with Hang, never
+// answered: the proxy reads nothing more of them and holds them until the
+// client gives up or the proxy is closed, as a server that hangs would.
 type FaultRule struct {
 	Match  func(*http.Request) bool
 	Nth    int
 	Count  int
 	Status int
+	Hang   bool
 
 	mu      sync.Mutex
 	matched int
@@ -254,6 +259,9 @@ func (p *FaultProxy) Requests() []ProxiedRequest {
 // Close stops the proxy and cuts its connections.
 func (p *FaultProxy) Close() error {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.closing)
+	}
 	p.closed = true
 	p.mu.Unlock()
 	p.lim.setRate(0)
@@ -284,6 +292,13 @@ func (p *FaultProxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if fire != nil {
 		entry.Injected = true
+		if fire.Hang {
+			select {
+			case <-r.Context().Done():
+			case <-p.closing:
+			}
+			panic(http.ErrAbortHandler)
+		}
 		writeS3Error(rec, fire.Status)
 		return
 	}

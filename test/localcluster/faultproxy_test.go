@@ -268,3 +268,61 @@ func TestMatchS3UploadPart(t *testing.T) {
 		}
 	}
 }
+
+func TestFaultProxyHangsUntilTheClientGivesUp(t *testing.T) {
+	var hits atomic.Int64
+	p := startProxy(t, backend(t, &hits).URL)
+	rule := p.AddRule(&FaultRule{Match: func(r *http.Request) bool { return r.URL.Path == "/echo" }, Hang: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL()+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	// The request is held: the next one, which the rule lets through,
+	// is answered meanwhile.
+	for rule.Fired() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if code, _ := get(t, p.URL()+"/echo"); code != http.StatusOK {
+		t.Fatalf("second request: %d", code)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("the held request ended by itself: %v", err)
+	default:
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the held request ended with %v, want the client's cancellation", err)
+	}
+	if hits.Load() != 1 {
+		t.Errorf("the server saw %d requests, want 1", hits.Load())
+	}
+
+	// Close ends held requests too.
+	rule2 := p.AddRule(&FaultRule{Match: func(r *http.Request) bool { return true }, Hang: true})
+	go func() {
+		resp, err := http.Get(p.URL() + "/echo")
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	for rule2.Fired() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err == nil {
+		t.Error("a held request got an answer when the proxy closed")
+	}
+}
