@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers"
+	"github.com/coredog/coredog/test/localcluster"
 )
 
 // Process faults of the manager and the agent: kill -9 and SIGTERM while a
@@ -220,7 +223,8 @@ func fxAbortUploads(t *testing.T, bucket string) int {
 // time. It checks: the dump ends Uploaded, with exactly one CoreDump and
 // one object (and its .json) in the bucket, equal to the file; the node's
 // file is deleted. Multipart uploads the killed managers left open are
-// counted and logged (they are not objects; see docs/operations).
+// counted and logged (they are not objects; docs/storage.md says how a
+// bucket lifecycle rule removes them).
 func TestFaultManagerKillNine(t *testing.T) {
 	g := NewWithT(t)
 	n := newNode(t, "fm-kill9", nodeOpts{})
@@ -395,3 +399,70 @@ func TestFaultAgentSIGTERM(t *testing.T) {
 		Dumps:    len(files), Lost: out.lost, Duplicated: out.duplicated, LeftOnNode: out.left, Converged: out.converged,
 	})
 }
+
+// TestFaultAgentFrozen injects an agent that freezes (SIGSTOP, as a node
+// under memory pressure or a hung kernel would leave it) a quarter into
+// serving a 256 MiB dump (one page of data in eight), for longer than the
+// manager's --upload-stall-timeout: 10 s against a frozen 20 s in the short
+// form (the manager restarted with that flag), the shipped 2 minutes
+// against 3 minutes in the full matrix. Then SIGCONT. It checks: the
+// manager gives the stalled attempt up (its log says it made no progress)
+// instead of waiting on the silent connection for ever; after the agent
+// thaws, the dump ends Uploaded with exactly one CoreDump and one object
+// equal to the file, nothing else in the bucket, no multipart upload left,
+// the node's file deleted. Converged is from SIGCONT.
+func TestFaultAgentFrozen(t *testing.T) {
+	g := NewWithT(t)
+	stall := faultScale(10*time.Second, controllers.DefaultUploadStallTimeout)
+	frozen := faultScale(20*time.Second, 3*time.Minute)
+	if !fullFaults() {
+		sfRestartManager(t, "--upload-stall-timeout", stall.String())
+	}
+	n := newNode(t, "fa-frozen", nodeOpts{})
+	const size, every = 256 << 20, 8
+	f := fxDropSparse(t, n, coreName("big-11", "big", 11401), size, every, 15)
+	n.waitServing(float64(size/every) / 4)
+	pgid := n.agent.Cmd.Process.Pid
+	must(t, syscall.Kill(-pgid, syscall.SIGSTOP))
+	thawed := false
+	t.Cleanup(func() {
+		if !thawed {
+			_ = syscall.Kill(-pgid, syscall.SIGCONT)
+		}
+	})
+	stopped := time.Now()
+	cds := n.dumpsByFile(g)[f.name]
+	g.Expect(cds).To(HaveLen(1))
+	g.Expect(cds[0].Status.Phase).To(Equal(coredogv1.PhaseUploading))
+	// The manager gives up on its own while the agent is still frozen.
+	var gaveUp string
+	g.Eventually(func() string {
+		for _, line := range strings.Split(localcluster.TailFile(manager.LogPath, 100000), "\n") {
+			if strings.Contains(line, "Upload failed; retrying") && strings.Contains(line, cds[0].Name) &&
+				strings.Contains(line, controllers.ErrUploadStalled.Error()) {
+				gaveUp = line
+			}
+		}
+		return gaveUp
+	}).WithTimeout(frozen).WithPolling(200*time.Millisecond).ShouldNot(BeEmpty(), "the manager should give up the stalled attempt")
+	gaveUpAfter := time.Since(stopped)
+	time.Sleep(time.Until(stopped.Add(frozen)))
+	must(t, syscall.Kill(-pgid, syscall.SIGCONT))
+	thawed = true
+	back := time.Now()
+	out := fxConverge(t, n, []fxFile{f}, back, 2*uploadTimeout+backoffAfter(frozen))
+	g.Eventually(func() []string { return multipartUploads(t, n.bucket) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(BeEmpty())
+	cd := out.dumps[f.name]
+	t.Logf("agent frozen for %s; the manager gave the attempt up %s in; Uploaded %s after SIGCONT (attempts %d)",
+		frozen, gaveUpAfter.Round(time.Millisecond), out.converged.Round(time.Millisecond), cd.Status.Attempts)
+	recordFault(t, faultRow{
+		Group:    "agent",
+		Injected: fmt.Sprintf("the agent frozen (SIGSTOP) for %s a quarter into serving a %s dump; then SIGCONT", frozen, coredogv1.DisplaySize(size)),
+		Checked:  fmt.Sprintf("the manager gives the silent stream up after --upload-stall-timeout (%s; here %s) and retries; Uploaded once, object equals the file", stall, gaveUpAfter.Round(100*time.Millisecond)),
+		Dumps:    1, Lost: out.lost, Duplicated: out.duplicated, LeftOnNode: out.left, Converged: out.converged,
+	})
+}
+
+// backoffAfter bounds the wait of the next upload attempt after failures
+// spanning d: the manager's backoff doubles from 1 s, capped at 5 minutes.
+func backoffAfter(d time.Duration) time.Duration { return min(d+time.Second, 5*time.Minute) }
