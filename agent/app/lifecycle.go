@@ -61,35 +61,44 @@ func (a *Agent) startLifecycle(ctx context.Context, restCfg *rest.Config, scheme
 	return c, nil
 }
 
-// trimCoreDump keeps only what the agent acts on, so that a node with
-// thousands of dumps costs the agent little memory: the cache holds every
-// CoreDump of the node for as long as it exists.
+// cachedDump is all the agent's cache keeps of a CoreDump: the cache holds
+// every CoreDump of the node for as long as it exists (thousands, when no
+// manager drains them), and the agent acts only on its name, phase and
+// deletion. Name, Namespace and ResourceVersion stay so that the informer's
+// keys and its resync detection work as for the full object.
+type cachedDump struct {
+	metav1.ObjectMeta
+	phase coredogv1.Phase
+}
+
+// trimCoreDump is the cache's transform. It may be handed what it returned
+// before (a watch-list's objects are transformed twice), so it lets a
+// cachedDump through.
 func trimCoreDump(obj any) (any, error) {
 	cd, ok := obj.(*coredogv1.CoreDump)
 	if !ok {
 		return obj, nil
 	}
-	return &coredogv1.CoreDump{
-		TypeMeta: cd.TypeMeta,
+	return &cachedDump{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: cd.Name, Namespace: cd.Namespace, UID: cd.UID, ResourceVersion: cd.ResourceVersion,
-			Generation: cd.Generation, DeletionTimestamp: cd.DeletionTimestamp,
+			Name: cd.Name, Namespace: cd.Namespace, ResourceVersion: cd.ResourceVersion,
+			DeletionTimestamp: cd.DeletionTimestamp,
 		},
-		Spec:   coredogv1.CoreDumpSpec{NodeName: cd.Spec.NodeName, PolicyName: cd.Spec.PolicyName},
-		Status: coredogv1.CoreDumpStatus{Phase: cd.Status.Phase},
+		phase: cd.Status.Phase,
 	}, nil
 }
 
 func (a *Agent) onCoreDump(obj any, deleted bool) {
-	cd, ok := obj.(*coredogv1.CoreDump)
-	if !ok || cd.Spec.NodeName != a.cfg.NodeName || cd.Spec.PolicyName != a.cfg.Policy {
+	// The cache's field selector already limits it to this node and policy.
+	cd, ok := obj.(*cachedDump)
+	if !ok {
 		return
 	}
 	switch {
 	case deleted || !cd.DeletionTimestamp.IsZero():
 		a.release(cd.Name, "its CoreDump was deleted")
-	case done(cd):
-		a.release(cd.Name, "its CoreDump is "+string(cd.Status.Phase))
+	case cd.phase == coredogv1.PhaseUploaded || cd.phase == coredogv1.PhaseSkipped:
+		a.release(cd.Name, "its CoreDump is "+string(cd.phase))
 	}
 }
 

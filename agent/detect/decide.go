@@ -54,7 +54,8 @@ func (p pidState) String() string {
 	}
 }
 
-// fileState is the history of one path, reduced to what the decision needs.
+// fileState is the history of one path while it is pending, reduced to what
+// the decision needs.
 type fileState struct {
 	last observation
 	// stableSince is when last was first observed; every change of any stat
@@ -65,12 +66,22 @@ type fileState struct {
 
 	firstSeen time.Time
 	source    Source
-	// pending is true until the current identity has been emitted.
-	pending bool
 	// emitted is the identity last emitted for this path, if any; a later
 	// change of the same inode is then a re-emission worth logging.
 	emitted    Identity
 	hasEmitted bool
+}
+
+// record is what the tracker keeps of every path, pending or not. A file
+// that has been emitted and has not changed since (nearly all of them, on a
+// node whose dumps wait for upload) costs only its last observation: its
+// emitted identity is last's.
+type record struct {
+	last observation
+	// scan is the number of the rescan that last found the path.
+	scan uint32
+	// state is set while the path is pending.
+	state *fileState
 }
 
 // observe records an observation made at the given time.
@@ -124,19 +135,22 @@ type ready struct {
 type tracker struct {
 	dir     string
 	settle  time.Duration
-	files   map[string]*fileState
+	files   map[string]*record
 	pending map[string]*fileState
-	// emitted is every identity ever emitted, so that no identity is
-	// emitted twice in the life of the Detector, even through another path
-	// (a hard link) or after Forget.
+	// emitted is every identity emitted, so that no identity is emitted
+	// twice, even through another path (a hard link) or after Forget. A
+	// rescan forgets the identities that no file in the tree has any more
+	// once they outnumber the files (see prune).
 	emitted map[Identity]struct{}
+	// scan numbers the rescans; observations stamp records with it.
+	scan uint32
 }
 
 func newTracker(dir string, settle time.Duration) *tracker {
 	return &tracker{
 		dir:     dir,
 		settle:  settle,
-		files:   map[string]*fileState{},
+		files:   map[string]*record{},
 		pending: map[string]*fileState{},
 		emitted: map[Identity]struct{}{},
 	}
@@ -145,23 +159,63 @@ func newTracker(dir string, settle time.Duration) *tracker {
 // observe records an observation of path, noticed through src, at now. It
 // reports whether this is the first sight of this file at this path.
 func (t *tracker) observe(path string, o observation, src Source, now time.Time) (first bool) {
-	s, ok := t.files[path]
-	if !ok || !s.last.sameFile(o) {
+	r, ok := t.files[path]
+	if !ok {
+		r = &record{}
+		t.files[path] = r
+	}
+	first, pending := t.update(r, !ok, o, src, now)
+	if pending {
+		t.pending[path] = r.state
+	}
+	return first
+}
+
+// observeName is observe for a path held in a buffer, which is copied only
+// when the path is new or becomes pending again: a rescan of a tree it knows
+// allocates nothing here. A new path is returned as stored.
+func (t *tracker) observeName(path []byte, o observation, src Source, now time.Time) (stored string, first bool) {
+	// Indexing with string(path) does not copy path.
+	r, ok := t.files[string(path)]
+	if !ok {
+		stored = string(path)
+		r = &record{}
+		t.files[stored] = r
+	}
+	first, pending := t.update(r, !ok, o, src, now)
+	if pending {
+		if stored == "" {
+			stored = string(path)
+		}
+		t.pending[stored] = r.state
+	}
+	return stored, first
+}
+
+// update applies an observation to a record. It reports whether this is the
+// first sight of the file, and whether the record has just become pending,
+// for the caller to add it to t.pending.
+func (t *tracker) update(r *record, isNew bool, o observation, src Source, now time.Time) (first, becamePending bool) {
+	r.scan = t.scan
+	if isNew || !r.last.sameFile(o) {
 		// A new path, or a different file now sits at a known path: start
 		// over rather than let the old file's history vouch for the new one.
-		s = &fileState{last: o, stableSince: now, lastSeen: now, firstSeen: now, source: src, pending: true}
-		t.files[path] = s
-		t.pending[path] = s
-		return true
+		r.last = o
+		r.state = &fileState{last: o, stableSince: now, lastSeen: now, firstSeen: now, source: src}
+		return true, true
 	}
-	s.observe(o, now)
-	if !s.pending && o.identity() != s.emitted {
-		s.pending = true
-		s.firstSeen = now
-		s.source = src
-		t.pending[path] = s
+	if r.state != nil {
+		r.last = o
+		r.state.observe(o, now)
+		return false, false
 	}
-	return false
+	emitted := r.last.identity()
+	r.last = o
+	if o.identity() == emitted {
+		return false, false
+	}
+	r.state = &fileState{last: o, stableSince: now, lastSeen: now, firstSeen: now, source: src, emitted: emitted, hasEmitted: true}
+	return false, true
 }
 
 // judge decides whether the pending file at path is complete, given the
@@ -172,11 +226,9 @@ func (t *tracker) judge(path string, pid pidState, now time.Time) (ready, bool) 
 	if !ok || !complete(s, pid, t.settle) {
 		return ready{}, false
 	}
-	delete(t.pending, path)
-	s.pending = false
+	t.settled(path)
 	id := s.last.identity()
 	r := ready{changed: s.hasEmitted, previous: s.emitted}
-	s.emitted, s.hasEmitted = id, true
 	if _, dup := t.emitted[id]; dup {
 		return ready{}, false
 	}
@@ -191,6 +243,19 @@ func (t *tracker) judge(path string, pid pidState, now time.Time) (ready, bool) 
 		CompleteAt: now,
 	}
 	return r, true
+}
+
+// settled ends path's pending state: its current identity counts as emitted.
+func (t *tracker) settled(path string) {
+	delete(t.pending, path)
+	if len(t.pending) == 0 {
+		// A map keeps the room it once needed; a burst of thousands of
+		// files should not cost that room for the life of the agent.
+		t.pending = map[string]*fileState{}
+	}
+	if r, ok := t.files[path]; ok {
+		r.state = nil
+	}
 }
 
 // drop forgets path and reports whether it was still pending.
@@ -213,15 +278,47 @@ func (t *tracker) dropTree(dir string) (pending []string) {
 	return pending
 }
 
-// sweep forgets every path not in seen (a full rescan did not find it) and
-// returns the pending ones.
-func (t *tracker) sweep(seen map[string]struct{}) (pending []string) {
-	for p := range t.files {
-		if _, ok := seen[p]; !ok && t.drop(p) {
+// beginScan starts a rescan: every path it finds is stamped with its number.
+func (t *tracker) beginScan() {
+	t.scan++
+}
+
+// sweep forgets every path the rescan begun last did not find and returns
+// the pending ones.
+func (t *tracker) sweep() (pending []string) {
+	for p, r := range t.files {
+		if r.scan != t.scan && t.drop(p) {
 			pending = append(pending, p)
 		}
 	}
+	t.prune()
 	return pending
+}
+
+// prune forgets the emitted identities that no tracked file has, once they
+// outnumber the files: each is a file that has left the tree (the agent
+// deleted it after upload), and a file that comes back has a new ctime and so
+// a new identity anyway. Without it the set would grow with every dump the
+// node ever had.
+func (t *tracker) prune() {
+	if len(t.emitted) <= 2*len(t.files)+1024 {
+		return
+	}
+	kept := make(map[Identity]struct{}, len(t.files))
+	for _, r := range t.files {
+		if id := r.last.identity(); t.has(id) {
+			kept[id] = struct{}{}
+		}
+		if r.state != nil && r.state.hasEmitted && t.has(r.state.emitted) {
+			kept[r.state.emitted] = struct{}{}
+		}
+	}
+	t.emitted = kept
+}
+
+func (t *tracker) has(id Identity) bool {
+	_, ok := t.emitted[id]
+	return ok
 }
 
 func (t *tracker) pendingPaths() []string {

@@ -133,7 +133,15 @@ type Detector struct {
 	// Owned by the Run goroutine.
 	watcher *fsnotify.Watcher
 	watched map[string]struct{}
+	// dirBuf and pathBuf are walk's buffers, kept between rescans; mu
+	// guards them.
+	dirBuf  []byte
+	pathBuf []byte
 }
+
+// dirBufSize is how much of a directory listing walk reads at once: a few
+// hundred entries.
+const dirBufSize = 32 << 10
 
 // New validates opts and returns a Detector.
 func New(opts Options) (*Detector, error) {
@@ -440,8 +448,8 @@ func (d *Detector) unwatchTree(dir string) (wasWatched bool) {
 }
 
 // hidden reports whether a name is to be ignored (see the package comment).
-func hidden(name string) bool {
-	return strings.HasPrefix(name, ".")
+func hidden[T string | []byte](name T) bool {
+	return len(name) > 0 && name[0] == '.'
 }
 
 // rescan walks the whole tree, records what it finds, forgets what it no
@@ -449,14 +457,14 @@ func hidden(name string) bool {
 func (d *Detector) rescan(src Source) []ready {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seen := map[string]struct{}{}
-	if err := d.walk(d.dir, src, seen, true); err != nil {
+	d.t.beginScan()
+	if err := d.walk(d.dir, src, true); err != nil {
 		// Keep what we know: a tree we cannot read now says nothing
 		// about the files in it.
 		d.log.Error(err, "Cannot scan the core directory")
 		return d.judgePendingLocked()
 	}
-	for _, p := range d.t.sweep(seen) {
+	for _, p := range d.t.sweep() {
 		d.log.V(1).Info("Core file vanished before it was complete", "path", p)
 	}
 	return d.judgePendingLocked()
@@ -466,10 +474,42 @@ func (d *Detector) rescan(src Source) []ready {
 // through a symbolic link; every directory below is opened without
 // following one, so a link swapped in for a directory cannot lead the
 // walk out of the tree.
-func (d *Detector) walk(dir string, src Source, seen map[string]struct{}, root bool) error {
+//
+// The directory is read in batches into one buffer and each file is
+// looked at relative to the open directory, so that a rescan of a tree the
+// detector already knows allocates next to nothing however many files it
+// holds: the agent rescans every poll interval for as long as it runs.
+func (d *Detector) walk(dir string, src Source, root bool) error {
 	// Watch before listing, so a file created in between is not missed.
 	d.watch(dir)
-	entries, err := readDir(dir, !root)
+	if d.dirBuf == nil {
+		d.dirBuf = make([]byte, dirBufSize)
+	}
+	path := append(d.pathBuf[:0], dir...)
+	path = append(path, filepath.Separator)
+	prefix := len(path)
+	var subdirs []string
+	now := d.clock.Now()
+	err := scanDir(dir, !root, d.dirBuf, func(name []byte, e entry) {
+		if hidden(name) {
+			return
+		}
+		path = append(path[:prefix], name...)
+		switch e.kind {
+		case entryDir:
+			// After this listing: the buffer is in use until then.
+			subdirs = append(subdirs, string(path))
+		case entryRegular:
+			if stored, first := d.t.observeName(path, e.obs, src, now); first && d.opts.OnSeen != nil {
+				d.opts.OnSeen(stored)
+			}
+		case entryError:
+			d.log.V(1).Info("Cannot stat file", "path", string(path), "err", e.err.Error())
+		}
+		// Anything else (gone, not a regular file) is not recorded, so
+		// the sweep after the rescan forgets whatever was there before.
+	})
+	d.pathBuf = path[:0]
 	if err != nil {
 		if root {
 			return fmt.Errorf("reading %s: %w", dir, err)
@@ -477,20 +517,9 @@ func (d *Detector) walk(dir string, src Source, seen map[string]struct{}, root b
 		d.log.V(1).Info("Cannot read directory", "path", dir, "err", err.Error())
 		return nil
 	}
-	for _, e := range entries {
-		if hidden(e.Name()) {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		switch t := e.Type(); {
-		case t.IsDir():
-			if err := d.walk(path, src, seen, false); err != nil {
-				return err
-			}
-		case t.IsRegular():
-			if d.observeLocked(path, src) {
-				seen[path] = struct{}{}
-			}
+	for _, sub := range subdirs {
+		if err := d.walk(sub, src, false); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -544,7 +573,7 @@ func (d *Detector) handleEvent(ev fsnotify.Event) {
 		}
 	case fi.IsDir():
 		// Files may have landed in it before its watch existed.
-		if err := d.walk(path, SourceWatch, map[string]struct{}{}, false); err != nil {
+		if err := d.walk(path, SourceWatch, false); err != nil {
 			d.log.Error(err, "Cannot scan new directory", "path", path)
 		}
 	default:
@@ -564,7 +593,7 @@ func (d *Detector) judgePendingLocked() []ready {
 	for _, path := range d.t.pendingPaths() {
 		// PID first, then stat: see complete.
 		pid := d.pidState(path)
-		if !d.observeLocked(path, d.t.files[path].source) {
+		if !d.observeLocked(path, d.t.pending[path].source) {
 			continue
 		}
 		if r, ok := d.t.judge(path, pid, d.clock.Now()); ok {

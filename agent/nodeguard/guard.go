@@ -37,6 +37,11 @@ type Guard struct {
 	// same free space.
 	mu    sync.Mutex
 	files map[string]LocalFile
+	// usage is the sum of the tracked files' sizes and uploaded the number
+	// of them marked Uploaded, kept up to date so that admitting a core
+	// costs the same with ten thousand files tracked as with none.
+	usage    int64
+	uploaded int
 }
 
 // NewGuard returns a Guard with no files tracked.
@@ -70,7 +75,30 @@ func (g *Guard) Track(f LocalFile) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.put(f)
+}
+
+// put tracks f in place of any file of the same name. mu must be held.
+func (g *Guard) put(f LocalFile) {
+	g.remove(f.Name)
 	g.files[f.Name] = f
+	g.usage += max(f.Size, 0)
+	if f.Uploaded {
+		g.uploaded++
+	}
+}
+
+// remove stops tracking name, if it was. mu must be held.
+func (g *Guard) remove(name string) {
+	f, ok := g.files[name]
+	if !ok {
+		return
+	}
+	delete(g.files, name)
+	g.usage -= max(f.Size, 0)
+	if f.Uploaded {
+		g.uploaded--
+	}
 }
 
 // MarkUploaded records that name's CoreDump is Uploaded or Skipped, so that
@@ -79,9 +107,10 @@ func (g *Guard) MarkUploaded(name string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f, ok := g.files[name]
-	if ok {
+	if ok && !f.Uploaded {
 		f.Uploaded = true
 		g.files[name] = f
+		g.uploaded++
 	}
 	return ok
 }
@@ -91,7 +120,7 @@ func (g *Guard) MarkUploaded(name string) bool {
 func (g *Guard) Untrack(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.files, name)
+	g.remove(name)
 }
 
 // Usage is the number of bytes the tracked files use, the figure held
@@ -99,11 +128,7 @@ func (g *Guard) Untrack(name string) {
 func (g *Guard) Usage() int64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var n int64
-	for _, f := range g.files {
-		n += max(f.Size, 0)
-	}
-	return n
+	return g.usage
 }
 
 // LocalBytes is Usage under the name of the coredog_agent_local_bytes gauge,
@@ -128,10 +153,18 @@ func (g *Guard) Admit(name, path string, size int64) (admitted bool, reason stri
 	g.mu.Lock()
 	defer g.mu.Unlock()
 
-	others := make([]LocalFile, 0, len(g.files))
-	for _, f := range g.files {
-		if f.Name != name {
-			others = append(others, f)
+	// Only uploaded files can be deleted to make room; the others count
+	// through their total alone.
+	usage := g.usage
+	if old, ok := g.files[name]; ok {
+		usage -= max(old.Size, 0)
+	}
+	var candidates []LocalFile
+	if g.uploaded > 0 {
+		for _, f := range g.files {
+			if f.Uploaded && f.Name != name {
+				candidates = append(candidates, f)
+			}
 		}
 	}
 	var st FSStat
@@ -143,7 +176,7 @@ func (g *Guard) Admit(name, path string, size int64) (admitted bool, reason stri
 		st.Free += size
 	}
 
-	deleteFirst, ok, reason := Plan(others, st, g.limits, size)
+	deleteFirst, ok, reason := plan(usage, candidates, st, g.limits, size)
 	if !ok {
 		return false, reason, nil
 	}
@@ -153,14 +186,14 @@ func (g *Guard) Admit(name, path string, size int64) (admitted bool, reason stri
 			errs = append(errs, fmt.Errorf("deleting uploaded core %s: %w", f.Name, err))
 			continue
 		}
-		delete(g.files, f.Name)
+		g.remove(f.Name)
 		g.log.Info("Deleted uploaded core to make room", "name", f.Name, "path", f.Path, "size", f.Size, "for", name)
 	}
 	if len(errs) > 0 {
 		// The plan counted on that space; without it the limits may not hold.
 		return false, "", fmt.Errorf("making room for core %s: %w", name, errors.Join(errs...))
 	}
-	g.files[name] = LocalFile{Name: name, Path: path, Size: size, Added: g.clock.Now()}
+	g.put(LocalFile{Name: name, Path: path, Size: size, Added: g.clock.Now()})
 	return true, "", nil
 }
 
@@ -178,7 +211,7 @@ func (g *Guard) DeleteFile(name string) error {
 	if err := removeFile(f.Path); err != nil {
 		return fmt.Errorf("deleting core %s: %w", name, err)
 	}
-	delete(g.files, name)
+	g.remove(name)
 	return nil
 }
 

@@ -95,6 +95,22 @@ func TestGuard(t *testing.T) {
 			},
 		},
 		{
+			// Usage is kept as a running total: a name admitted again is
+			// counted once, with its new size, and is no longer uploaded.
+			name:     "admitting a tracked name again replaces it",
+			limits:   Limits{MaxUsage: 1000},
+			capacity: 1 << 40,
+			steps: []step{
+				{name: "a", write: 1000, wantAdmit: true, wantUsage: 1000},
+				{name: "a", uploaded: true, wantUsage: 1000},
+				{name: "a", uploaded: true, wantUsage: 1000},
+				{name: "a", write: 500, wantAdmit: true, wantUsage: 500},
+				{name: "b", write: 600, wantReason: "maxNodeUsage", wantUsage: 500},
+				{name: "b", write: 500, wantAdmit: true, wantUsage: 1000},
+				{name: "a", del: true, wantGone: []string{"a"}, wantUsage: 500},
+			},
+		},
+		{
 			// The new file is already on the fake disk when Admit measures
 			// it; counting it a second time would delete a or refuse c.
 			name:     "minFree counts the new file once",

@@ -116,6 +116,20 @@ type FSStat struct {
 // delete, because deleting would not save the new core, and reason names the
 // limit that is in the way.
 func Plan(files []LocalFile, fs FSStat, limits Limits, n int64) (deleteFirst []LocalFile, admit bool, reason string) {
+	var usage int64
+	var candidates []LocalFile
+	for _, f := range files {
+		usage += max(f.Size, 0)
+		if f.Uploaded {
+			candidates = append(candidates, f)
+		}
+	}
+	return plan(usage, candidates, fs, limits, n)
+}
+
+// plan is Plan for files that use usage bytes together, of which candidates
+// are the Uploaded ones.
+func plan(usage int64, candidates []LocalFile, fs FSStat, limits Limits, n int64) (deleteFirst []LocalFile, admit bool, reason string) {
 	if n < 0 {
 		return nil, false, fmt.Sprintf("invalid core size %d", n)
 	}
@@ -123,15 +137,9 @@ func Plan(files []LocalFile, fs FSStat, limits Limits, n int64) (deleteFirst []L
 		return nil, false, fmt.Sprintf("the core alone (%s) is larger than maxNodeUsage (%s)",
 			formatBytes(n), formatBytes(limits.MaxUsage))
 	}
-
-	var usage, deletable int64
-	var candidates []LocalFile
-	for _, f := range files {
-		usage += max(f.Size, 0)
-		if f.Uploaded {
-			candidates = append(candidates, f)
-			deletable += max(f.Size, 0)
-		}
+	var deletable int64
+	for _, f := range candidates {
+		deletable += max(f.Size, 0)
 	}
 	keep := limits.keepFree(fs.Total)
 

@@ -181,6 +181,14 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 			fieldEnv("NODE_NAME", "spec.nodeName"),
 			fieldEnv("POD_IP", "status.podIP"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+			// The Go runtime's soft memory limit, in bytes: as the agent's
+			// memory nears the container's limit its collector works
+			// harder instead of letting the heap grow into the OOM killer.
+			// Without a limit this is the node's allocatable memory, which
+			// changes nothing.
+			{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+				ContainerName: ContainerName, Resource: "limits.memory", Divisor: resource.MustParse("1"),
+			}}},
 		},
 		Ports: []corev1.ContainerPort{
 			{Name: "dumps", ContainerPort: ServePort, Protocol: corev1.ProtocolTCP},

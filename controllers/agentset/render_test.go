@@ -38,6 +38,7 @@ func TestRenderDaemonSet(t *testing.T) {
 			expect(t, len(c.SecurityContext.Capabilities.Add), 2)
 			expect(t, pod.Volumes[1].Secret.SecretName, "coredog-p-agent-tls")
 			expect(t, c.LivenessProbe.HTTPGet.Path, "/healthz")
+			expectMemoryLimitEnv(t, c)
 		}},
 		{"manage core pattern is privileged", func(p *coredogv1.CoreDumpPolicy) {
 			p.Spec.CorePattern = coredogv1.CorePatternManage
@@ -126,4 +127,21 @@ func expectNoArg(t *testing.T, c corev1.Container, arg string) {
 			t.Fatalf("args %v have %q", c.Args, arg)
 		}
 	}
+}
+
+// expectMemoryLimitEnv checks that the Go runtime learns the container's
+// memory limit in plain bytes, the only unit-less form GOMEMLIMIT takes.
+func expectMemoryLimitEnv(t *testing.T, c corev1.Container) {
+	t.Helper()
+	for _, e := range c.Env {
+		if e.Name != "GOMEMLIMIT" {
+			continue
+		}
+		ref := e.ValueFrom.ResourceFieldRef
+		if e.Value != "" || ref == nil || ref.Resource != "limits.memory" || ref.ContainerName != c.Name || ref.Divisor.Cmp(resource.MustParse("1")) != 0 {
+			t.Errorf("GOMEMLIMIT = %+v, want the container's limits.memory in bytes", e)
+		}
+		return
+	}
+	t.Errorf("no GOMEMLIMIT in %+v", c.Env)
 }

@@ -112,5 +112,10 @@ func runIdle(b *testing.B, s *suite) idleResult {
 	res.CPUShare = 100 * res.CPU / res.Window
 	res.RSSAvg = sum / max(n, 1)
 	res.HWM = st1.HWM
+	logf("idle: CPU %.2f%% of a core (%.2f s in %.0f s); RSS max %.1f MiB (anonymous %.1f, file-backed %.1f), mean %.1f MiB, peak %.1f MiB (reset: %v); peak while capturing %.1f MiB",
+		res.CPUShare, res.CPU, res.Window, mibOf(res.RSSMax), mibOf(res.AnonMax), mibOf(res.FileMax), mibOf(res.RSSAvg), mibOf(res.HWM), res.HWMReset, mibOf(res.StartHWM))
+	if rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+		logf("idle: the agent's /proc/%d/smaps_rollup at the end of the window:\n%s", pid, rollup)
+	}
 	return res
 }
