@@ -309,3 +309,54 @@ func TestParallelDownloadsAreBounded(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestTrickleReaderIsCutOff reads a download a little at a time, never
+// stopping but far slower than the per-write deadline allows: the server
+// aborts the download instead of holding the file and its slot for as long
+// as the client cares to trickle.
+func TestTrickleReaderIsCutOff(t *testing.T) {
+	env := writeTLSDir(t, t.TempDir())
+	reg := NewRegistry()
+	metricsReg := prometheus.NewRegistry()
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg, MaxParallel: 1, writeTimeout: 300 * time.Millisecond})
+	p := filepath.Join(t.TempDir(), "core")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.NewChaCha8([32]byte{3}), 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	reg.Add(entryFor(t, "core-1", p))
+
+	resp, err := env.httpClient(t, env.client).Get(base + DumpsPath + "core-1?compression=none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	aborted := mustCounterVec(t, metricsReg).WithLabelValues(statusAborted)
+	buf := make([]byte, 1024)
+	deadline := time.Now().Add(hangGuard)
+	var n int64
+	for counterValue(t, aborted) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a client reading 10 KiB/s still held its download after %v (%d bytes read)", hangGuard, n)
+		}
+		k, err := resp.Body.Read(buf)
+		n += int64(k)
+		if err != nil {
+			break // cut off: the counter follows
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for counterValue(t, aborted) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection broke but the download was not counted as aborted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n >= 64<<20 {
+		t.Fatal("the whole file reached a client that read far too slowly")
+	}
+}
