@@ -169,7 +169,7 @@ func TestFaultLeaderOnlyOneUploads(t *testing.T) {
 
 // TestFaultLeaderFailoverMidUpload injects `kill -9` of the leading
 // manager (two run with leader election) a quarter into the upload of a
-// 512 MiB dump (1 GiB in the full matrix; one page of data in eight). It
+// 256 MiB dump (1 GiB in the full matrix; one page of data in eight). It
 // checks: the dump is still Uploading when the leader dies; the other
 // manager takes the lease once it expires (controller-runtime's 15 s) and
 // resumes; the dump ends Uploaded with exactly one CoreDump and one object
@@ -181,7 +181,7 @@ func TestFaultLeaderFailoverMidUpload(t *testing.T) {
 	leader := lfLeader(t, a, b)
 	other := lfOther(leader, a, b)
 	n := newNode(t, "fl-failover", nodeOpts{})
-	size := faultScale[int64](512<<20, 1<<30)
+	size := faultScale[int64](256<<20, 1<<30)
 	const every = 8
 	f := fxDropSparse(t, n, coreName("big-9", "big", 13201), size, every, 31)
 	n.waitServing(float64(size/every) / 4)

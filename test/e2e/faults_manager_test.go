@@ -266,7 +266,7 @@ func TestFaultManagerKillNine(t *testing.T) {
 }
 
 // TestFaultManagerSIGTERM injects a SIGTERM to the manager while it
-// uploads a 512 MiB dump (1 GiB in the full matrix; one page of data in
+// uploads a 256 MiB dump (1 GiB in the full matrix; one page of data in
 // eight), once the agent has sent a quarter of it, and starts it again.
 // It checks: the manager exits within its grace period (it is not
 // killed); it aborted the multipart upload it had open (nothing left in
@@ -276,7 +276,7 @@ func TestFaultManagerSIGTERM(t *testing.T) {
 	g := NewWithT(t)
 	n := newNode(t, "fm-sigterm", nodeOpts{})
 	fxRestoreManager(t)
-	size := faultScale[int64](512<<20, 1<<30)
+	size := faultScale[int64](256<<20, 1<<30)
 	const every = 8
 	f := fxDropSparse(t, n, coreName("big-1", "big", 11101), size, every, 12)
 	n.waitServing(float64(size/every) / 4)
@@ -403,7 +403,7 @@ func TestFaultAgentSIGTERM(t *testing.T) {
 // TestFaultAgentFrozen injects an agent that freezes (SIGSTOP, as a node
 // under memory pressure or a hung kernel would leave it) a quarter into
 // serving a 256 MiB dump (one page of data in eight), for longer than the
-// manager's --upload-stall-timeout: 10 s against a frozen 20 s in the short
+// manager's --upload-stall-timeout: 8 s against a frozen 15 s in the short
 // form (the manager restarted with that flag), the shipped 2 minutes
 // against 3 minutes in the full matrix. Then SIGCONT. It checks: the
 // manager gives the stalled attempt up (its log says it made no progress)
@@ -413,8 +413,8 @@ func TestFaultAgentSIGTERM(t *testing.T) {
 // the node's file deleted. Converged is from SIGCONT.
 func TestFaultAgentFrozen(t *testing.T) {
 	g := NewWithT(t)
-	stall := faultScale(10*time.Second, controllers.DefaultUploadStallTimeout)
-	frozen := faultScale(20*time.Second, 3*time.Minute)
+	stall := faultScale(8*time.Second, controllers.DefaultUploadStallTimeout)
+	frozen := faultScale(15*time.Second, 3*time.Minute)
 	if !fullFaults() {
 		sfRestartManager(t, "--upload-stall-timeout", stall.String())
 	}

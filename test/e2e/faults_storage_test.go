@@ -126,8 +126,8 @@ func TestFaultStorageUnreachable(t *testing.T) {
 }
 
 // TestFaultStorage500OnPart injects 500 Internal Error answers to one part
-// of a multipart upload, in two dumps of 64 MiB of data (256 MiB in the
-// full matrix), 8 MiB parts: for dump A the first UploadPart request of
+// of a multipart upload, in two dumps of 32 MiB of data (256 MiB in the
+// full matrix), 5 MiB parts: for dump A the first UploadPart request of
 // part 2 fails once (a blip the S3 client retries itself), for dump B it
 // fails 4 times in a row (more than the client's 3 attempts, so the whole
 // upload fails and the manager must abort it and start again). It checks:
@@ -137,7 +137,7 @@ func TestFaultStorageUnreachable(t *testing.T) {
 func TestFaultStorage500OnPart(t *testing.T) {
 	g := NewWithT(t)
 	n, proxy := sfNode(t, "fs-500")
-	size := faultScale[int64](128<<20, 512<<20)
+	size := faultScale[int64](64<<20, 512<<20)
 	const every = 2
 
 	ruleA := proxy.FailNth(localcluster.MatchS3UploadPart(2), 1, http.StatusInternalServerError)
@@ -323,7 +323,7 @@ func sfRestartManager(t *testing.T, extra ...string) {
 }
 
 // TestFaultStorageHangs injects an S3 server that hangs: the first request
-// for part 2 of a multipart upload (a dump of 64 MiB of data) is accepted
+// for part 2 of a multipart upload (a dump of 32 MiB of data) is accepted
 // and never answered, its body never read. The full matrix runs the
 // manager as shipped (--upload-stall-timeout 2m); the short form restarts
 // it with 10 s. It checks: the stalled attempt is given up (its status
@@ -338,7 +338,7 @@ func TestFaultStorageHangs(t *testing.T) {
 	}
 	n, proxy := sfNode(t, "fs-hang")
 	rule := proxy.AddRule(&localcluster.FaultRule{Match: localcluster.MatchS3UploadPart(2), Hang: true})
-	const size, every = 128 << 20, 2
+	const size, every = 64 << 20, 2
 	start := time.Now()
 	f := fxDropSparse(t, n, coreName("big-10", "big", 12401), size, every, 25)
 	out := fxConverge(t, n, []fxFile{f}, start, stall+2*uploadTimeout)
@@ -357,7 +357,7 @@ func TestFaultStorageHangs(t *testing.T) {
 	g.Eventually(func() []string { return multipartUploads(t, n.bucket) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(BeEmpty())
 	recordFault(t, faultRow{
 		Group:    "storage",
-		Injected: "S3 hangs: one part upload of a 64 MiB dump accepted, never read or answered",
+		Injected: "S3 hangs: one part upload of a 32 MiB dump accepted, never read or answered",
 		Checked:  fmt.Sprintf("the attempt is given up after --upload-stall-timeout (%s), its upload aborted, and retried: Uploaded once, object equals the file", stall),
 		Dumps:    1, Lost: out.lost, Duplicated: out.duplicated, LeftOnNode: out.left, Converged: out.converged,
 	})
