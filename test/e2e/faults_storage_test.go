@@ -223,8 +223,8 @@ func TestFaultStorageSlow(t *testing.T) {
 // status message that names the missing bucket, a Warning event
 // UploadRetrying on the CoreDump once the third attempt failed, and its
 // file kept on the node; the manager keeps retrying (with capped
-// exponential backoff, for --max-upload-attempts attempts, about two hours
-// by default), so once the bucket is back every file ends with exactly one
+// exponential backoff, for --max-upload-attempts attempts, about 34
+// minutes by default), so once the bucket is back every file ends with exactly one
 // CoreDump, Uploaded, with its object equal to the file, and the node's
 // files are deleted.
 func TestFaultStorageBucketDeleted(t *testing.T) {
