@@ -46,7 +46,10 @@ const resyncPeriod = 12 * time.Hour
 // does not handle CoreDumps.
 type CoreDumpPolicyReconciler struct {
 	client.Client
-	Scheme *runtime.Scheme
+	// APIReader reads the policy's Secrets when the cache does not have
+	// them yet; nil reads the cache alone.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
 	// Namespace is the controller's namespace: agents, Secrets and CoreDumps live there.
 	Namespace string
 	// AgentImage is the agent image when a policy names none.

@@ -137,6 +137,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	if err := (&CoreDumpPolicyReconciler{
 		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
 		Scheme:              mgr.GetScheme(),
 		Namespace:           o.Namespace,
 		AgentImage:          o.AgentImage,

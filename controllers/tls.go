@@ -26,7 +26,7 @@ func (r *CoreDumpPolicyReconciler) ensureTLS(ctx context.Context, p *coredogv1.C
 	}
 	name := agentset.AgentTLSSecretName(p.Name)
 	var current corev1.Secret
-	err = r.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &current)
+	err = r.getSecret(ctx, name, &current)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("reading Secret %s: %w", name, err)
 	}
@@ -58,7 +58,7 @@ func (r *CoreDumpPolicyReconciler) ensureTLS(ctx context.Context, p *coredogv1.C
 func (r *CoreDumpPolicyReconciler) ensureCA(ctx context.Context, p *coredogv1.CoreDumpPolicy, now time.Time) (*pki.CA, bool, error) {
 	name := agentset.CASecretName(p.Name)
 	var current corev1.Secret
-	err := r.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &current)
+	err := r.getSecret(ctx, name, &current)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, false, fmt.Errorf("reading Secret %s: %w", name, err)
 	}
@@ -80,6 +80,20 @@ func (r *CoreDumpPolicyReconciler) ensureCA(ctx context.Context, p *coredogv1.Co
 		return nil, false, err
 	}
 	return ca, true, nil
+}
+
+// getSecret reads a Secret from the cache and, when the cache does not have
+// it, from the API server. The cache lags behind this reconciler's own
+// writes: taking a CA it applied a moment ago for a missing one would
+// replace it, and the agents would serve certificates from a CA that the
+// manager no longer trusts.
+func (r *CoreDumpPolicyReconciler) getSecret(ctx context.Context, name string, s *corev1.Secret) error {
+	key := client.ObjectKey{Namespace: r.Namespace, Name: name}
+	err := r.Get(ctx, key, s)
+	if apierrors.IsNotFound(err) && r.APIReader != nil {
+		err = r.APIReader.Get(ctx, key, s)
+	}
+	return err
 }
 
 func (r *CoreDumpPolicyReconciler) applySecret(ctx context.Context, p *coredogv1.CoreDumpPolicy, name string, typ corev1.SecretType, data map[string][]byte) error {
