@@ -450,7 +450,7 @@ func TestFaultAgentFrozen(t *testing.T) {
 	must(t, syscall.Kill(-pgid, syscall.SIGCONT))
 	thawed = true
 	back := time.Now()
-	out := fxConverge(t, n, []fxFile{f}, back, 2*uploadTimeout+backoffAfter(frozen))
+	out := fxConverge(t, n, []fxFile{f}, back, 2*uploadTimeout+fxBackoffAfter(frozen))
 	g.Eventually(func() []string { return multipartUploads(t, n.bucket) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(BeEmpty())
 	cd := out.dumps[f.name]
 	t.Logf("agent frozen for %s; the manager gave the attempt up %s in; Uploaded %s after SIGCONT (attempts %d)",
@@ -463,6 +463,6 @@ func TestFaultAgentFrozen(t *testing.T) {
 	})
 }
 
-// backoffAfter bounds the wait of the next upload attempt after failures
+// fxBackoffAfter bounds the wait of the next upload attempt after failures
 // spanning d: the manager's backoff doubles from 1 s, capped at 5 minutes.
-func backoffAfter(d time.Duration) time.Duration { return min(d+time.Second, 5*time.Minute) }
+func fxBackoffAfter(d time.Duration) time.Duration { return min(d+time.Second, 5*time.Minute) }
