@@ -321,6 +321,8 @@ func TestChartDefaultValues(t *testing.T) {
 		"RoleBinding coredog-system/coredog-agent",
 		"Deployment coredog-system/coredog-manager",
 		"Service coredog-system/coredog-manager-metrics",
+		"ValidatingAdmissionPolicy coredog-agent",
+		"ValidatingAdmissionPolicyBinding coredog-agent",
 	}, inventory(r.Objects))
 
 	ch := loadChart(t)
@@ -346,6 +348,8 @@ func TestChartAllOptionsOn(t *testing.T) {
 		"RoleBinding platform-coredog/coredog-agent",
 		"Deployment platform-coredog/coredog-manager",
 		"Service platform-coredog/coredog-manager-metrics",
+		"ValidatingAdmissionPolicy coredog-agent",
+		"ValidatingAdmissionPolicyBinding coredog-agent",
 		"ServiceMonitor platform-coredog/coredog-manager",
 		"CoreDumpPolicy cluster",
 	}, inventory(r.Objects))

@@ -36,6 +36,8 @@ func TestKustomizeDefault(t *testing.T) {
 		"RoleBinding coredog-system/coredog-agent",
 		"Deployment coredog-system/coredog-manager",
 		"Service coredog-system/coredog-manager-metrics",
+		"ValidatingAdmissionPolicy coredog-agent",
+		"ValidatingAdmissionPolicyBinding coredog-agent",
 	}, inventory(objs))
 
 	// Agent pods use hostPID and hostPath: a namespace held to the baseline

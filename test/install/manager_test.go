@@ -16,8 +16,8 @@ type managerDeploymentWant struct {
 	namespace, image, serviceAccount, agentServiceAccount string
 	// extraArgs follow the common arguments (the chart's manager.* values).
 	extraArgs []string
-	replicas                                              int32
-	metrics                                               bool
+	replicas  int32
+	metrics   bool
 }
 
 // checkManagerDeployment asserts what every install of the manager must

@@ -1,0 +1,221 @@
+package install
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/agentlease"
+)
+
+// TestAgentTokenWritesOnlyItsNode installs the agents' RBAC and admission
+// policy (from config/rbac, and from the chart under another name and
+// namespace) into a real API server, and acts as an agent with a token bound
+// to a pod on a node, as the kubelet mounts it: the agent can write its own
+// node's Lease and CoreDumps, and nothing of another node's, nor the manager's
+// leader-election Lease; a token not bound to a pod writes nothing.
+func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
+	requireAssets(t)
+	env := &envtest.Environment{CRDDirectoryPaths: []string{repoPath("config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting envtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping envtest: %v", err)
+		}
+	})
+	admin, err := client.New(cfg, client.Options{Scheme: testScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// A node name long enough that agentlease.Name hashes it.
+	long := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + "." + strings.Repeat("d", 60) + ".eeeeeeee"
+	for _, n := range []string{"node-a", "node-b", "coredog.io", long} {
+		must(t, admin.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}))
+	}
+
+	for _, src := range []struct {
+		name, namespace, agentSA string
+		objs                     []manifest
+	}{
+		{"config/rbac", defaultNamespace, agentName, configRBAC(t)},
+		{"chart", "ops", "dog-agent", mustRender(t, chartRelease, "ops", values(t, "fullnameOverride: dog")).Objects},
+	} {
+		t.Run(src.name, func(t *testing.T) {
+			must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: src.namespace}}))
+			installed := 0
+			for _, m := range src.objs {
+				switch m.Obj.GetKind() {
+				case "ServiceAccount", "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
+					if !strings.Contains(m.Obj.GetName(), "agent") {
+						continue
+					}
+					must(t, admin.Create(ctx, m.Obj.DeepCopy()))
+					installed++
+				}
+			}
+			if installed != 5 {
+				t.Fatalf("%s: installed %d of the agent's ServiceAccount, Role, RoleBinding, policy and binding", src.name, installed)
+			}
+			agent := func(node string) client.Client {
+				t.Helper()
+				return agentClient(ctx, t, cfg, src.namespace, src.agentSA, node)
+			}
+			onA, onB := agent("node-a"), agent("node-b")
+
+			// The policy takes effect once the API server has loaded it.
+			foreign := lease(src.namespace, agentlease.Name("p1", "node-b"))
+			waitForbidden(ctx, t, "node-a creating node-b's Lease", onA, admin, foreign)
+
+			own := lease(src.namespace, agentlease.Name("p1", "node-a"))
+			must(t, onA.Create(ctx, own))
+			own.Spec.HolderIdentity = ptrTo("agent-a")
+			must(t, onA.Update(ctx, own))
+
+			must(t, onB.Create(ctx, foreign))
+			foreign.Spec.HolderIdentity = ptrTo("agent-a")
+			expectForbidden(t, "node-a updating node-b's Lease", onA.Update(ctx, foreign))
+
+			must(t, onA.Create(ctx, coreDump(src.namespace, "cd-a", "node-a")))
+			expectForbidden(t, "node-a creating a CoreDump of node-b", onA.Create(ctx, coreDump(src.namespace, "cd-b", "node-b")))
+
+			// A node named like the manager's Lease suffix still cannot take it.
+			onDot := agent("coredog.io")
+			must(t, onDot.Create(ctx, lease(src.namespace, agentlease.Name("p1", "coredog.io"))))
+			leader := lease(src.namespace, "coredog-controller.coredog.io")
+			expectForbidden(t, "an agent creating the leader-election Lease", onDot.Create(ctx, leader))
+
+			// Node names too long for "<policy>.<node>" use the hashed form.
+			onLong := agent(long)
+			hashed := agentlease.Name("p1", long)
+			if !strings.Contains(hashed, ".node-") {
+				t.Fatalf("agentlease.Name did not hash a %d-character node name: %s", len(long), hashed)
+			}
+			must(t, onLong.Create(ctx, lease(src.namespace, hashed)))
+			expectForbidden(t, "node-a creating a hashed Lease name", onA.Create(ctx, lease(src.namespace, agentlease.Name("p2", long))))
+
+			// A token of the ServiceAccount that no pod holds.
+			unbound := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "")
+			expectForbidden(t, "a token not bound to a pod", unbound.Create(ctx, lease(src.namespace, agentlease.Name("p3", "node-a"))))
+		})
+	}
+}
+
+// agentClient returns a client that authenticates with a token of the agent's
+// ServiceAccount bound to a new pod on node, as the kubelet mounts it; with
+// node "" the token is bound to nothing.
+func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace, sa, node string) client.Client {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptrTo(int64(3600))}}
+	if node != "" {
+		pod, err := cs.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-", Namespace: namespace},
+			Spec: corev1.PodSpec{
+				ServiceAccountName: sa, NodeName: node,
+				Containers: []corev1.Container{{Name: "agent", Image: "ghcr.io/coredog/coredog:test"}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("TokenRequest for %s/%s: %v", namespace, sa, err)
+	}
+	c, err := client.New(&rest.Config{
+		Host:            cfg.Host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: cfg.CAData},
+		BearerToken:     tr.Status.Token,
+	}, client.Options{Scheme: testScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func lease(namespace, name string) *coordinationv1.Lease {
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+}
+
+func coreDump(namespace, name, node string) *coredogv1.CoreDump {
+	return &coredogv1.CoreDump{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: coredogv1.CoreDumpSpec{
+			PolicyName: "p1", NodeName: node, FileName: "core.web-0.server.4242.11.1767225600",
+			Size: 4096, DetectedBy: coredogv1.DetectedByWatch, DetectedAt: metav1.Now(),
+			Process: coredogv1.ProcessInfo{Executable: "server", Signal: 11, SignalName: "SIGSEGV", HostPID: 4242},
+		},
+	}
+}
+
+// expectForbidden checks that the API server refused a request with the
+// policy's Forbidden, not for another reason (RBAC, validation).
+func expectForbidden(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: allowed", what)
+		return
+	}
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "ValidatingAdmissionPolicy") {
+		t.Errorf("%s: refused, but not by the admission policy: %v", what, err)
+	}
+}
+
+// waitForbidden creates obj as c until the admission policy refuses it (the
+// API server loads a new policy within a second or so); what was created
+// meanwhile is deleted again by admin.
+func waitForbidden(ctx context.Context, t *testing.T, what string, c, admin client.Client, obj client.Object) {
+	t.Helper()
+	var err error
+	for ctx.Err() == nil {
+		err = c.Create(ctx, obj.DeepCopyObject().(client.Object))
+		if err != nil && apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy") {
+			return
+		}
+		if err == nil {
+			must(t, admin.Delete(ctx, obj.DeepCopyObject().(client.Object)))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: the admission policy never refused it; last result: %v", what, err)
+}
+
+func requireAssets(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./test/install/ (hack/envtest.sh builds the control plane)")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
