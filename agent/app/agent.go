@@ -36,7 +36,7 @@ type Agent struct {
 	cfg      Config
 	set      settings
 	log      logr.Logger
-	client   client.Client
+	client   client.WithWatch
 	registry *serve.Registry
 	guard    *nodeguard.Guard
 	detector *detect.Detector
@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		// of 5 per second would queue them for many seconds.
 		restCfg.QPS, restCfg.Burst = 50, 100
 	}
-	c, err := client.New(restCfg, client.Options{Scheme: scheme})
+	c, err := client.NewWithWatch(restCfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating API client: %w", err)
 	}
@@ -165,19 +165,14 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 
 	// Watch this node's CoreDumps first, so that a dump that is already
 	// Uploaded when its file is found again (after a restart) is released.
-	informerCache, err := a.startLifecycle(ctx, restCfg, scheme)
-	if err != nil {
-		return err
-	}
-	goRun("cache", informerCache.Start)
-	if !informerCache.WaitForCacheSync(ctx) {
-		stopped := ctx.Err() != nil && len(errs) == 0
+	dumps := newDumpWatch(c, cfg.Namespace, a.nodeSelector(), a.release)
+	goRun("CoreDump watch", dumps.run)
+	select {
+	case <-dumps.synced():
+	case <-ctx.Done():
 		cancel()
 		wg.Wait()
-		if stopped {
-			return errors.Join(drain(errs)...)
-		}
-		return errors.Join(append(drain(errs), errors.New("CoreDump cache did not sync"))...)
+		return errors.Join(drain(errs)...)
 	}
 	goRun("lease", a.heartbeat)
 	goRun("retries", a.pending.run)

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -12,11 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -28,52 +23,17 @@ func done(cd *coredogv1.CoreDump) bool {
 	return cd.Status.Phase == coredogv1.PhaseUploaded || cd.Status.Phase == coredogv1.PhaseSkipped
 }
 
-// startLifecycle watches this node's CoreDumps and releases local files when
-// their dump is Uploaded, Skipped or deleted.
-func (a *Agent) startLifecycle(ctx context.Context, restCfg *rest.Config, scheme *runtime.Scheme) (cache.Cache, error) {
-	c, err := cache.New(restCfg, cache.Options{
-		Scheme:            scheme,
-		DefaultNamespaces: map[string]cache.Config{a.cfg.Namespace: {}},
-		ByObject: map[client.Object]cache.ByObject{
-			&coredogv1.CoreDump{}: {Field: a.nodeSelector(), Transform: trimCoreDump},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating CoreDump cache: %w", err)
-	}
-	inf, err := c.GetInformer(ctx, &coredogv1.CoreDump{})
-	if err != nil {
-		return nil, fmt.Errorf("watching CoreDumps: %w", err)
-	}
-	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { a.onCoreDump(obj, false) },
-		UpdateFunc: func(_, obj any) { a.onCoreDump(obj, false) },
-		DeleteFunc: func(obj any) {
-			if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = tomb.Obj
-			}
-			a.onCoreDump(obj, true)
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("watching CoreDumps: %w", err)
-	}
-	return c, nil
-}
-
-// cachedDump is all the agent's cache keeps of a CoreDump: the cache holds
-// every CoreDump of the node for as long as it exists (thousands, when no
-// manager drains them), and the agent acts only on its name, phase and
-// deletion. Name, Namespace and ResourceVersion stay so that the informer's
-// keys and its resync detection work as for the full object.
+// cachedDump is what a watch-list's first snapshot keeps of each CoreDump
+// until dumpStore.Replace has read it: the agent acts only on its name,
+// phase and deletion. Namespace and ResourceVersion stay because the
+// reflector keys and orders the snapshot by them.
 type cachedDump struct {
 	metav1.ObjectMeta
 	phase coredogv1.Phase
 }
 
-// trimCoreDump is the cache's transform. It may be handed what it returned
-// before (a watch-list's objects are transformed twice), so it lets a
-// cachedDump through.
+// trimCoreDump is the watch-list's transform. It may be handed what it
+// returned before, so it lets a cachedDump through.
 func trimCoreDump(obj any) (any, error) {
 	cd, ok := obj.(*coredogv1.CoreDump)
 	if !ok {
@@ -86,20 +46,6 @@ func trimCoreDump(obj any) (any, error) {
 		},
 		phase: cd.Status.Phase,
 	}, nil
-}
-
-func (a *Agent) onCoreDump(obj any, deleted bool) {
-	// The cache's field selector already limits it to this node and policy.
-	cd, ok := obj.(*cachedDump)
-	if !ok {
-		return
-	}
-	switch {
-	case deleted || !cd.DeletionTimestamp.IsZero():
-		a.release(cd.Name, "its CoreDump was deleted")
-	case cd.phase == coredogv1.PhaseUploaded || cd.phase == coredogv1.PhaseSkipped:
-		a.release(cd.Name, "its CoreDump is "+string(cd.phase))
-	}
 }
 
 // release deletes the local file of a dump and stops serving it.

@@ -23,7 +23,6 @@ import (
 	"github.com/coredog/coredog/controllers/storage"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
-	"github.com/coredog/coredog/internal/scheme"
 )
 
 // BenchmarkProfilePipeline is the pipeline's data path in one process, for
@@ -165,7 +164,8 @@ func BenchmarkProfileIdleAgent(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, s.cp.Config, scheme.New(), logr.Discard()) }()
+	// The scheme cmd/agent gives it, so that the heap is the binary's.
+	go func() { done <- app.Run(ctx, cfg, s.cp.Config, app.NewScheme(), logr.Discard()) }()
 	defer func() {
 		cancel()
 		<-done

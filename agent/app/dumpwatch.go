@@ -1,0 +1,161 @@
+package app
+
+import (
+	"context"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// dumpWatch follows this node's CoreDumps and reports each one that is done
+// with: Uploaded, Skipped, being deleted, or gone. It is client-go's
+// reflector feeding a store of names, not an informer: the agent never reads
+// a CoreDump back from a cache, and a node whose dumps wait for upload may
+// have thousands of them, each of which an informer would keep as an
+// object, a key, an index entry and a queued notification. What the store
+// must remember is which dumps exist, so that a relist after a broken watch
+// can tell which ones were deleted meanwhile.
+type dumpWatch struct {
+	reflector *toolscache.Reflector
+	store     *dumpStore
+}
+
+func newDumpWatch(c client.WithWatch, namespace string, selector fields.Selector, onDone func(name, why string)) *dumpWatch {
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			opts.FieldSelector = selector.String()
+			list := &coredogv1.CoreDumpList{}
+			err := c.List(ctx, list, client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = selector.String()
+			return c.Watch(ctx, &coredogv1.CoreDumpList{}, client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
+		},
+	}
+	store := &dumpStore{onDone: onDone, names: map[string]struct{}{}, synced: make(chan struct{})}
+	r := toolscache.NewReflectorWithOptions(lw, &coredogv1.CoreDump{}, store, toolscache.ReflectorOptions{
+		Name:            "coredumps",
+		TypeDescription: "CoreDump",
+	})
+	return &dumpWatch{reflector: r, store: store}
+}
+
+// run lists and watches until ctx is done.
+func (w *dumpWatch) run(ctx context.Context) error {
+	w.reflector.RunWithContext(ctx)
+	return nil
+}
+
+// synced is closed once the first list has been seen whole.
+func (w *dumpWatch) synced() <-chan struct{} { return w.store.synced }
+
+// dumpStore is the reflector's store: the names of the CoreDumps that exist,
+// and a callback for those that are done with.
+type dumpStore struct {
+	onDone func(name, why string)
+
+	mu    sync.Mutex
+	names map[string]struct{}
+
+	syncOnce sync.Once
+	synced   chan struct{}
+}
+
+var _ toolscache.TransformingStore = (*dumpStore)(nil)
+
+// dumpFacts is what the agent acts on. A watch delivers whole CoreDumps; a
+// watch-list's items have been through Transformer already.
+func dumpFacts(obj any) (name, doneWhy string, ok bool) {
+	var phase coredogv1.Phase
+	var deleting bool
+	switch cd := obj.(type) {
+	case *coredogv1.CoreDump:
+		name, phase, deleting = cd.Name, cd.Status.Phase, !cd.DeletionTimestamp.IsZero()
+	case *cachedDump:
+		name, phase, deleting = cd.Name, cd.phase, !cd.DeletionTimestamp.IsZero()
+	default:
+		return "", "", false
+	}
+	switch {
+	case deleting:
+		doneWhy = "its CoreDump was deleted"
+	case phase == coredogv1.PhaseUploaded || phase == coredogv1.PhaseSkipped:
+		doneWhy = "its CoreDump is " + string(phase)
+	}
+	return name, doneWhy, true
+}
+
+func (s *dumpStore) Add(obj any) error { return s.Update(obj) }
+
+// Resync has nothing to do: the store holds no objects to hand out again.
+func (s *dumpStore) Resync() error { return nil }
+
+// Transformer keeps the watch-list's first snapshot small: the reflector
+// holds all of it until it hands it to Replace.
+func (s *dumpStore) Transformer() toolscache.TransformFunc { return trimCoreDump }
+
+func (s *dumpStore) Update(obj any) error {
+	name, why, ok := dumpFacts(obj)
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	if _, known := s.names[name]; !known {
+		s.names[name] = struct{}{}
+	}
+	s.mu.Unlock()
+	if why != "" {
+		s.onDone(name, why)
+	}
+	return nil
+}
+
+func (s *dumpStore) Delete(obj any) error {
+	name, _, ok := dumpFacts(obj)
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	delete(s.names, name)
+	s.mu.Unlock()
+	s.onDone(name, "its CoreDump was deleted")
+	return nil
+}
+
+// Replace takes a whole list: what it lacks of the names known before was
+// deleted while nobody watched.
+func (s *dumpStore) Replace(list []any, _ string) error {
+	names := make(map[string]struct{}, len(list))
+	var done [][2]string
+	for _, obj := range list {
+		name, why, ok := dumpFacts(obj)
+		if !ok {
+			continue
+		}
+		names[name] = struct{}{}
+		if why != "" {
+			done = append(done, [2]string{name, why})
+		}
+	}
+	s.mu.Lock()
+	for name := range s.names {
+		if _, ok := names[name]; !ok {
+			done = append(done, [2]string{name, "its CoreDump was deleted"})
+		}
+	}
+	s.names = names
+	s.mu.Unlock()
+	for _, d := range done {
+		s.onDone(d[0], d[1])
+	}
+	s.syncOnce.Do(func() { close(s.synced) })
+	return nil
+}

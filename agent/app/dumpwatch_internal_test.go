@@ -1,0 +1,105 @@
+package app
+
+import (
+	"cmp"
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+func dumpIn(name string, phase coredogv1.Phase) *coredogv1.CoreDump {
+	return &coredogv1.CoreDump{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", ResourceVersion: "1", Labels: map[string]string{"a": "b"}},
+		Spec:       coredogv1.CoreDumpSpec{NodeName: "n", PolicyName: "p", FileName: "core.1"},
+		Status:     coredogv1.CoreDumpStatus{Phase: phase},
+	}
+}
+
+func TestDumpStoreReportsDumpsDoneWith(t *testing.T) {
+	type call struct{ name, why string }
+	var calls []call
+	s := &dumpStore{names: map[string]struct{}{}, synced: make(chan struct{}),
+		onDone: func(name, why string) { calls = append(calls, call{name, why}) }}
+	expect := func(step string, want ...call) {
+		t.Helper()
+		if !slices.Equal(calls, want) {
+			t.Errorf("%s: released %v, want %v", step, calls, want)
+		}
+		calls = nil
+	}
+	deleting := dumpIn("d", coredogv1.PhasePending)
+	deleting.DeletionTimestamp = ptr.To(metav1.Now())
+
+	// The first snapshot comes through the transform, as a watch-list's does.
+	var first []any
+	for _, cd := range []*coredogv1.CoreDump{dumpIn("a", coredogv1.PhasePending), dumpIn("b", coredogv1.PhaseUploaded), deleting} {
+		obj, err := trimCoreDump(cd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, obj)
+	}
+	select {
+	case <-s.synced:
+		t.Fatal("synced before the first list")
+	default:
+	}
+	if err := s.Replace(first, "1"); err != nil {
+		t.Fatal(err)
+	}
+	expect("first list", call{"b", "its CoreDump is Uploaded"}, call{"d", "its CoreDump was deleted"})
+	select {
+	case <-s.synced:
+	default:
+		t.Fatal("not synced after the first list")
+	}
+
+	mustOK(t, s.Add(dumpIn("c", coredogv1.PhasePending)))
+	mustOK(t, s.Update(dumpIn("a", coredogv1.PhaseUploading)))
+	expect("pending and uploading")
+	mustOK(t, s.Update(dumpIn("a", coredogv1.PhaseSkipped)))
+	expect("skipped", call{"a", "its CoreDump is Skipped"})
+	mustOK(t, s.Delete(dumpIn("c", coredogv1.PhasePending)))
+	expect("deleted", call{"c", "its CoreDump was deleted"})
+
+	// A relist after a broken watch: e was created and b deleted meanwhile.
+	mustOK(t, s.Add(dumpIn("b", coredogv1.PhaseUploaded)))
+	calls = nil
+	mustOK(t, s.Replace([]any{dumpIn("a", coredogv1.PhaseSkipped), dumpIn("e", coredogv1.PhasePending)}, "2"))
+	slices.SortFunc(calls, func(x, y call) int { return cmp.Compare(x.name, y.name) })
+	expect("relist", call{"a", "its CoreDump is Skipped"}, call{"b", "its CoreDump was deleted"}, call{"d", "its CoreDump was deleted"})
+	if len(s.names) != 2 {
+		t.Errorf("the store knows %v, want a and e", s.names)
+	}
+}
+
+func TestTrimCoreDumpKeepsWhatTheAgentActsOn(t *testing.T) {
+	cd := dumpIn("a", coredogv1.PhaseUploaded)
+	obj, err := trimCoreDump(cd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, ok := obj.(*cachedDump)
+	if !ok {
+		t.Fatalf("trimCoreDump returned %T", obj)
+	}
+	if small.Name != "a" || small.Namespace != "ns" || small.ResourceVersion != "1" || small.phase != coredogv1.PhaseUploaded || small.Labels != nil {
+		t.Errorf("trimmed to %+v", small)
+	}
+	// The reflector may hand a trimmed object back.
+	again, err := trimCoreDump(small)
+	if err != nil || again != any(small) {
+		t.Errorf("trimCoreDump of its own result = %v, %v", again, err)
+	}
+}
+
+func mustOK(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
