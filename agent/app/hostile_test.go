@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/coredog/coredog/agent/app"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/procio"
 	"github.com/coredog/coredog/internal/scheme"
 )
 
@@ -52,7 +52,7 @@ func TestHugeSparseFileIsRefusedByTheNodeLimit(t *testing.T) {
 	g := NewWithT(t)
 	h := newHarness(t, nil)
 	h.start()
-	before := readChars(t)
+	before := procio.MustReadChars(t)
 	name := "core.huge.app.77.11.1767225600"
 	p := writeHugeSparse(t, h, name)
 	g.Eventually(func(g Gomega) {
@@ -61,9 +61,7 @@ func TestHugeSparseFileIsRefusedByTheNodeLimit(t *testing.T) {
 		g.Expect(cd.Spec.RefusedReason).To(Equal(coredogv1.ReasonQuotaExceeded))
 	}, wait, 100*time.Millisecond).Should(Succeed())
 	g.Eventually(fileGone(p), wait, 100*time.Millisecond).Should(BeTrue())
-	if before >= 0 {
-		g.Expect(readChars(t)-before).To(BeNumerically("<", 64<<20), "bytes read by the agent")
-	}
+	g.Expect(procio.MustReadChars(t)-before).To(BeNumerically("<", 64<<20), "bytes read by the agent")
 }
 
 // TestHugeSparseFileWithinTheLimitIsServedAndCancellable: a node limit
@@ -84,7 +82,7 @@ func TestHugeSparseFileWithinTheLimitIsServedAndCancellable(t *testing.T) {
 		cdName = cd.Name
 	}, wait, 100*time.Millisecond).Should(Succeed())
 
-	before := readChars(t)
+	before := procio.MustReadChars(t)
 	for range 2 {
 		ctx, cancel := context.WithCancel(context.Background())
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.endpoint(g)+"/v1/dumps/"+cdName+"?compression=zstd", nil)
@@ -111,26 +109,7 @@ func TestHugeSparseFileWithinTheLimitIsServedAndCancellable(t *testing.T) {
 		cancel()
 		resp.Body.Close()
 	}
-	if before >= 0 {
-		g.Expect(readChars(t)-before).To(BeNumerically("<", 256<<20), "bytes read to start two downloads of a file with 16 bytes of data")
-	}
-}
-
-// readChars is the rchar of /proc/self/io, or -1 where the kernel does not show it.
-func readChars(t *testing.T) int64 {
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Logf("not measuring reads: %v", err)
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				return n
-			}
-		}
-	}
-	return -1
+	g.Expect(procio.MustReadChars(t)-before).To(BeNumerically("<", 256<<20), "bytes read to start two downloads of a file with 16 bytes of data")
 }
 
 // TestDumpContentsNeverReachTheLogs runs the agent with every log level on

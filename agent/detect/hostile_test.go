@@ -3,11 +3,12 @@ package detect
 import (
 	"errors"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coredog/coredog/internal/procio"
 )
 
 // What a workload (or anyone who can write into the watched directory) can
@@ -122,7 +123,7 @@ func TestRunHugeSparseFile(t *testing.T) {
 	const size = 100 << 30
 	h := newHarness(t, Options{PollInterval: 200 * time.Millisecond})
 	h.start()
-	before := readChars(t)
+	before := procio.MustReadChars(t)
 	f, err := os.Create(h.path("core.huge.1"))
 	mustOK(t, err)
 	if err := f.Truncate(size); err != nil {
@@ -134,27 +135,8 @@ func TestRunHugeSparseFile(t *testing.T) {
 	if got.Identity.Size != size {
 		t.Errorf("size %d, want %d", got.Identity.Size, int64(size))
 	}
-	if before >= 0 {
-		// Other parallel tests read too, but nowhere near this much.
-		if read := readChars(t) - before; read > 64<<20 {
-			t.Errorf("read %d bytes while detecting a sparse file", read)
-		}
+	// Other parallel tests read too, but nowhere near this much.
+	if read := procio.MustReadChars(t) - before; read > 64<<20 {
+		t.Errorf("read %d bytes while detecting a sparse file", read)
 	}
-}
-
-// readChars is the rchar of /proc/self/io, or -1 where the kernel does not show it.
-func readChars(t *testing.T) int64 {
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Logf("not measuring reads: %v", err)
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				return n
-			}
-		}
-	}
-	return -1
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coredog/coredog/internal/pki"
+	"github.com/coredog/coredog/internal/procio"
 )
 
 func sha256Hex(b []byte) string {
@@ -359,7 +360,7 @@ func TestSparseFile(t *testing.T) {
 		at = r.off + int64(len(r.data))
 	}
 
-	readBefore := readChars(t)
+	readBefore := procio.MustReadChars(t)
 	resp, err := client.Get(base + DumpsPath + "sparse")
 	if err != nil {
 		t.Fatal(err)
@@ -381,10 +382,8 @@ func TestSparseFile(t *testing.T) {
 	}
 	// The process (server and client) read far less than the file's size:
 	// holes were not read.
-	if readBefore >= 0 {
-		if read := readChars(t) - readBefore; read > 64<<20 {
-			t.Errorf("read %d bytes to serve a 1 GiB file with 1 MiB of data", read)
-		}
+	if read := procio.MustReadChars(t) - readBefore; read > 64<<20 {
+		t.Errorf("read %d bytes to serve a 1 GiB file with 1 MiB of data", read)
 	}
 }
 
@@ -418,25 +417,6 @@ func sameStream(got, want io.Reader) error {
 			return nil
 		}
 	}
-}
-
-// readChars is the rchar of /proc/self/io (bytes this process read through
-// read-like calls), or -1 where the kernel does not show it.
-func readChars(t *testing.T) int64 {
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Logf("not measuring reads: %v", err)
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err == nil {
-				return n
-			}
-		}
-	}
-	return -1
 }
 
 func TestTLSReload(t *testing.T) {
