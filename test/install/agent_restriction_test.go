@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
@@ -28,21 +26,7 @@ import (
 // node's Lease and CoreDumps, and nothing of another node's, nor the manager's
 // leader-election Lease; a token not bound to a pod writes nothing.
 func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
-	requireAssets(t)
-	env := &envtest.Environment{CRDDirectoryPaths: []string{repoPath("config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping envtest: %v", err)
-		}
-	})
-	admin, err := client.New(cfg, client.Options{Scheme: testScheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, admin := startEnvtest(t, repoPath("config", "crd", "bases"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -202,13 +186,6 @@ func waitForbidden(ctx context.Context, t *testing.T, what string, c, admin clie
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("%s: the admission policy never refused it; last result: %v", what, err)
-}
-
-func requireAssets(t *testing.T) {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./test/install/ (hack/envtest.sh builds the control plane)")
-	}
 }
 
 func must(t *testing.T, err error) {

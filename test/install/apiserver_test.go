@@ -3,7 +3,6 @@ package install
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // TestAPIServerAcceptsEverything has a real kube-apiserver (envtest) validate
@@ -22,9 +20,6 @@ import (
 // created with a server-side dry run and strict field validation, so schema,
 // CEL rules and unknown fields are all checked, and nothing is stored.
 func TestAPIServerAcceptsEverything(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, or KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./test/install/ (hack/envtest.sh builds the control plane)")
-	}
 	sets := map[string][]manifest{
 		"config/default":         parseManifests(t, "config/default", kustomize(t, repoPath("config", "default"))),
 		"config/samples":         parseManifests(t, "config/samples", kustomize(t, repoPath("config", "samples"))),
@@ -35,26 +30,10 @@ func TestAPIServerAcceptsEverything(t *testing.T) {
 		t.FailNow()
 	}
 
-	env := &envtest.Environment{
-		CRDDirectoryPaths: []string{
-			repoPath("config", "crd", "bases"),
-			filepath.Join("testdata", "crds"), // the ServiceMonitor subset
-		},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping envtest: %v", err)
-		}
-	})
-	c, err := client.New(cfg, client.Options{Scheme: testScheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := startEnvtest(t,
+		repoPath("config", "crd", "bases"),
+		filepath.Join("testdata", "crds"), // the ServiceMonitor subset
+	)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 
