@@ -491,9 +491,6 @@ func (d *Detector) walk(dir string, src Source, root bool) error {
 	var subdirs []string
 	now := d.clock.Now()
 	err := scanDir(dir, !root, d.dirBuf, func(name []byte, e entry) {
-		if hidden(name) {
-			return
-		}
 		path = append(path[:prefix], name...)
 		switch e.kind {
 		case entryDir:
@@ -591,9 +588,13 @@ func (d *Detector) checkPending() []ready {
 func (d *Detector) judgePendingLocked() []ready {
 	var out []ready
 	for _, path := range d.t.pendingPaths() {
+		s, ok := d.t.pending[path]
+		if !ok {
+			continue
+		}
 		// PID first, then stat: see complete.
 		pid := d.pidState(path)
-		if !d.observeLocked(path, d.t.pending[path].source) {
+		if !d.observeLocked(path, s.source) {
 			continue
 		}
 		if r, ok := d.t.judge(path, pid, d.clock.Now()); ok {

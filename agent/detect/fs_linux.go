@@ -37,8 +37,8 @@ func observationOfStat(st *unix.Stat_t) observation {
 	}
 }
 
-// scanDir calls fn for every entry of dir but "." and "..", in the order
-// the file system lists them. With noFollow it refuses a dir that is a
+// scanDir calls fn for every entry of dir but hidden ones (and so "." and
+// ".."), in the order the file system lists them. With noFollow it refuses a dir that is a
 // symbolic link, checked by the open itself rather than by a racy Lstat
 // beforehand. It reads the listing in batches into buf and looks at each
 // name relative to the open directory: the name passed to fn is a view of
@@ -64,7 +64,14 @@ func scanDir(dir string, noFollow bool, buf []byte, fn func(name []byte, e entry
 		if n <= 0 {
 			return nil
 		}
-		if err := eachDirent(buf[:n], func(name []byte, typ uint8) { fn(name, lookAt(fd, name, typ)) }); err != nil {
+		err = eachDirent(buf[:n], func(name []byte, typ uint8) {
+			if hidden(name) {
+				// Not even looked at: in Pipe mode every core has one.
+				return
+			}
+			fn(name, lookAt(fd, name, typ))
+		})
+		if err != nil {
 			return fmt.Errorf("listing %s: %w", dir, err)
 		}
 	}

@@ -15,13 +15,17 @@ func observationOf(fi os.FileInfo) observation {
 	return observation{size: fi.Size(), mtimeNanos: m, ctimeNanos: m}
 }
 
-// scanDir lists dir with os.ReadDir and Lstat: development builds only.
+// scanDir lists dir but its hidden entries with os.ReadDir and Lstat:
+// development builds only.
 func scanDir(dir string, _ bool, _ []byte, fn func(name []byte, e entry)) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, de := range entries {
+		if hidden(de.Name()) {
+			continue
+		}
 		fi, err := os.Lstat(filepath.Join(dir, de.Name()))
 		var e entry
 		switch {

@@ -124,6 +124,13 @@ func TestEachDirent(t *testing.T) {
 	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
+	// Hidden names are skipped, files and directories alike.
+	if err := os.WriteFile(filepath.Join(dir, ".core.1.cgroup"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".coredog"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]entryKind{}
 	// A small buffer makes the listing take several reads.
 	err := scanDir(dir, true, make([]byte, 1024), func(name []byte, e entry) {
