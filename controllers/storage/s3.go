@@ -146,7 +146,9 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
 	}
-	return &bucketStore{bucket: bucket, tune: func(wo *blob.WriterOptions) {
+	return &bucketStore{bucket: bucket, beforeWrite: func(ctx context.Context, fullKey string) {
+		abortStaleUploads(ctx, client, loc.Bucket, fullKey)
+	}, tune: func(wo *blob.WriterOptions) {
 		part := int64(wo.BufferSize)
 		tm := func(o *transfermanager.Options) {
 			o.PartSizeBytes = part
@@ -168,6 +170,27 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 			return nil
 		}
 	}}, nil
+}
+
+// abortStaleUploads aborts the multipart uploads of fullKey that are still
+// open. A write aborts its own upload when it fails, but a manager killed
+// mid-write (kill -9, OOM, a lost node) cannot, and its parts would stay in
+// the bucket, billed and invisible, until a lifecycle rule removes them. The
+// manager writes a key once at a time (one leader, one upload per dump), so
+// an upload of the key that is open when a new attempt starts is dead. Best
+// effort: without s3:ListBucketMultipartUploads the lifecycle rule remains
+// the only cleanup, and the write goes on either way.
+func abortStaleUploads(ctx context.Context, client *s3.Client, bucket, fullKey string) {
+	out, err := client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(fullKey)})
+	if err != nil {
+		return
+	}
+	for _, u := range out.Uploads {
+		if aws.ToString(u.Key) != fullKey {
+			continue
+		}
+		_, _ = client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: u.Key, UploadId: u.UploadId})
+	}
 }
 
 // s3Config builds the SDK configuration. With a Secret it is built by hand

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -239,6 +240,41 @@ func TestS3Store(t *testing.T) {
 		})
 	})
 	t.Run("delete", func(t *testing.T) { checkDelete(t, s) })
+	t.Run("a dead attempt's multipart upload is aborted by the next write", func(t *testing.T) {
+		raw := rawS3(t, s)
+		start := func(key string) string {
+			t.Helper()
+			full := aws.String("prod/eu/" + key)
+			up, err := raw.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(fakeS3Bucket), Key: full})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := raw.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(fakeS3Bucket), Key: full, UploadId: up.UploadId,
+				PartNumber: aws.Int32(1), Body: bytes.NewReader(make([]byte, 5*mib))}); err != nil {
+				t.Fatal(err)
+			}
+			return aws.ToString(up.UploadId)
+		}
+		dead := start("team-a/stale/core.zst")
+		other := start("team-a/stale/core.zst.other")
+		if _, err := s.Write(ctx, "team-a/stale/core.zst", newGenReader(mib, 9), WriteOptions{}); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		out, err := raw.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(fakeS3Bucket), Prefix: aws.String("prod/eu/team-a/stale/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, u := range out.Uploads {
+			left = append(left, aws.ToString(u.UploadId))
+		}
+		if slices.Contains(left, dead) {
+			t.Errorf("the dead upload of the key is still open")
+		}
+		if !slices.Contains(left, other) {
+			t.Errorf("the upload of another key was aborted too")
+		}
+	})
 	t.Run("a part that fails once is retried", func(t *testing.T) {
 		partsBefore, injectedBefore, _ := serverStats(t, endpoint)
 		src := newGenReader(17*mib, 3)
