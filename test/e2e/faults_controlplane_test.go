@@ -136,6 +136,8 @@ func TestFaultAPIServerOutage(t *testing.T) {
 			expectStoredBytes(t, n.bucket, &cd, crashes.data[name])
 		}
 	}
+	created, uploaded := cpfLastAfter(res, crashes.names[before:before+during], back)
+	t.Logf("after the API server was back: the outage's last CoreDump was created %s later, its last dump Uploaded %s later (one-second timestamps)", created, uploaded)
 	recordFault(t, faultRow{
 		Group:    "control plane",
 		Injected: fmt.Sprintf("kube-apiserver stopped for %s (away %s with stopping and starting; etcd up) while %d dumps came, real crashes and dropped files taking turns", outage, downFor.Round(time.Second), during),
@@ -146,7 +148,7 @@ func TestFaultAPIServerOutage(t *testing.T) {
 }
 
 // TestFaultEtcdRestart injects an etcd restart under a running
-// kube-apiserver: etcd is stopped (SIGTERM) for 30 s (5 s in the short
+// kube-apiserver: etcd is stopped (SIGTERM) for 30 s (8 s in the short
 // form) and started again on the same URL and data. Before it stops, a
 // dump is Uploaded and another is dropped; while it is down, a crash every
 // 2 s (1 s short), real cores and dropped files taking turns; after it is
@@ -156,7 +158,7 @@ func TestFaultAPIServerOutage(t *testing.T) {
 // files are deleted.
 func TestFaultEtcdRestart(t *testing.T) {
 	g := NewWithT(t)
-	down := faultScale(5*time.Second, 30*time.Second)
+	down := faultScale(8*time.Second, 30*time.Second)
 	interval := faultScale(time.Second, 2*time.Second)
 	n := newNode(t, "fault-etcd-restart", nodeOpts{})
 	crashes := cpfNewCrashes(t, n)
@@ -180,13 +182,13 @@ func TestFaultEtcdRestart(t *testing.T) {
 	must(t, cp.StopEtcd())
 	stopped := time.Now()
 	t.Logf("etcd stopped in %s", stopped.Sub(stopping).Round(time.Millisecond))
-	probe, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	before := len(crashes.names)
+	crashes.during(stopped, down-2*time.Second, interval)
+	during := len(crashes.names) - before
+	probe, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	err := k8s.Create(probe, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "etcd-probe"}})
 	cancel()
 	g.Expect(err).To(HaveOccurred(), "the API server should fail writes while etcd is away")
-	before := len(crashes.names)
-	crashes.during(stopped, down, interval)
-	during := len(crashes.names) - before
 	time.Sleep(time.Until(stopped.Add(down)))
 	crashes.onNode(before)
 
@@ -206,6 +208,8 @@ func TestFaultEtcdRestart(t *testing.T) {
 		}
 	}
 	g.Expect(res.final).To(HaveLen(len(crashes.files)))
+	created, uploaded := cpfLastAfter(res, crashes.names[before:before+during], back)
+	t.Logf("after etcd was back: the outage's last CoreDump was created %s later, its last dump Uploaded %s later (one-second timestamps)", created, uploaded)
 	recordFault(t, faultRow{
 		Group:    "control plane",
 		Injected: fmt.Sprintf("etcd stopped (SIGTERM) for %s (away %s with stopping and starting) under a running kube-apiserver, then started on the same data, while %d dumps came", down, downFor.Round(time.Second), during),
@@ -213,4 +217,18 @@ func TestFaultEtcdRestart(t *testing.T) {
 		Dumps:    len(crashes.files), Lost: res.lost, Duplicated: res.duplicated, LeftOnNode: res.left,
 		Converged: res.converged,
 	})
+}
+
+// cpfLastAfter returns how long after back the last of names got its
+// CoreDump and was Uploaded, by the API server's one-second timestamps.
+func cpfLastAfter(res *nfResult, names []string, back time.Time) (created, uploaded time.Duration) {
+	back = back.Truncate(time.Second)
+	for _, name := range names {
+		cd := res.final[name]
+		created = max(created, cd.CreationTimestamp.Sub(back))
+		if st := cd.Status.Storage; st != nil && st.UploadedAt != nil {
+			uploaded = max(uploaded, st.UploadedAt.Sub(back))
+		}
+	}
+	return created, uploaded
 }

@@ -494,7 +494,7 @@ func TestFaultTenThousandFiles(t *testing.T) {
 		g.Expect(p.Status.Dumps.Captured).To(BeNumerically(">=", count))
 		created = time.Since(dropped)
 	}).WithTimeout(faultScale(3*time.Minute, 10*time.Minute)).WithPolling(250 * time.Millisecond).Should(Succeed())
-	res := nfSettle(t, n, files, nil, dropped, faultScale(4*time.Minute, 20*time.Minute))
+	res := nfSettle(t, n, files, nil, dropped, faultScale(4*time.Minute, 45*time.Minute))
 	nfRequireClean(t, res)
 	t.Logf("CPU time from the drop until all were Uploaded: %s", nfCPUSince(n, cpu))
 	t.Logf("all %d CoreDumps created %s after the drop; all Uploaded after %s (%.0f dumps/s end to end)",
@@ -529,7 +529,11 @@ func nfDeleteDumps(t *testing.T, n *node) {
 		t.Errorf("deleting the CoreDumps of %s: %v", n.policy, err)
 		return
 	}
-	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(time.Second) {
+	wait := 5 * time.Minute
+	if fullFaults() {
+		wait = 20 * time.Minute
+	}
+	for deadline := time.Now().Add(wait); ; time.Sleep(time.Second) {
 		// The policy's count first: listing what is left costs more.
 		var p coredogv1.CoreDumpPolicy
 		if err := k8s.Get(ctx, client.ObjectKey{Name: n.policy}, &p); err == nil && p.Status.Dumps.Captured > 0 && time.Now().Before(deadline) {
@@ -541,7 +545,7 @@ func nfDeleteDumps(t *testing.T, n *node) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("the CoreDumps of %s were not all gone 5 minutes after their deletion (%d left, %v)", n.policy, len(cds), err)
+			t.Errorf("the CoreDumps of %s were not all gone %s after their deletion (%d left, %v)", n.policy, wait, len(cds), err)
 			return
 		}
 	}
