@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -101,15 +100,10 @@ type CoreDumpReconciler struct {
 	// phase; nil sends none.
 	Notifier *notify.Notifier
 
-	// mu guards cleanupFailures and retryAt: reconciles of different
-	// CoreDumps run concurrently.
+	// mu guards cleanupFailures: reconciles of different CoreDumps run
+	// concurrently.
 	mu              sync.Mutex
 	cleanupFailures map[string]int
-	// retryAt is when the next upload attempt of a CoreDump (by UID) is
-	// due after a failed one. The failed attempt's status patch comes back
-	// as a watch event that reconciles the dump at once; without this the
-	// backoff would be skipped and every attempt spent within a second.
-	retryAt map[types.UID]time.Time
 }
 
 // +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps,verbs=get;list;watch;create;update;patch;delete
@@ -199,9 +193,12 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{Requeue: true}, nil
 	}
 
-	// Uploading.
-	if wait := r.untilRetry(cd.UID); wait > 0 {
-		return ctrl.Result{RequeueAfter: wait}, nil
+	// Uploading. The failed attempt's status update comes back as a watch
+	// event that reconciles the dump at once: the backoff is waited out here.
+	if at := cd.Status.NextAttemptAt; at != nil {
+		if wait := at.Sub(r.now()); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
 	}
 	start := r.now()
 	stall := r.StallTimeout
@@ -215,14 +212,14 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err != nil {
 		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {
-			r.retryIn(cd.UID, 0)
+			cd.Status.NextAttemptAt = nil
 			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
 			r.finish(ctx, &cd, coredogv1.PhaseFailed, ReasonUploadFailed, msg)
 			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", msg)
 			return untilExpiry, nil
 		}
 		delay := backoff(cd.Status.Attempts)
-		r.retryIn(cd.UID, delay)
+		cd.Status.NextAttemptAt = &metav1.Time{Time: r.now().Add(delay)}
 		cd.Status.Reason = ReasonUploadRetrying
 		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
 		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadRetrying, cd.Status.Message)
@@ -234,7 +231,7 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		log.Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
 		return ctrl.Result{RequeueAfter: delay}, nil
 	}
-	r.retryIn(cd.UID, 0)
+	cd.Status.NextAttemptAt = nil
 	cd.Status.Attempts++
 	cd.Status.Storage = stored
 	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), crashTime(&cd), stored.UploadedAt.Time)
@@ -513,7 +510,6 @@ func workloadOf(cd *coredogv1.CoreDump) string {
 
 // reconcileDelete removes the stored objects, then the finalizer.
 func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
-	r.retryIn(cd.UID, 0)
 	if !controllerutil.ContainsFinalizer(cd, coredogv1.FinalizerCleanup) {
 		return ctrl.Result{}, nil
 	}
@@ -645,37 +641,6 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 
 func terminal(p coredogv1.Phase) bool {
 	return p == coredogv1.PhaseUploaded || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseFailed
-}
-
-// untilRetry returns how long the upload of a dump must still wait after a
-// failed attempt; 0 when it may go now.
-func (r *CoreDumpReconciler) untilRetry(uid types.UID) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	at, ok := r.retryAt[uid]
-	if !ok {
-		return 0
-	}
-	if d := at.Sub(r.now()); d > 0 {
-		return d
-	}
-	delete(r.retryAt, uid)
-	return 0
-}
-
-// retryIn records that the next upload attempt of a dump is due after
-// delay; 0 forgets the dump.
-func (r *CoreDumpReconciler) retryIn(uid types.UID, delay time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if delay <= 0 {
-		delete(r.retryAt, uid)
-		return
-	}
-	if r.retryAt == nil {
-		r.retryAt = map[types.UID]time.Time{}
-	}
-	r.retryAt[uid] = r.now().Add(delay)
 }
 
 // backoff is 1s, 2s, 4s, ... capped at five minutes.

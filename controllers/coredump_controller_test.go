@@ -378,7 +378,23 @@ func TestCoreDumpForANodeWithoutAgentSaysSo(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(coredogv1.PhaseUploading))
 		g.Expect(got.Status.Reason).To(Equal("UploadRetrying"))
 		g.Expect(got.Status.Message).To(ContainSubstring("finding the agent of node node-without-agent"))
+		g.Expect(got.Status.NextAttemptAt).NotTo(BeNil(), "the backoff is kept in the status")
 	}, timeout, interval).Should(Succeed())
+
+	// The backoff lives in the status, not in one manager's memory: a next
+	// attempt set far ahead (as a previous leader would have) holds.
+	var got coredogv1.CoreDump
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cd), &got)).To(Succeed())
+		got.Status.NextAttemptAt = &metav1.Time{Time: time.Now().Add(time.Hour)}
+		g.Expect(k8s.Status().Update(context.Background(), &got)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+	attempts := got.Status.Attempts
+	g.Consistently(func(g Gomega) {
+		var now coredogv1.CoreDump
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(cd), &now)).To(Succeed())
+		g.Expect(now.Status.Attempts).To(Equal(attempts), "an attempt was made before status.nextAttemptAt")
+	}, 4*time.Second, interval).Should(Succeed())
 }
 
 func findCondition(cs []metav1.Condition, typ string) metav1.Condition {

@@ -270,6 +270,11 @@ type CoreDumpStatus struct {
 	// attempts counts upload attempts.
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`
+	// nextAttemptAt is when the next upload attempt is due, after a failed
+	// one (exponential backoff). Kept in the status so that a restarted
+	// manager or a new leader keeps the backoff.
+	// +optional
+	NextAttemptAt *metav1.Time `json:"nextAttemptAt,omitempty"`
 	// conditions: PodResolved, Uploaded.
 	// +optional
 	// +listType=map

@@ -265,6 +265,10 @@ func (in *CoreDumpStatus) DeepCopyInto(out *CoreDumpStatus) {
 		*out = new(StorageStatus)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.NextAttemptAt != nil {
+		in, out := &in.NextAttemptAt, &out.NextAttemptAt
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))
