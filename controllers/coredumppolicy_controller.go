@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -304,15 +305,46 @@ func (r *CoreDumpPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				UpdateFunc: func(e event.UpdateEvent) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
 			})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
-		// Counters move when a dump appears, goes, or changes phase.
-		Watches(&coredogv1.CoreDump{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.(*coredogv1.CoreDump).Spec.PolicyName}}}
-		}), builder.WithPredicates(predicate.Funcs{
+		// Counters move when a dump appears, goes, or changes phase. A burst
+		// of dumps (a crash loop, thousands of files at once) is counted by
+		// one reconcile a second, not one each: every reconcile also applies
+		// the policy's Secrets and DaemonSet, and those writes would compete
+		// with the uploads' own.
+		Watches(&coredogv1.CoreDump{}, countersHandler{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				return e.ObjectOld.(*coredogv1.CoreDump).Status.Phase != e.ObjectNew.(*coredogv1.CoreDump).Status.Phase
 			},
 		})).
 		Complete(r)
+}
+
+// countersDelay is how long a dump's change waits before its policy's
+// counters are recomputed; changes within it share one reconcile.
+const countersDelay = time.Second
+
+// countersHandler enqueues a dump's policy after countersDelay. The queue
+// keeps one entry per policy, at the earliest time asked, so the changes of
+// a burst coalesce.
+type countersHandler struct{}
+
+func (countersHandler) enqueue(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: o.(*coredogv1.CoreDump).Spec.PolicyName}}, countersDelay)
+}
+
+func (h countersHandler) Create(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.enqueue(e.Object, q)
+}
+
+func (h countersHandler) Update(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.enqueue(e.ObjectNew, q)
+}
+
+func (h countersHandler) Delete(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.enqueue(e.Object, q)
+}
+
+func (h countersHandler) Generic(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.enqueue(e.Object, q)
 }
 
 func (r *CoreDumpPolicyReconciler) allPolicies(ctx context.Context, _ client.Object) []reconcile.Request {
