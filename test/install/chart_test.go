@@ -43,7 +43,7 @@ func loadChart(t *testing.T) *chart.Chart {
 }
 
 // chartDefaultManagerArgs are the arguments values.yaml's manager block adds.
-var chartDefaultManagerArgs = []string{"--max-concurrent-uploads=4", "--max-upload-attempts=15"}
+var chartDefaultManagerArgs = []string{"--max-concurrent-uploads=4", "--max-upload-attempts=15", "--upload-stall-timeout=2m"}
 
 // allOptionsOn turns on every option of values.yaml, with values a real
 // cluster would use.
@@ -59,6 +59,7 @@ manager:
   clusterName: "prod eu-west: #1"
   maxConcurrentUploads: 8
   maxUploadAttempts: 20
+  uploadStallTimeout: 5m30s
 resources:
   requests: {cpu: 200m, memory: 256Mi}
   limits: {cpu: "1", memory: 1Gi}
@@ -295,6 +296,7 @@ func TestValuesSchema(t *testing.T) {
 		{"misspelt manager key", "manager: {maxConcurrentUpload: 2}", "maxConcurrentUpload"},
 		{"no concurrent uploads", "manager: {maxConcurrentUploads: 0}", "maxConcurrentUploads"},
 		{"no upload attempts", "manager: {maxUploadAttempts: 0}", "maxUploadAttempts"},
+		{"stall timeout without unit", "manager: {uploadStallTimeout: \"120\"}", "uploadStallTimeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := check(values(t, tc.values))
@@ -358,7 +360,7 @@ func TestChartAllOptionsOn(t *testing.T) {
 	checkManagerDeployment(t, dep, managerDeploymentWant{
 		namespace: ns, image: "registry.example.com/platform/coredog:v1.2.3",
 		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 3, metrics: true,
-		extraArgs: []string{"--max-concurrent-uploads=8", "--max-upload-attempts=20", "--cluster-name=prod eu-west: #1"},
+		extraArgs: []string{"--max-concurrent-uploads=8", "--max-upload-attempts=20", "--upload-stall-timeout=5m30s", "--cluster-name=prod eu-west: #1"},
 	})
 	checkMetricsService(t, r.Objects, dep)
 	pod := dep.Spec.Template
