@@ -263,3 +263,20 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// randomFile writes size incompressible bytes (larger than the loopback
+// socket buffers, a download of it stalls when the client stops reading)
+// into a new file and returns its path.
+func randomFile(t *testing.T, seed byte, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "core")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(f, rand.NewChaCha8([32]byte{seed}), size); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

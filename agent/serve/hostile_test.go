@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -254,17 +253,8 @@ func TestParallelDownloadsAreBounded(t *testing.T) {
 	const maxParallel = 3
 	env := writeTLSDir(t, t.TempDir())
 	reg := NewRegistry()
-	p := filepath.Join(t.TempDir(), "core")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Incompressible and larger than the socket buffers, so that a client
-	// that does not read holds its download.
-	if _, err := io.CopyN(f, rand.NewChaCha8([32]byte{2}), 32<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	// A client that does not read holds its download.
+	p := randomFile(t, 2, 32<<20)
 	reg.Add(entryFor(t, "core-1", p))
 	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, MaxParallel: maxParallel})
 
@@ -318,15 +308,7 @@ func TestTrickleReaderIsCutOff(t *testing.T) {
 	reg := NewRegistry()
 	metricsReg := prometheus.NewRegistry()
 	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg, MaxParallel: 1, writeTimeout: 300 * time.Millisecond})
-	p := filepath.Join(t.TempDir(), "core")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.NewChaCha8([32]byte{3}), 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	p := randomFile(t, 3, 64<<20)
 	reg.Add(entryFor(t, "core-1", p))
 
 	resp, err := env.httpClient(t, env.client).Get(base + DumpsPath + "core-1?compression=none")

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -453,16 +452,7 @@ func TestStalledReaderReleasesFile(t *testing.T) {
 	metricsReg := prometheus.NewRegistry()
 	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg, writeTimeout: 200 * time.Millisecond})
 
-	// Incompressible and bigger than loopback socket buffers, so writes stall.
-	p := filepath.Join(t.TempDir(), "core")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, rand.NewChaCha8([32]byte{1}), 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	p := randomFile(t, 1, 64<<20)
 	reg.Add(entryFor(t, "core-1", p))
 
 	resp, err := env.httpClient(t, env.client).Get(base + DumpsPath + "core-1?compression=none")

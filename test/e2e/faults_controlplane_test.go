@@ -36,6 +36,18 @@ func cpfNewCrashes(t *testing.T, n *node) *cpfCrashes {
 	return &cpfCrashes{t: t, n: n, files: map[string]string{}, data: map[string][]byte{}}
 }
 
+// cpfStart starts a node for policy and waits until its first crash is
+// Uploaded: the system works before the fault.
+func cpfStart(t *testing.T, policy string) (*node, *cpfCrashes) {
+	n := newNode(t, policy, nodeOpts{})
+	crashes := cpfNewCrashes(t, n)
+	crashes.one()
+	for name := range crashes.files {
+		n.waitPhase(name, coredogv1.PhaseUploaded, uploadTimeout)
+	}
+	return n, crashes
+}
+
 // one makes the next crash: a real one on odd turns, a dropped file on even ones.
 func (c *cpfCrashes) one() {
 	c.t.Helper()
@@ -91,14 +103,7 @@ func TestFaultAPIServerOutage(t *testing.T) {
 	g := NewWithT(t)
 	outage := faultScale(10*time.Second, 60*time.Second)
 	interval := faultScale(time.Second, 2*time.Second)
-	n := newNode(t, "fault-api-outage", nodeOpts{})
-	crashes := cpfNewCrashes(t, n)
-	crashes.one()
-	first := ""
-	for name := range crashes.files {
-		first = name
-	}
-	n.waitPhase(first, coredogv1.PhaseUploaded, uploadTimeout)
+	n, crashes := cpfStart(t, "fault-api-outage")
 
 	up := false
 	t.Cleanup(func() {
@@ -160,14 +165,7 @@ func TestFaultEtcdRestart(t *testing.T) {
 	g := NewWithT(t)
 	down := faultScale(8*time.Second, 30*time.Second)
 	interval := faultScale(time.Second, 2*time.Second)
-	n := newNode(t, "fault-etcd-restart", nodeOpts{})
-	crashes := cpfNewCrashes(t, n)
-	crashes.one()
-	first := ""
-	for name := range crashes.files {
-		first = name
-	}
-	n.waitPhase(first, coredogv1.PhaseUploaded, uploadTimeout)
+	n, crashes := cpfStart(t, "fault-etcd-restart")
 
 	up := false
 	t.Cleanup(func() {
