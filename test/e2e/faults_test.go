@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -103,7 +104,8 @@ func writeReliabilityReport(passed bool, took time.Duration) error {
 	if !passed {
 		b.WriteString("**This run had failing tests**; rows are recorded only by tests whose checks passed.\n\n")
 	}
-	fmt.Fprintf(&b, "The run took %s on this machine (%d rows).\n\n", took.Round(time.Second), len(rows))
+	fmt.Fprintf(&b, "The run took %s (%d rows) on a machine with %d CPUs; load average (1, 5, 15 min) %s at the start and %s at the end. Other jobs may have shared the machine: convergence times are upper bounds.\n\n",
+		took.Round(time.Second), len(rows), runtime.NumCPU(), suiteStartLoad, loadAverage())
 	b.WriteString("| | fault injected | checked | dumps | lost | duplicated | left on node | converged in | test |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
@@ -115,6 +117,18 @@ func writeReliabilityReport(passed bool, took time.Duration) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// suiteStartLoad is the load average when the suite started.
+var suiteStartLoad = loadAverage()
+
+// loadAverage is /proc/loadavg's first three fields, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], ", ")
+	}
+	return "unknown"
 }
 
 func mdCell(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "|", `\|`), "\n", " ") }
