@@ -42,6 +42,8 @@ type Agent struct {
 	detector *detect.Detector
 	metrics  *metrics
 	pending  *retryQueue
+	// dumps follows this node's CoreDumps; set before the heartbeat starts.
+	dumps *dumpWatch
 
 	// cgroups holds what /proc/<pid>/cgroup said when a file was first
 	// seen, until the file is captured.
@@ -166,6 +168,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	// Watch this node's CoreDumps first, so that a dump that is already
 	// Uploaded when its file is found again (after a restart) is released.
 	dumps := newDumpWatch(c, cfg.Namespace, a.nodeSelector(), a.release)
+	a.dumps = dumps
 	goRun("CoreDump watch", dumps.run)
 	select {
 	case <-dumps.synced():

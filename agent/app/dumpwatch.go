@@ -23,8 +23,10 @@ import (
 // must remember is which dumps exist, so that a relist after a broken watch
 // can tell which ones were deleted meanwhile.
 type dumpWatch struct {
-	reflector *toolscache.Reflector
-	store     *dumpStore
+	lw    *toolscache.ListWatch
+	store *dumpStore
+	// restart asks run to start over with a new reflector (see kick).
+	restart chan struct{}
 }
 
 func newDumpWatch(c client.WithWatch, namespace string, selector fields.Selector, onDone func(name, why string)) *dumpWatch {
@@ -41,17 +43,44 @@ func newDumpWatch(c client.WithWatch, namespace string, selector fields.Selector
 		},
 	}
 	store := &dumpStore{onDone: onDone, names: map[string]struct{}{}, synced: make(chan struct{})}
-	r := toolscache.NewReflectorWithOptions(lw, &coredogv1.CoreDump{}, store, toolscache.ReflectorOptions{
-		Name:            "coredumps",
-		TypeDescription: "CoreDump",
-	})
-	return &dumpWatch{reflector: r, store: store}
+	return &dumpWatch{lw: lw, store: store, restart: make(chan struct{}, 1)}
 }
 
 // run lists and watches until ctx is done.
 func (w *dumpWatch) run(ctx context.Context) error {
-	w.reflector.RunWithContext(ctx)
-	return nil
+	for {
+		rctx, cancel := context.WithCancel(ctx)
+		r := toolscache.NewReflectorWithOptions(w.lw, &coredogv1.CoreDump{}, w.store, toolscache.ReflectorOptions{
+			Name:            "coredumps",
+			TypeDescription: "CoreDump",
+		})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.RunWithContext(rctx)
+		}()
+		select {
+		case <-ctx.Done():
+			cancel()
+			<-done
+			return nil
+		case <-w.restart:
+			cancel()
+			<-done
+		}
+	}
+}
+
+// kick makes the watch start over at once with a fresh list, for a caller
+// that knows the API server answers again. After an outage the reflector
+// retries with a backoff that reaches 30 s, doubled by jitter; meanwhile
+// dumps Uploaded during or right after the outage would keep their files on
+// the node. The new reflector's list hands them to the store (Replace).
+func (w *dumpWatch) kick() {
+	select {
+	case w.restart <- struct{}{}:
+	default:
+	}
 }
 
 // synced is closed once the first list has been seen whole.

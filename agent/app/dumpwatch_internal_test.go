@@ -2,10 +2,17 @@ package app
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -101,5 +108,70 @@ func mustOK(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDumpWatchKickListsAgain: while the reflector's watch is open (or it is
+// backing off after an outage), a dump Uploaded meanwhile reaches the agent
+// only with a new list; kick starts one at once.
+func TestDumpWatchKickListsAgain(t *testing.T) {
+	var mu sync.Mutex
+	phase := coredogv1.PhasePending
+	lists := 0
+	released := make(chan string, 4)
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			lists++
+			return &coredogv1.CoreDumpList{ListMeta: metav1.ListMeta{ResourceVersion: "1"},
+				Items: []coredogv1.CoreDump{*dumpIn("a", phase)}}, nil
+		},
+		// A watch that stays open and says nothing: the Uploaded phase
+		// below is only ever seen by listing. (A streaming list is refused,
+		// so that the reflector lists.)
+		WatchFuncWithContext: func(_ context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			if opts.SendInitialEvents != nil {
+				return nil, errors.New("no streaming lists here")
+			}
+			return watch.NewFake(), nil
+		},
+	}
+	w := &dumpWatch{lw: lw, restart: make(chan struct{}, 1),
+		store: &dumpStore{names: map[string]struct{}{}, synced: make(chan struct{}),
+			onDone: func(name, why string) { released <- name + ": " + why }}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.run(ctx) }()
+	select {
+	case <-w.synced():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first list never came")
+	}
+	mu.Lock()
+	phase = coredogv1.PhaseUploaded
+	mu.Unlock()
+	select {
+	case got := <-released:
+		t.Fatalf("released %q before any new list", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	w.kick()
+	select {
+	case got := <-released:
+		if got != "a: its CoreDump is Uploaded" {
+			t.Errorf("released %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("kick did not list again")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if lists != 2 {
+		t.Errorf("listed %d times, want 2", lists)
 	}
 }

@@ -179,8 +179,11 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		} else if failing {
 			failing = false
 			// The API server is back: CoreDumps held back meanwhile need
-			// not wait out their backoff.
+			// not wait out their backoff, nor the CoreDump watch its own.
 			a.pending.kick()
+			if a.dumps != nil {
+				a.dumps.kick()
+			}
 		}
 		select {
 		case <-ctx.Done():
