@@ -146,7 +146,7 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
 	}
-	return &bucketStore{bucket: bucket, beforeWrite: func(ctx context.Context, fullKey string) {
+	return &bucketStore{bucket: bucket, clean: func(ctx context.Context, fullKey string) {
 		abortStaleUploads(ctx, client, loc.Bucket, fullKey)
 	}, tune: func(wo *blob.WriterOptions) {
 		part := int64(wo.BufferSize)
@@ -177,7 +177,10 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 // mid-write (kill -9, OOM, a lost node) cannot, and its parts would stay in
 // the bucket, billed and invisible, until a lifecycle rule removes them. The
 // manager writes a key once at a time (one leader, one upload per dump), so
-// an upload of the key that is open when a new attempt starts is dead. Best
+// an upload of the key that is open when a new attempt starts, or after one
+// has completed, is dead: the latter is an aborted upload that a part in
+// flight at the abort reopened (S3 documents that an abort may have to be
+// repeated). Best
 // effort: without s3:ListBucketMultipartUploads the lifecycle rule remains
 // the only cleanup, and the write goes on either way.
 func abortStaleUploads(ctx context.Context, client *s3.Client, bucket, fullKey string) {

@@ -119,9 +119,11 @@ type bucketStore struct {
 	bucket *blob.Bucket
 	// tune adjusts the writer options of every write (part sizes, file modes).
 	tune func(*blob.WriterOptions)
-	// beforeWrite runs before every write with its full key: S3 aborts what
-	// an earlier, dead attempt at the key left behind.
-	beforeWrite func(ctx context.Context, fullKey string)
+	// clean runs before and after every write with its full key: S3 aborts
+	// what earlier, dead attempts at the key left behind, including parts
+	// that were in flight when an attempt aborted its upload and reopened
+	// it by landing afterwards.
+	clean func(ctx context.Context, fullKey string)
 	// beforeCommit runs once all bytes were written and before the writer is
 	// closed, with the full key and the write's options; an error aborts the
 	// write. undoCommit reverts it when the close then fails.
@@ -157,8 +159,8 @@ func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts W
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	full := s.loc.Prefix + key
-	if s.beforeWrite != nil {
-		s.beforeWrite(ctx, full)
+	if s.clean != nil {
+		s.clean(ctx, full)
 	}
 	w, err := s.bucket.NewWriter(wctx, full, wo)
 	if err != nil {
@@ -182,6 +184,9 @@ func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts W
 	}
 	if err = w.Close(); err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
+	}
+	if s.clean != nil {
+		s.clean(ctx, full)
 	}
 	return n, nil
 }
