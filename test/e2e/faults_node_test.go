@@ -568,14 +568,24 @@ func TestFaultTenThousandFiles(t *testing.T) {
 func nfDeleteDumps(t *testing.T, n *node) {
 	ctx := context.Background()
 	start := time.Now()
-	if err := k8s.DeleteAllOf(ctx, &coredogv1.CoreDump{}, client.InNamespace(ns),
-		client.MatchingLabels{coredogv1.LabelPolicy: coredogv1.LabelValue(n.policy)}); err != nil {
-		t.Errorf("deleting the CoreDumps of %s: %v", n.policy, err)
-		return
-	}
 	wait := 5 * time.Minute
 	if fullFaults() {
 		wait = 20 * time.Minute
+	}
+	// One collection DELETE of thousands of CoreDumps can outlast the API
+	// server's request timeout (60 s); what it did not get to is deleted by
+	// the next one.
+	for deadline := time.Now().Add(wait); ; time.Sleep(time.Second) {
+		err := k8s.DeleteAllOf(ctx, &coredogv1.CoreDump{}, client.InNamespace(ns),
+			client.MatchingLabels{coredogv1.LabelPolicy: coredogv1.LabelValue(n.policy)})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("deleting the CoreDumps of %s: %v", n.policy, err)
+			return
+		}
+		t.Logf("deleting the CoreDumps of %s: %v; again", n.policy, err)
 	}
 	for deadline := time.Now().Add(wait); ; time.Sleep(time.Second) {
 		// The policy's count first: listing what is left costs more.
