@@ -76,6 +76,9 @@ FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | xargs gre
 fuzz: ## Run each fuzz target for FUZZ_TIME (default 30s), one after another with FUZZ_PARALLEL workers (default: the CPU count); crashers land in testdata/fuzz as regression seeds.
 	@FUZZ_TIME=$(FUZZ_TIME) FUZZ_PARALLEL=$(FUZZ_PARALLEL) GO=$(GO) hack/fuzz.sh $(FUZZ_TARGETS)
 
+# Every package with benchmarks.
+BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -n1 dirname | sort -u)
+
 .PHONY: bench
 bench: ## Package benchmarks, then test/bench (real binaries; writes docs/benchmarks.md). Never asserts timings.
 	@assets="$$(hack/envtest.sh)"; \
