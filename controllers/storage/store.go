@@ -68,12 +68,17 @@ var ErrNotFound = errors.New("object not found")
 // a single stream busy, since the next part is read while one uploads; more
 // would multiply memory by the number of dumps uploading at once. Parts are
 // minPartSize (S3's smallest) when the object's size is known to fit in
-// maxParts of them, larger only for larger objects; of unknown size they
-// are defaultPartSize, which allows objects up to 78 GiB.
+// fewParts of them; larger objects get defaultPartSize, or more where
+// maxParts of those could not hold them. Past fewParts, small parts only
+// add requests, and some S3-compatible servers do not take many: versitygw
+// (posix backend on ext4) failed to complete a 4 GiB upload of 820 parts
+// with ENOSPC, and completes 512 parts of 8 MiB. Objects of unknown size
+// get defaultPartSize, which allows up to 78 GiB.
 const (
 	minPartSize      = 5 << 20
 	defaultPartSize  = 8 << 20
 	maxParts         = 10000
+	fewParts         = 512
 	s3Concurrency    = 1
 	azureConcurrency = 2
 	// maxMetadataBytes is S3's limit for user metadata.
@@ -197,9 +202,12 @@ func partSizeFor(size int64) int {
 	if size <= 0 {
 		return defaultPartSize
 	}
+	if size <= fewParts*minPartSize {
+		return minPartSize
+	}
 	const mib = 1 << 20
 	per := (size/maxParts + mib) / mib * mib
-	return int(max(minPartSize, per))
+	return int(max(defaultPartSize, per))
 }
 
 func (s *bucketStore) Delete(ctx context.Context, key string) error {

@@ -355,8 +355,11 @@ func TestPartSizeFor(t *testing.T) {
 		{-1, defaultPartSize},
 		{1, minPartSize},
 		{40 * mib, minPartSize},
-		{maxParts * minPartSize, 6 * mib},
-		{maxParts*minPartSize - 1, minPartSize},
+		{fewParts * minPartSize, minPartSize},
+		{fewParts*minPartSize + 1, defaultPartSize},
+		{4 << 30, defaultPartSize},
+		{maxParts * defaultPartSize, 9 * mib},
+		{maxParts*defaultPartSize - 1, defaultPartSize},
 		{100 << 30, 11 * mib},
 	} {
 		got := partSizeFor(tc.size)
