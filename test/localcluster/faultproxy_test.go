@@ -86,7 +86,12 @@ func TestFaultProxyPassesThroughWithTheClientsHost(t *testing.T) {
 	if code != http.StatusOK || body != p.Addr()+" /echo?x=1" {
 		t.Fatalf("got %d %q, want 200 %q", code, body, p.Addr()+" /echo?x=1")
 	}
+	// The proxy logs a request once its handler returns, which may be just
+	// after the client has read the response.
 	reqs := p.Requests()
+	for deadline := time.Now().Add(5 * time.Second); len(reqs) == 0 && time.Now().Before(deadline); reqs = p.Requests() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(reqs) != 1 || reqs[0] != (ProxiedRequest{Method: "GET", Path: "/echo", RawQuery: "x=1", Status: http.StatusOK}) {
 		t.Fatalf("request log %+v", reqs)
 	}
