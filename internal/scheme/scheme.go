@@ -1,4 +1,5 @@
-// Package scheme builds the runtime scheme both binaries use: the built-in
+// Package scheme builds the runtime scheme of the manager and the kubectl
+// plugin (the agent has its own, narrower one in agent/app): the built-in
 // kinds and CoreDog's. It holds nothing else.
 package scheme
 
