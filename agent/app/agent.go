@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coredog/coredog/agent/corepattern"
 	"github.com/coredog/coredog/agent/detect"
@@ -36,7 +35,7 @@ type Agent struct {
 	cfg      Config
 	set      settings
 	log      logr.Logger
-	client   client.WithWatch
+	client   *kubeClient
 	registry *serve.Registry
 	guard    *nodeguard.Guard
 	detector *detect.Detector
@@ -56,7 +55,8 @@ type Agent struct {
 }
 
 // Run starts the agent and blocks until ctx is done. On return, a managed
-// core_pattern has been restored.
+// core_pattern has been restored. scheme must know CoreDumps and Leases;
+// NewScheme has those alone.
 func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.Scheme, log logr.Logger) error {
 	set, err := cfg.validate()
 	if err != nil {
@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		// of 5 per second would queue them for many seconds.
 		restCfg.QPS, restCfg.Burst = 50, 100
 	}
-	c, err := client.NewWithWatch(restCfg, client.Options{Scheme: scheme})
+	c, err := newKubeClient(restCfg, scheme, log.WithName("client"))
 	if err != nil {
 		return fmt.Errorf("creating API client: %w", err)
 	}

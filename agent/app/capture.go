@@ -16,7 +16,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coredog/coredog/agent/corefile"
 	"github.com/coredog/coredog/agent/detect"
@@ -282,7 +281,7 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 // file's identity), and when that CoreDump is already done with, the local
 // file is released at once.
 func (a *Agent) createCoreDump(ctx context.Context, cd *coredogv1.CoreDump) error {
-	err := a.client.Create(ctx, cd.DeepCopy())
+	err := a.client.createDump(ctx, cd)
 	if err == nil {
 		a.log.Info("Captured core dump", "name", cd.Name, "file", cd.Spec.FileName, "size", cd.Spec.Size,
 			"executable", cd.Spec.Process.Executable, "signal", cd.Spec.Process.SignalName)
@@ -292,12 +291,12 @@ func (a *Agent) createCoreDump(ctx context.Context, cd *coredogv1.CoreDump) erro
 		a.metrics.createErrors.Inc()
 		return fmt.Errorf("creating CoreDump %s: %w", cd.Name, err)
 	}
-	var existing coredogv1.CoreDump
-	if err := a.client.Get(ctx, client.ObjectKeyFromObject(cd), &existing); err != nil {
+	existing, err := a.client.getDump(ctx, cd.Namespace, cd.Name)
+	if err != nil {
 		return fmt.Errorf("reading CoreDump %s: %w", cd.Name, err)
 	}
 	a.log.V(1).Info("CoreDump exists already", "name", cd.Name, "phase", existing.Status.Phase)
-	if done(&existing) {
+	if done(existing) {
 		a.release(cd.Name, "its CoreDump is "+string(existing.Status.Phase))
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -29,17 +28,15 @@ type dumpWatch struct {
 	restart chan struct{}
 }
 
-func newDumpWatch(c client.WithWatch, namespace string, selector fields.Selector, onDone func(name, why string)) *dumpWatch {
+func newDumpWatch(c *kubeClient, namespace string, selector fields.Selector, onDone func(name, why string)) *dumpWatch {
 	lw := &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = selector.String()
-			list := &coredogv1.CoreDumpList{}
-			err := c.List(ctx, list, client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
-			return list, err
+			return c.listDumps(ctx, namespace, opts)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.FieldSelector = selector.String()
-			return c.Watch(ctx, &coredogv1.CoreDumpList{}, client.InNamespace(namespace), &client.ListOptions{Raw: &opts})
+			return c.watchDumps(ctx, namespace, opts)
 		},
 	}
 	store := &dumpStore{onDone: onDone, names: map[string]struct{}{}, synced: make(chan struct{})}

@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
@@ -202,10 +201,9 @@ func (a *Agent) renewLease(ctx context.Context) error {
 		agentlease.AnnotationCorePattern: a.cfg.CorePattern,
 		agentlease.AnnotationLocalBytes:  strconv.FormatInt(a.guard.LocalBytes(), 10),
 	}
-	var lease coordinationv1.Lease
-	err := a.client.Get(ctx, client.ObjectKey{Namespace: a.cfg.Namespace, Name: name}, &lease)
+	lease, err := a.client.getLease(ctx, a.cfg.Namespace, name)
 	if apierrors.IsNotFound(err) {
-		lease = coordinationv1.Lease{
+		return a.client.createLease(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: a.cfg.Namespace, Annotations: annotations, Labels: map[string]string{
 				coredogv1.LabelNode:   coredogv1.LabelValue(a.cfg.NodeName),
 				coredogv1.LabelPolicy: coredogv1.LabelValue(a.cfg.Policy),
@@ -216,8 +214,7 @@ func (a *Agent) renewLease(ctx context.Context) error {
 				AcquireTime:          &now,
 				RenewTime:            &now,
 			},
-		}
-		return a.client.Create(ctx, &lease)
+		})
 	}
 	if err != nil {
 		return err
@@ -231,5 +228,5 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	lease.Spec.HolderIdentity = ptr.To(a.cfg.NodeName)
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32(3 * a.cfg.LeaseRenew / time.Second))
 	lease.Spec.RenewTime = &now
-	return a.client.Update(ctx, &lease)
+	return a.client.updateLease(ctx, lease)
 }
