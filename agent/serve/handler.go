@@ -317,8 +317,11 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compressio
 	if comp != CompressionNone {
 		out.sum = sha256.New()
 	}
-	s := &sink{ctx: r.Context(), hash: sum, enc: enc}
-	err := copyFile(src, s, make([]byte, bufSize))
+	s := newSink(r.Context(), sum, enc)
+	err := copyFile(src, s)
+	if cerr := s.close(); err == nil {
+		err = cerr
+	}
 	if err == nil {
 		err = enc.Close()
 	}

@@ -21,17 +21,21 @@ import (
 // never a small write. It returns the offset it got to; anything it could
 // not walk (a filesystem without SEEK_DATA, a seek error) is left to the
 // plain read from that offset.
-func copyData(f source, s *sink, buf []byte) (int64, error) {
-	w := &regionWriter{f: f, s: s, buf: buf}
+func copyData(f source, s *sink) (int64, error) {
+	w := &regionWriter{f: f, s: s}
 	err := w.walk()
 	if ferr := w.flush(); err == nil {
 		err = ferr
 	}
+	if w.buf != nil {
+		s.giveBack(w.buf)
+	}
 	return w.off, err
 }
 
-// regionWriter fills buf from the file's data and holes in file order;
-// buf[:k] holds the bytes just before off, not yet fed to s.
+// regionWriter fills buf, a buffer lent by s, from the file's data and holes
+// in file order; buf[:k] holds the bytes just before off, not yet fed to s.
+// buf is nil between a flush and the next byte.
 type regionWriter struct {
 	f   source
 	s   *sink
@@ -76,12 +80,15 @@ func (w *regionWriter) walk() error {
 func (w *regionWriter) zeros(n int64) error {
 	for n > 0 {
 		if w.k == 0 && n >= int64(len(zeroBuf)) {
-			if _, err := w.s.Write(zeroBuf[:]); err != nil {
+			if err := w.s.Write(zeroBuf[:]); err != nil {
 				return err
 			}
 			w.off += int64(len(zeroBuf))
 			n -= int64(len(zeroBuf))
 			continue
+		}
+		if err := w.lend(); err != nil {
+			return err
 		}
 		c := int(min(n, int64(len(w.buf)-w.k)))
 		clear(w.buf[w.k : w.k+c])
@@ -99,6 +106,9 @@ func (w *regionWriter) zeros(n int64) error {
 // first.
 func (w *regionWriter) read(to int64) (bool, error) {
 	for w.off < to {
+		if err := w.lend(); err != nil {
+			return false, err
+		}
 		c := int(min(to-w.off, int64(len(w.buf)-w.k)))
 		n, err := w.f.ReadAt(w.buf[w.k:w.k+c], w.off)
 		w.k += n
@@ -116,18 +126,29 @@ func (w *regionWriter) read(to int64) (bool, error) {
 	return false, nil
 }
 
+// lend takes a buffer from s when w has none.
+func (w *regionWriter) lend() error {
+	if w.buf != nil {
+		return nil
+	}
+	b, err := w.s.buffer()
+	w.buf, w.k = b, 0
+	return err
+}
+
 func (w *regionWriter) flushFull() error {
-	if w.k < len(w.buf) {
+	if w.buf == nil || w.k < len(w.buf) {
 		return nil
 	}
 	return w.flush()
 }
 
+// flush hands the filled part of buf to s, which keeps the buffer.
 func (w *regionWriter) flush() error {
 	if w.k == 0 {
 		return nil
 	}
-	_, err := w.s.Write(w.buf[:w.k])
-	w.k = 0
+	err := w.s.Write(w.buf[:w.k])
+	w.buf, w.k = nil, 0
 	return err
 }

@@ -3,4 +3,4 @@
 package serve
 
 // copyData walks nothing: without SEEK_DATA the plain read covers the file.
-func copyData(source, *sink, []byte) (int64, error) { return 0, nil }
+func copyData(source, *sink) (int64, error) { return 0, nil }
