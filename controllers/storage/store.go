@@ -104,7 +104,8 @@ func Open(ctx context.Context, loc *Location, creds map[string][]byte) (Store, e
 	case SchemeS3:
 		s, err = openS3(ctx, loc, creds)
 	case SchemeGCS:
-		s, err = openGCS(ctx, loc, creds)
+		// GCS is not a gocloud bucket: see gcs.go.
+		return openGCS(ctx, loc, creds)
 	case SchemeAzure:
 		s, err = openAzure(ctx, loc, creds)
 	case SchemeFile:

@@ -35,7 +35,7 @@ type Location struct {
 // fails validation instead of being ignored silently.
 var knownQuery = map[string][]string{
 	SchemeS3:    {"region", "endpoint", "use_path_style", "disable_https", "s3ForcePathStyle", "awssdk", "profile", "anonymous", "dualstack", "fips", "accelerate", "sse_type", "kmskeyid"},
-	SchemeGCS:   {"access_id", "private_key_path", "anonymous"},
+	SchemeGCS:   {"access_id", "private_key_path", "anonymous", "endpoint"},
 	SchemeAzure: {"domain", "protocol", "cdn", "localemu", "storage_account"},
 	SchemeFile:  {"create_dir", "no_tmp_dir", "dir_file_mode", "file_mode", "metadata"},
 }
