@@ -1,7 +1,7 @@
 // Package storage knows where dumps go: it parses and checks a policy's
 // storage URL, renders object keys from its key template, and streams
 // objects into the bucket behind a small Store interface (gocloud.dev/blob
-// underneath). It owns the rules that keep keys safe (no "..", no leading
+// underneath, except for GCS, whose JSON API gcs.go speaks itself). It owns the rules that keep keys safe (no "..", no leading
 // "/") and the rules for turning a Secret's data into cloud credentials. It
 // must not read Kubernetes objects: the caller fetches the Secret and hands
 // over its data. It never puts credentials into the process environment,
