@@ -2,8 +2,8 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -12,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"gocloud.dev/blob"
@@ -146,29 +145,14 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
 	}
+	up := &s3Uploader{client: client, bucket: loc.Bucket, sse: p.sseType, kmsKey: p.kmsKeyID}
+	if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
+		up.checksum = types.ChecksumAlgorithmCrc32
+	}
 	return &bucketStore{bucket: bucket, clean: func(ctx context.Context, fullKey string) {
 		abortStaleUploads(ctx, client, loc.Bucket, fullKey)
-	}, tune: func(wo *blob.WriterOptions) {
-		part := int64(wo.BufferSize)
-		tm := func(o *transfermanager.Options) {
-			o.PartSizeBytes = part
-			// The default threshold (16 MiB) is read into one buffer before
-			// the first part goes out; one part is enough to decide.
-			o.MultipartUploadThreshold = part
-			o.Concurrency = s3Concurrency
-			o.FailTimeout = s3AbortTimeout
-			o.RequestChecksumCalculation = cfg.RequestChecksumCalculation
-		}
-		wo.BeforeWrite = func(as func(any) bool) error {
-			// s3blob hands out the transfer manager it is about to use and
-			// invites changing it; its options are only settable at New.
-			var c *transfermanager.Client
-			if !as(&c) || c == nil {
-				return errors.New("s3blob did not expose its transfer manager")
-			}
-			*c = *transfermanager.New(client, tm)
-			return nil
-		}
+	}, put: func(ctx context.Context, fullKey string, r io.Reader, wo *blob.WriterOptions) (int64, error) {
+		return up.write(ctx, fullKey, r, wo.BufferSize, wo.ContentType, wo.Metadata)
 	}}, nil
 }
 

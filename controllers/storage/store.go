@@ -63,10 +63,10 @@ type WriteOptions struct {
 var ErrNotFound = errors.New("object not found")
 
 // Write tuning. The part size bounds what one write holds in memory: S3
-// holds s3Concurrency+2 parts (one uploading, one queued, one filling),
-// Azure azureConcurrency blocks, GCS one chunk. One S3 part in flight keeps
-// a single stream busy, since the next part is read while one uploads; more
-// would multiply memory by the number of dumps uploading at once. Parts are
+// holds two parts (one uploading, one filling), Azure azureConcurrency
+// blocks, GCS one chunk. One S3 part in flight keeps a single stream busy,
+// since the next part is read while one uploads; more would multiply memory
+// by the number of dumps uploading at once. Parts are
 // minPartSize (S3's smallest) when the object's size is known to fit in
 // fewParts of them; larger objects get defaultPartSize, or more where
 // maxParts of those could not hold them. Past fewParts, small parts only
@@ -79,7 +79,6 @@ const (
 	defaultPartSize  = 8 << 20
 	maxParts         = 10000
 	fewParts         = 512
-	s3Concurrency    = 1
 	azureConcurrency = 2
 	// maxMetadataBytes is S3's limit for user metadata.
 	maxMetadataBytes = 2 << 10
@@ -125,6 +124,8 @@ type bucketStore struct {
 	bucket *blob.Bucket
 	// tune adjusts the writer options of every write (part sizes, file modes).
 	tune func(*blob.WriterOptions)
+	// put, when set, writes in place of the gocloud writer (S3).
+	put func(ctx context.Context, fullKey string, r io.Reader, wo *blob.WriterOptions) (int64, error)
 	// clean runs before and after every write with its full key: S3 aborts
 	// what earlier, dead attempts at the key left behind, including parts
 	// that were in flight when an attempt aborted its upload and reopened
@@ -167,6 +168,14 @@ func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts W
 	full := s.loc.Prefix + key
 	if s.clean != nil {
 		s.clean(ctx, full)
+	}
+	if s.put != nil {
+		n, err := s.put(ctx, full, ctxReader{ctx: ctx, r: r}, wo)
+		if err != nil {
+			return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
+		}
+		s.clean(ctx, full)
+		return n, nil
 	}
 	w, err := s.bucket.NewWriter(wctx, full, wo)
 	if err != nil {

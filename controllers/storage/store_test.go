@@ -130,7 +130,8 @@ func mustOpen(t *testing.T, loc *Location, creds map[string][]byte) Store {
 
 // checkRoundTrip streams size bytes into key and reads them back, checking
 // size, hash and the heap. It returns the heap growth for the log.
-func checkRoundTrip(t *testing.T, s Store, key string, size int64) {
+// It returns the live heap's growth during the write.
+func checkRoundTrip(t *testing.T, s Store, key string, size int64) uint64 {
 	t.Helper()
 	ctx := context.Background()
 	src := newGenReader(size, 1)
@@ -168,6 +169,7 @@ func checkRoundTrip(t *testing.T, s Store, key string, size int64) {
 	if br, ok := r.(interface{ ContentType() string }); !ok || br.ContentType() != "application/zstd" {
 		t.Errorf("content type not kept (reader %T)", r)
 	}
+	return hw.liveGrowth()
 }
 
 // abortCases are writes that must leave nothing at their key.

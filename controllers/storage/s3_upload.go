@@ -1,0 +1,200 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// s3Uploader writes objects with the S3 client itself rather than through
+// gocloud and the SDK's transfer manager, for memory: the transfer manager
+// reads its first part with io.ReadAll (a buffer doubled up to the part
+// size, about three part sizes allocated) and then fills a pool of
+// Concurrency+1 more, so one 8 MiB-part upload allocated about 55 MiB and
+// kept 24 MiB live. Here a write holds two part buffers, reused from one
+// upload to the next: one going up while the next is read from the agent.
+//
+// The requests are those the transfer manager sends with Concurrency 1: a
+// PutObject when the object fits in one part, otherwise a multipart upload
+// that is aborted, on a fresh context, when anything fails. Every request
+// goes through the client's retryer, which resends a part from its buffer.
+type s3Uploader struct {
+	client *s3.Client
+	bucket string
+	sse    types.ServerSideEncryption
+	kmsKey string
+	// checksum is the algorithm of the checksums sent with the data (CRC32
+	// where the SDK would send them, AWS); empty for S3-compatible servers,
+	// which get UNSIGNED-PAYLOAD and no checksum headers.
+	checksum types.ChecksumAlgorithm
+}
+
+// partBuffers keeps part buffers between writes, one pool per size.
+var partBuffers sync.Map // int -> *sync.Pool of *[]byte
+
+func getPart(size int) *[]byte {
+	p, _ := partBuffers.LoadOrStore(size, &sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}})
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func putPart(b *[]byte) {
+	if p, ok := partBuffers.Load(len(*b)); ok {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+// write stores r at fullKey in parts of partSize bytes. The metadata is
+// escaped as gocloud's s3blob escapes it, so that reads through gocloud give
+// it back unchanged.
+func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, partSize int, contentType string, metadata map[string]string) (int64, error) {
+	md := make(map[string]string, len(metadata))
+	for k, v := range metadata {
+		// checkMetadata allows only letters, digits, - and _ in keys.
+		md[k] = url.PathEscape(v)
+	}
+	first := getPart(partSize)
+	defer putPart(first)
+	n, err := io.ReadFull(r, *first)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		_, err = u.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket:               aws.String(u.bucket),
+			Key:                  aws.String(fullKey),
+			Body:                 bytes.NewReader((*first)[:n]),
+			ContentLength:        aws.Int64(int64(n)),
+			ContentType:          aws.String(contentType),
+			Metadata:             md,
+			ServerSideEncryption: u.sse,
+			SSEKMSKeyId:          u.kmsKeyID(),
+			ChecksumAlgorithm:    u.checksum,
+		})
+		return int64(n), err
+	}
+	if err != nil {
+		return int64(n), err
+	}
+	up, err := u.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:               aws.String(u.bucket),
+		Key:                  aws.String(fullKey),
+		ContentType:          aws.String(contentType),
+		Metadata:             md,
+		ServerSideEncryption: u.sse,
+		SSEKMSKeyId:          u.kmsKeyID(),
+		ChecksumAlgorithm:    u.checksum,
+	})
+	if err != nil {
+		return int64(n), err
+	}
+	m := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId}
+	total, err := m.upload(ctx, r, first, n)
+	if err != nil {
+		m.abort()
+		return total, err
+	}
+	return total, nil
+}
+
+func (u *s3Uploader) kmsKeyID() *string {
+	if u.kmsKey == "" {
+		return nil
+	}
+	return aws.String(u.kmsKey)
+}
+
+// s3Multipart is one multipart upload under way.
+type s3Multipart struct {
+	*s3Uploader
+	key   string
+	id    *string
+	parts []types.CompletedPart
+}
+
+type partResult struct {
+	part types.CompletedPart
+	err  error
+}
+
+// upload sends the first n bytes of cur as part 1, reads each next part
+// while the one before goes up, and completes the upload. It returns the
+// bytes read from r.
+func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int) (int64, error) {
+	next := getPart(len(*cur))
+	defer putPart(next)
+	total := int64(n)
+	done := make(chan partResult, 1)
+	for num := int32(1); ; num++ {
+		if num > maxParts {
+			return total, fmt.Errorf("more than %d parts of %d bytes", maxParts, len(*cur))
+		}
+		go func(num int32, body []byte) { done <- m.send(ctx, num, body) }(num, (*cur)[:n])
+		var rerr error
+		if n == len(*cur) {
+			// The part just sent was full: there may be more.
+			n, rerr = io.ReadFull(r, *next)
+			total += int64(n)
+		} else {
+			n = 0
+		}
+		sent := <-done
+		if sent.err != nil {
+			return total, sent.err
+		}
+		m.parts = append(m.parts, sent.part)
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return total, rerr
+		}
+		if n == 0 {
+			break
+		}
+		cur, next = next, cur
+	}
+	_, err := m.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          aws.String(m.bucket),
+		Key:             aws.String(m.key),
+		UploadId:        m.id,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: m.parts},
+	})
+	return total, err
+}
+
+func (m *s3Multipart) send(ctx context.Context, num int32, body []byte) partResult {
+	out, err := m.client.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket:            aws.String(m.bucket),
+		Key:               aws.String(m.key),
+		UploadId:          m.id,
+		PartNumber:        aws.Int32(num),
+		Body:              bytes.NewReader(body),
+		ContentLength:     aws.Int64(int64(len(body))),
+		ChecksumAlgorithm: m.checksum,
+	})
+	if err != nil {
+		return partResult{err: fmt.Errorf("part %d: %w", num, err)}
+	}
+	return partResult{part: types.CompletedPart{
+		PartNumber:    aws.Int32(num),
+		ETag:          out.ETag,
+		ChecksumCRC32: out.ChecksumCRC32,
+	}}
+}
+
+// abort drops the upload's parts. It runs on a fresh context: the write's
+// own is often the one that was cancelled.
+func (m *s3Multipart) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), s3AbortTimeout)
+	defer cancel()
+	_, _ = m.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket:   aws.String(m.bucket),
+		Key:      aws.String(m.key),
+		UploadId: m.id,
+	})
+}
