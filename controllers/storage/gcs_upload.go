@@ -41,23 +41,24 @@ func (s *gcsStore) upload(ctx context.Context, r io.Reader, meta gcsObjectMeta, 
 	if chunkSize%gcsChunkAlign != 0 || chunkSize < gcsSmallRead {
 		return 0, fmt.Errorf("chunk size %d is not a multiple of %d", chunkSize, gcsChunkAlign)
 	}
+	// fill, not io.ReadFull: a truncated stream must fail the write.
 	small := make([]byte, gcsSmallRead)
-	n, err := io.ReadFull(r, small)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return s.uploadOnce(ctx, meta, small[:n])
-	}
+	n, end, err := fill(r, small)
 	if err != nil {
 		return 0, err
+	}
+	if end {
+		return s.uploadOnce(ctx, meta, small[:n])
 	}
 	buf := make([]byte, chunkSize)
 	copy(buf, small)
-	m, err := io.ReadFull(r, buf[n:])
+	m, end, err := fill(r, buf[n:])
 	n += m
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return s.uploadOnce(ctx, meta, buf[:n])
-	}
 	if err != nil {
 		return 0, err
+	}
+	if end {
+		return s.uploadOnce(ctx, meta, buf[:n])
 	}
 	// An object of exactly one chunk still fits one request.
 	var peek [1]byte
@@ -160,9 +161,9 @@ func (s *gcsStore) uploadResumable(ctx context.Context, r io.Reader, meta gcsObj
 		if carried {
 			buf[0], n = peek[0], 1
 		}
-		m, err := io.ReadFull(r, buf[n:])
+		m, _, err := fill(r, buf[n:])
 		n += m
-		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		if err != nil {
 			return off, err
 		}
 	}

@@ -65,8 +65,11 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 	}
 	first := getPart(partSize)
 	defer putPart(first)
-	n, err := io.ReadFull(r, *first)
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	n, end, err := fill(r, *first)
+	if err != nil {
+		return int64(n), err
+	}
+	if end {
 		_, err = u.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket:               aws.String(u.bucket),
 			Key:                  aws.String(fullKey),
@@ -78,9 +81,6 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 			SSEKMSKeyId:          u.kmsKeyID(),
 			ChecksumAlgorithm:    u.checksum,
 		})
-		return int64(n), err
-	}
-	if err != nil {
 		return int64(n), err
 	}
 	up, err := u.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
@@ -96,7 +96,7 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 		return int64(n), err
 	}
 	m := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId}
-	total, err := m.upload(ctx, r, first, n)
+	total, err := m.upload(ctx, r, first, n, end)
 	if err != nil {
 		m.abort()
 		return total, err
@@ -124,10 +124,10 @@ type partResult struct {
 	err  error
 }
 
-// upload sends the first n bytes of cur as part 1, reads each next part
-// while the one before goes up, and completes the upload. It returns the
-// bytes read from r.
-func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int) (int64, error) {
+// upload sends the first n bytes of cur as part 1 (the last when end is
+// set), reads each next part while the one before goes up, and completes
+// the upload. It returns the bytes read from r.
+func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int, end bool) (int64, error) {
 	next := getPart(len(*cur))
 	defer putPart(next)
 	total := int64(n)
@@ -138,21 +138,20 @@ func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n in
 		}
 		go func(num int32, body []byte) { done <- m.send(ctx, num, body) }(num, (*cur)[:n])
 		var rerr error
-		if n == len(*cur) {
-			// The part just sent was full: there may be more.
-			n, rerr = io.ReadFull(r, *next)
+		if !end {
+			n, end, rerr = fill(r, *next)
 			total += int64(n)
 		} else {
 			n = 0
 		}
 		sent := <-done
+		if rerr != nil {
+			return total, rerr
+		}
 		if sent.err != nil {
 			return total, sent.err
 		}
 		m.parts = append(m.parts, sent.part)
-		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
-			return total, rerr
-		}
 		if n == 0 {
 			break
 		}
@@ -197,4 +196,24 @@ func (m *s3Multipart) abort() {
 		Key:      aws.String(m.key),
 		UploadId: m.id,
 	})
+}
+
+// fill reads from r until buf is full or r ends. end is set only when r
+// returned io.EOF: a stream cut short reports io.ErrUnexpectedEOF (as
+// net/http does for a truncated body), which must fail the write, not
+// finish it, so io.ReadFull, which turns an EOF after some bytes into that
+// same error, cannot tell the two apart.
+func fill(r io.Reader, buf []byte) (n int, end bool, err error) {
+	for n < len(buf) {
+		var m int
+		m, err = r.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }

@@ -32,6 +32,7 @@ type genReader struct {
 	rng         *rand.ChaCha8
 	sum         hash.Hash
 	failAt      int64 // 0: never
+	failErr     error // what it fails with; errSourceBroke when nil
 	onAt        int64 // 0: never
 	on          func()
 	sampleEvery int64
@@ -46,6 +47,9 @@ func newGenReader(size int64, seed byte) *genReader {
 
 func (g *genReader) Read(p []byte) (int, error) {
 	if g.failAt > 0 && g.off >= g.failAt {
+		if g.failErr != nil {
+			return 0, g.failErr
+		}
 		return 0, errSourceBroke
 	}
 	if g.off >= g.size {
@@ -176,10 +180,15 @@ func checkRoundTrip(t *testing.T, s Store, key string, size int64) uint64 {
 var abortCases = []struct {
 	name     string
 	failAt   int64 // the source fails here
+	failErr  error // with this error (errSourceBroke when nil)
 	cancelAt int64 // or the caller cancels here
 }{
 	{name: "source fails within the first part", failAt: 1 * mib},
 	{name: "source fails after parts went up", failAt: 20 * mib},
+	// A truncated HTTP body ends in io.ErrUnexpectedEOF, which must not
+	// pass for the end of the dump.
+	{name: "source cut short within the first part", failAt: 1 * mib, failErr: io.ErrUnexpectedEOF},
+	{name: "source cut short at a part boundary", failAt: 16 * mib, failErr: io.ErrUnexpectedEOF},
 	{name: "caller cancels after parts went up", cancelAt: 12 * mib},
 }
 
@@ -193,8 +202,11 @@ func checkAborts(t *testing.T, s Store, leftovers func(t *testing.T, key string)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			src := newGenReader(40*mib, 2)
-			src.failAt = tc.failAt
+			src.failAt, src.failErr = tc.failAt, tc.failErr
 			wantErr := errSourceBroke
+			if tc.failErr != nil {
+				wantErr = tc.failErr
+			}
 			if tc.cancelAt > 0 {
 				src.onAt, src.on, wantErr = tc.cancelAt, cancel, context.Canceled
 			}
