@@ -170,7 +170,7 @@ func gcsEndpoint(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// objectURL is the JSON API URL of an object (api "storage") or of the
+// apiURL is the JSON API URL of an object (api "storage") or of the
 // bucket's object collection for uploads (api "upload", name "").
 func (s *gcsStore) apiURL(api, name string, query url.Values) string {
 	var b strings.Builder
