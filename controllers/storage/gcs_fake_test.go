@@ -40,6 +40,9 @@ const (
 	gcsFailChunk = "fail-chunk"
 	gcsLoseReply = "lose-reply"
 	gcsLoseFinal = "lose-final"
+	// gcsHangFinal stores the last chunk and then holds the request until
+	// the client gives up.
+	gcsHangFinal = "hang-final"
 	// Buckets that answer every request with an error.
 	gcsForbiddenBucket = "forbidden"
 	gcsBrokenBucket    = "broken"
@@ -215,7 +218,8 @@ func (f *gcsFront) chunk(w http.ResponseWriter, r *http.Request, s *frontSession
 	second := len(s.Chunks) == 1
 	inject := s.Injected == 0 && (second && strings.Contains(s.Name, gcsFailChunk))
 	lose := s.Injected == 0 && (second && strings.Contains(s.Name, gcsLoseReply) || final && strings.Contains(s.Name, gcsLoseFinal))
-	if inject || lose {
+	hang := final && strings.Contains(s.Name, gcsHangFinal)
+	if inject || lose || hang {
 		s.Injected++
 	}
 	f.mu.Unlock()
@@ -237,6 +241,10 @@ func (f *gcsFront) chunk(w http.ResponseWriter, r *http.Request, s *frontSession
 		s.Chunks = append(s.Chunks, int64(len(body)))
 	}
 	f.mu.Unlock()
+	if hang {
+		<-r.Context().Done()
+		return
+	}
 	if lose {
 		if hj, ok := w.(http.Hijacker); ok {
 			if c, _, err := hj.Hijack(); err == nil {

@@ -130,6 +130,32 @@ func TestGCSStore(t *testing.T) {
 			})
 		}
 	})
+	t.Run("cancelled while the last chunk completes the object", func(t *testing.T) {
+		// The object exists once the last chunk is stored, whether or not
+		// its answer arrives; a write that then fails must remove it.
+		key := gcsHangFinal + "/core.zst"
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Write(wctx, key, newGenReader(9*mib, 5), WriteOptions{})
+			done <- err
+		}()
+		for !slices.ContainsFunc(fakeStats(t, endpoint).Sessions, func(ss frontSession) bool { return ss.Name == "prod/eu/"+key && ss.Done }) {
+			select {
+			case err := <-done:
+				t.Fatalf("Write returned before the last chunk was stored: %v", err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Write error = %v, want context.Canceled", err)
+		}
+		if _, err := s.Size(ctx, key); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("after a cancelled write, Size error = %v, want ErrNotFound", err)
+		}
+	})
 	t.Run("a failure that persists gives up", func(t *testing.T) {
 		b := mustOpen(t, mustParse(t, "gs://"+gcsBrokenBucket+query), creds)
 		b.(*gcsStore).backoff = time.Millisecond
