@@ -11,6 +11,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,9 +86,6 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 	if err != nil {
 		return nil, err
 	}
-	// Token sources keep the context they were made with for refreshing
-	// tokens; Open's context may end long before the store does.
-	bg := context.WithoutCancel(ctx)
 	var (
 		ts oauth2.TokenSource
 		// keyJSON is the service-account key the store authenticates with,
@@ -100,27 +98,21 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 	case creds != nil && anonymous:
 		return nil, fmt.Errorf("%w: anonymous= cannot be combined with a Secret", ErrInvalidURL)
 	case creds != nil:
-		// CheckCredentials vetted the key; the type is pinned again here
-		// because the library would otherwise follow whatever the file says.
 		key := creds[KeyGCSCredentials]
-		gc, err := google.CredentialsFromJSONWithType(bg, key, google.ServiceAccount, gcsScope)
+		gc, err := gcsCredentials(key, gcsScope)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrCredentials, KeyGCSCredentials, err)
 		}
 		ts, keyJSON = gc.TokenSource, key
-		iamCreds = func(ctx context.Context) (*google.Credentials, error) {
-			return google.CredentialsFromJSONWithType(ctx, key, google.ServiceAccount, gcsIAMScope)
-		}
+		iamCreds = func(context.Context) (*google.Credentials, error) { return gcsCredentials(key, gcsIAMScope) }
 	case anonymous:
 	default:
-		gc, err := google.FindDefaultCredentials(bg, gcsScope)
+		gc, err := gcsCredentials(nil, gcsScope)
 		if err != nil {
 			return nil, fmt.Errorf("finding Google default credentials (Workload Identity, metadata server): %w", err)
 		}
 		ts, keyJSON = gc.TokenSource, gc.JSON
-		iamCreds = func(ctx context.Context) (*google.Credentials, error) {
-			return google.FindDefaultCredentials(ctx, gcsIAMScope)
-		}
+		iamCreds = func(context.Context) (*google.Credentials, error) { return gcsCredentials(nil, gcsIAMScope) }
 	}
 	signer, err := newGCSSigner(q.Get("access_id"), q.Get("private_key_path"), keyJSON)
 	if err != nil {
@@ -128,7 +120,7 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 	}
 	if iamCreds != nil {
 		signer.iam = &gcsIAM{endpoint: gcsIAMEndpoint, creds: func(ctx context.Context) (*http.Client, error) {
-			gc, err := iamCreds(context.WithoutCancel(ctx))
+			gc, err := iamCreds(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -136,6 +128,50 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 		}}
 	}
 	return &gcsStore{loc: loc, endpoint: endpoint, client: gcsHTTPClient(ts), signer: signer, backoff: gcsBackoff}, nil
+}
+
+// gcsCreds keeps credentials, and with them their tokens, across the
+// stores the manager opens for each upload: without it every upload would
+// fetch a token first. Entries are keyed by a hash of the key and the scope
+// (a rotated key is a new entry); the map is emptied when it holds
+// gcsMaxCachedCreds, which only many rotations reach.
+var gcsCreds = struct {
+	sync.Mutex
+	m map[[sha256.Size]byte]*google.Credentials
+}{m: map[[sha256.Size]byte]*google.Credentials{}}
+
+const gcsMaxCachedCreds = 32
+
+// gcsCredentials are the credentials of a service-account key, or the
+// default credentials when key is nil, for scope. Tokens are fetched
+// through the shared transport, with a context that outlives any caller's.
+func gcsCredentials(key []byte, scope string) (*google.Credentials, error) {
+	id := sha256.Sum256(append([]byte(scope+"\x00"+strconv.FormatBool(key == nil)+"\x00"), key...))
+	gcsCreds.Lock()
+	defer gcsCreds.Unlock()
+	if gc := gcsCreds.m[id]; gc != nil {
+		return gc, nil
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: gcsTransport()})
+	var (
+		gc  *google.Credentials
+		err error
+	)
+	if key == nil {
+		gc, err = google.FindDefaultCredentials(ctx, scope)
+	} else {
+		// CheckCredentials vetted the key; the type is pinned again here
+		// because the library would otherwise follow whatever the file says.
+		gc, err = google.CredentialsFromJSONWithType(ctx, key, google.ServiceAccount, scope)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(gcsCreds.m) >= gcsMaxCachedCreds {
+		clear(gcsCreds.m)
+	}
+	gcsCreds.m[id] = gc
+	return gc, nil
 }
 
 // gcsHTTPClient authenticates with ts, or not at all when ts is nil.

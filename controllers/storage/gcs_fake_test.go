@@ -108,6 +108,8 @@ type fakeGCSStats struct {
 	Sessions []frontSession
 	Auth     []string
 	Broken   int
+	// Tokens counts the tokens issued to each account.
+	Tokens map[string]int
 }
 
 func (f *gcsFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -117,7 +119,10 @@ func (f *gcsFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case gcsStatsPath:
 		f.mu.Lock()
-		st := fakeGCSStats{Auth: slices.Sorted(maps.Keys(f.auth)), Broken: f.broken}
+		st := fakeGCSStats{Auth: slices.Sorted(maps.Keys(f.auth)), Broken: f.broken, Tokens: map[string]int{}}
+		for _, who := range f.tokens {
+			st.Tokens[who]++
+		}
 		for _, s := range f.sessions {
 			st.Sessions = append(st.Sessions, *s)
 		}

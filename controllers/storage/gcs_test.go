@@ -183,8 +183,14 @@ func TestGCSStore(t *testing.T) {
 		}
 	})
 	t.Run("a Secret's key authenticates, not the environment's", func(t *testing.T) {
-		if got := fakeStats(t, endpoint).Auth; !slices.Equal(got, []string{"coredog@p.iam.gserviceaccount.com"}) {
-			t.Fatalf("requests authenticated as %v", got)
+		st := fakeStats(t, endpoint)
+		if !slices.Equal(st.Auth, []string{"coredog@p.iam.gserviceaccount.com"}) {
+			t.Fatalf("requests authenticated as %v", st.Auth)
+		}
+		// The stores opened above (one per upload, in the manager) share
+		// one token.
+		if n := st.Tokens["coredog@p.iam.gserviceaccount.com"]; n != 1 {
+			t.Errorf("%d tokens issued for the Secret's key, want 1", n)
 		}
 	})
 	t.Run("default credentials", func(t *testing.T) {
