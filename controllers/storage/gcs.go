@@ -130,11 +130,13 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 	return &gcsStore{loc: loc, endpoint: endpoint, client: gcsHTTPClient(ts), signer: signer, backoff: gcsBackoff}, nil
 }
 
-// gcsCreds keeps credentials, and with them their tokens, across the
-// stores the manager opens for each upload: without it every upload would
-// fetch a token first. Entries are keyed by a hash of the key and the scope
-// (a rotated key is a new entry); the map is emptied when it holds
-// gcsMaxCachedCreds, which only many rotations reach.
+// gcsCreds keeps the credentials of Secrets' keys, and with them their
+// tokens, across the stores the manager opens for each upload: without it
+// every upload would fetch a token first. Entries are keyed by a hash of the
+// key and the scope (a rotated key is a new entry); the map is emptied when
+// it holds gcsMaxCachedCreds, which only many rotations reach. Default
+// credentials are looked up each time, as they depend on the environment
+// and files that may change; their tokens come from the metadata server.
 var gcsCreds = struct {
 	sync.Mutex
 	m map[[sha256.Size]byte]*google.Credentials
@@ -146,24 +148,19 @@ const gcsMaxCachedCreds = 32
 // default credentials when key is nil, for scope. Tokens are fetched
 // through the shared transport, with a context that outlives any caller's.
 func gcsCredentials(key []byte, scope string) (*google.Credentials, error) {
-	id := sha256.Sum256(append([]byte(scope+"\x00"+strconv.FormatBool(key == nil)+"\x00"), key...))
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: gcsTransport()})
+	if key == nil {
+		return google.FindDefaultCredentials(ctx, scope)
+	}
+	id := sha256.Sum256(append([]byte(scope+"\x00"), key...))
 	gcsCreds.Lock()
 	defer gcsCreds.Unlock()
 	if gc := gcsCreds.m[id]; gc != nil {
 		return gc, nil
 	}
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: gcsTransport()})
-	var (
-		gc  *google.Credentials
-		err error
-	)
-	if key == nil {
-		gc, err = google.FindDefaultCredentials(ctx, scope)
-	} else {
-		// CheckCredentials vetted the key; the type is pinned again here
-		// because the library would otherwise follow whatever the file says.
-		gc, err = google.CredentialsFromJSONWithType(ctx, key, google.ServiceAccount, scope)
-	}
+	// CheckCredentials vetted the key; the type is pinned again here
+	// because the library would otherwise follow whatever the file says.
+	gc, err := google.CredentialsFromJSONWithType(ctx, key, google.ServiceAccount, scope)
 	if err != nil {
 		return nil, err
 	}
