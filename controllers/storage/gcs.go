@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -34,8 +35,10 @@ const (
 	gcsScope    = "https://www.googleapis.com/auth/devstorage.read_write"
 	gcsIAMScope = "https://www.googleapis.com/auth/cloud-platform"
 	// gcsMaxAttempts bounds the tries of one request or one chunk; retries
-	// wait gcsBackoff, doubled each time up to gcsMaxBackoff.
-	gcsMaxAttempts = 6
+	// wait gcsBackoff, doubled each time up to gcsMaxBackoff, with jitter:
+	// about 20 s in all, which outlasts the usual burst of 503s, and is
+	// cheaper than the controller's retry of the whole dump.
+	gcsMaxAttempts = 8
 	gcsBackoff     = 250 * time.Millisecond
 	gcsMaxBackoff  = 8 * time.Second
 	// gcsErrorBodyLimit is how much of an error response is read for its message.
@@ -380,8 +383,10 @@ func (s *gcsStore) send(req *http.Request) (*http.Response, error) {
 
 // sleep waits before the given retry, or until ctx is done.
 func (s *gcsStore) sleep(ctx context.Context, attempt int) error {
-	d := s.backoff << min(attempt-1, 16)
-	d = min(d, gcsMaxBackoff)
+	d := min(s.backoff<<min(attempt-1, 16), gcsMaxBackoff)
+	// Half fixed, half random, so that uploads that failed together do
+	// not retry together.
+	d = d/2 + rand.N(d/2+1)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
