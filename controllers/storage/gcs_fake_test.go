@@ -45,6 +45,7 @@ const (
 	gcsHangFinal = "hang-final"
 	// Buckets that answer every request with an error.
 	gcsForbiddenBucket = "forbidden"
+	gcsUnauthBucket    = "unauthorized"
 	gcsBrokenBucket    = "broken"
 	gcsTokenPath       = "/-/token"
 	gcsStatsPath       = "/-/stats"
@@ -134,6 +135,9 @@ func (f *gcsFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.Contains(r.URL.Path, "/b/"+gcsForbiddenBucket+"/"):
 		http.Error(w, `{"error":{"code":403,"message":"coredog@p.iam.gserviceaccount.com does not have storage.objects.create access to the Google Cloud Storage object."}}`, http.StatusForbidden)
+		return
+	case strings.Contains(r.URL.Path, "/b/"+gcsUnauthBucket+"/"):
+		http.Error(w, `{"error":{"code":401,"message":"Invalid Credentials"}}`, http.StatusUnauthorized)
 		return
 	case strings.Contains(r.URL.Path, "/b/"+gcsBrokenBucket+"/"):
 		f.mu.Lock()

@@ -169,16 +169,22 @@ func TestGCSStore(t *testing.T) {
 		}
 	})
 	t.Run("refusals name the bucket", func(t *testing.T) {
-		f := mustOpen(t, mustParse(t, "gs://"+gcsForbiddenBucket+query), creds)
-		for name, op := range map[string]func() error{
-			"write": func() error { _, err := f.Write(ctx, "k", strings.NewReader("x"), WriteOptions{}); return err },
-			"size":  func() error { _, err := f.Size(ctx, "k"); return err },
-			"read":  func() error { _, err := f.Read(ctx, "k"); return err },
+		for _, tc := range []struct{ bucket, status string }{
+			{gcsForbiddenBucket, "HTTP 403"},
+			{gcsUnauthBucket, "HTTP 401: Invalid Credentials"},
 		} {
-			err := op()
-			if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `bucket "forbidden"`) ||
-				!strings.Contains(err.Error(), "HTTP 403") {
-				t.Errorf("%s: %v", name, err)
+			f := mustOpen(t, mustParse(t, "gs://"+tc.bucket+query), creds)
+			for name, op := range map[string]func() error{
+				"write":  func() error { _, err := f.Write(ctx, "k", strings.NewReader("x"), WriteOptions{}); return err },
+				"size":   func() error { _, err := f.Size(ctx, "k"); return err },
+				"read":   func() error { _, err := f.Read(ctx, "k"); return err },
+				"delete": func() error { return f.Delete(ctx, "k") },
+			} {
+				err := op()
+				if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `bucket "`+tc.bucket+`"`) ||
+					!strings.Contains(err.Error(), tc.status) {
+					t.Errorf("%s %s: %v", tc.bucket, name, err)
+				}
 			}
 		}
 	})
