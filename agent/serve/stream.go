@@ -204,11 +204,6 @@ func newEncoder(c Compression, w io.Writer) (io.WriteCloser, error) {
 			// one window per download and a download uses at most one core.
 			zstd.WithEncoderConcurrency(1),
 			zstd.WithWindowSize(zstdWindow),
-			// The trailers carry SHA-256 of the raw and of the sent bytes,
-			// which the manager checks and the CoreDump records; zstd's own
-			// xxhash of the content would cost 5% of the encoder's time
-			// for nothing more.
-			zstd.WithEncoderCRC(false),
 		)
 		if err != nil {
 			return nil, fmt.Errorf("creating zstd encoder: %w", err)
