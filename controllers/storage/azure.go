@@ -1,31 +1,44 @@
 package storage
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
-	"gocloud.dev/blob"
-	"gocloud.dev/blob/azureblob"
 )
 
-// azureServiceOptions reads the azblob:// URL options. gocloud's own
-// defaults come from process environment variables, which one controller
-// serving many policies must not use, so they are built here from the URL
-// alone.
-func azureServiceOptions(q url.Values) (*azureblob.ServiceURLOptions, error) {
-	o := &azureblob.ServiceURLOptions{
+// azureServiceURLOptions are the azblob:// URL options that make the
+// service URL, as gocloud's azureblob read them.
+type azureServiceURLOptions struct {
+	AccountName, StorageDomain, Protocol string
+	IsCDN, IsLocalEmulator               bool
+}
+
+// azureServiceOptions reads the azblob:// URL options. Defaults are never
+// taken from process environment variables, which one controller serving
+// many policies must not use: they come from the URL alone.
+func azureServiceOptions(q url.Values) (*azureServiceURLOptions, error) {
+	o := &azureServiceURLOptions{
 		AccountName:   q.Get("storage_account"),
 		StorageDomain: q.Get("domain"),
 		Protocol:      q.Get("protocol"),
@@ -42,7 +55,35 @@ func azureServiceOptions(q url.Values) (*azureblob.ServiceURLOptions, error) {
 	return o, nil
 }
 
-func openAzure(ctx context.Context, loc *Location, creds map[string][]byte) (*bucketStore, error) {
+// azureServiceURL is the Blob service's URL: https://ACCOUNT.DOMAIN, or
+// PROTOCOL://DOMAIN/ACCOUNT for an emulator (or a domain on loopback), or
+// PROTOCOL://DOMAIN for a CDN.
+func azureServiceURL(o *azureServiceURLOptions) (string, error) {
+	if o.AccountName == "" {
+		return "", errors.New("no storage account")
+	}
+	domain := o.StorageDomain
+	if domain == "" {
+		domain = "blob.core.windows.net"
+	}
+	protocol := o.Protocol
+	switch protocol {
+	case "":
+		protocol = "https"
+	case "http", "https":
+	default:
+		return "", fmt.Errorf("invalid protocol %q: not http or https", protocol)
+	}
+	switch {
+	case strings.HasPrefix(domain, "127.0.0.1") || strings.HasPrefix(domain, "localhost") || o.IsLocalEmulator:
+		return protocol + "://" + domain + "/" + o.AccountName, nil
+	case o.IsCDN:
+		return protocol + "://" + domain, nil
+	}
+	return protocol + "://" + o.AccountName + "." + domain, nil
+}
+
+func openAzure(loc *Location, creds map[string][]byte) (*azureStore, error) {
 	so, err := azureServiceOptions(loc.Query)
 	if err != nil {
 		return nil, err
@@ -51,25 +92,238 @@ func openAzure(ctx context.Context, loc *Location, creds map[string][]byte) (*bu
 	if err != nil {
 		return nil, err
 	}
-	bucket, err := azureblob.OpenBucket(ctx, client, nil)
+	return &azureStore{loc: loc, client: client, tokenCred: tokenCred}, nil
+}
+
+// azureStore is a Store on an Azure Blob Storage container, through the
+// SDK's container and block blob clients. Keys are escaped as gocloud's
+// azureblob escaped them (azureBlobName), so that blobs written by earlier
+// versions keep their names.
+type azureStore struct {
+	loc    *Location
+	client *container.Client
+	// tokenCred signs user delegation SAS when there is no shared key.
+	tokenCred azcore.TokenCredential
+}
+
+var _ Store = (*azureStore)(nil)
+
+func (s *azureStore) blobName(key string) string { return azureBlobName(s.loc.Prefix + key) }
+
+func (s *azureStore) Write(ctx context.Context, key string, r io.Reader, opts WriteOptions) (int64, error) {
+	if err := checkWrite(s.loc, key, &opts); err != nil {
+		return 0, err
+	}
+	bb := s.client.NewBlockBlobClient(s.blobName(key))
+	n, err := azureUpload(ctx, bb, ctxReader{ctx: ctx, r: r}, partSizeFor(opts.SizeHint), &opts)
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
+		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
 	}
-	sign := func(ctx context.Context, fullKey string, expiry time.Duration) (string, error) {
-		u, err := bucket.SignedURL(ctx, fullKey, &blob.SignedURLOptions{Expiry: expiry, Method: http.MethodGet})
+	return n, nil
+}
+
+func (s *azureStore) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	_, err := s.client.NewBlobClient(s.blobName(key)).Delete(ctx, nil)
+	if err != nil && !azureMissing(err) {
+		return fmt.Errorf("deleting %s: %w", s.loc.ObjectURL(key), s.refusal(err))
+	}
+	return nil
+}
+
+func (s *azureStore) Size(ctx context.Context, key string) (int64, error) {
+	if err := checkKey(key); err != nil {
+		return 0, err
+	}
+	p, err := s.client.NewBlobClient(s.blobName(key)).GetProperties(ctx, nil)
+	if err != nil {
+		return 0, s.readError(key, err)
+	}
+	if p.ContentLength == nil {
+		return 0, s.readError(key, errors.New("Azure sent no Content-Length"))
+	}
+	return *p.ContentLength, nil
+}
+
+func (s *azureStore) Read(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	resp, err := s.client.NewBlobClient(s.blobName(key)).DownloadStream(ctx, nil)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	var ct string
+	if resp.ContentType != nil {
+		ct = *resp.ContentType
+	}
+	return &objectReader{ReadCloser: resp.Body, contentType: ct}, nil
+}
+
+// SignedURL makes a read-only SAS: with the shared key when there is one
+// (without contacting Azure), otherwise with a user delegation key.
+func (s *azureStore) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	if err := checkSign(s.loc, key, expiry); err != nil {
+		return "", err
+	}
+	name := s.blobName(key)
+	var (
+		u   string
+		err error
+	)
+	if s.tokenCred != nil {
+		u, err = azureUserDelegationURL(ctx, s.client, s.tokenCred, name, expiry)
+	} else {
+		start := time.Now().UTC()
+		u, err = s.client.NewBlobClient(name).GetSASURL(sas.BlobPermissions{Read: true}, start.Add(expiry), &blob.GetSASURLOptions{StartTime: &start})
 		if errors.Is(err, bloberror.MissingSharedKeyCredential) {
-			return "", fmt.Errorf("%w: a connection string with a SAS token cannot sign; use an account key", ErrSignedURLUnsupported)
-		}
-		return u, err
-	}
-	if tokenCred != nil {
-		sign = func(ctx context.Context, fullKey string, expiry time.Duration) (string, error) {
-			return azureUserDelegationURL(ctx, client, tokenCred, fullKey, expiry)
+			err = fmt.Errorf("%w: a connection string with a SAS token cannot sign; use an account key", ErrSignedURLUnsupported)
 		}
 	}
-	return &bucketStore{bucket: bucket, sign: sign, tune: func(wo *blob.WriterOptions) {
-		wo.MaxConcurrency = azureConcurrency
-	}}, nil
+	if err != nil {
+		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
+	}
+	return u, nil
+}
+
+// Close releases nothing: the clients hold no connections of their own.
+func (s *azureStore) Close() error { return nil }
+
+func (s *azureStore) readError(key string, err error) error {
+	if azureMissing(err) {
+		return notFound(s.loc, key)
+	}
+	return fmt.Errorf("reading %s: %w", s.loc.ObjectURL(key), s.refusal(err))
+}
+
+// refusal wraps 401 and 403 answers in ErrCredentials.
+func (s *azureStore) refusal(err error) error {
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		return refusal(s.loc, re.StatusCode, err)
+	}
+	return err
+}
+
+// azureMissing says whether err is Azure's answer for a blob that is not
+// there.
+func azureMissing(err error) bool {
+	var re *azcore.ResponseError
+	return bloberror.HasCode(err, bloberror.BlobNotFound) || errors.As(err, &re) && re.StatusCode == http.StatusNotFound && re.ErrorCode != string(bloberror.ContainerNotFound)
+}
+
+// azureUpload stages r in blocks of blockSize, azureConcurrency of them at
+// a time (so a write holds that many blocks, whatever the blob's size), and
+// commits the block list once every block is stored. Until then the blob
+// is unchanged; blocks of a write that fails are never committed, and
+// Azure discards them after a week.
+func azureUpload(ctx context.Context, bb *blockblob.Client, r io.Reader, blockSize int, opts *WriteOptions) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Block IDs are 16 bytes like the UUIDs the SDK's own uploads use:
+	// Azure refuses blocks of one blob whose IDs differ in length, and
+	// blocks a dead attempt left uncommitted still count. A random half
+	// keeps this write's blocks apart from theirs.
+	var prefix [8]byte
+	if _, err := rand.Read(prefix[:]); err != nil {
+		return 0, err
+	}
+	var (
+		ids   []string
+		total int64
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+			cancel()
+		}
+		mu.Unlock()
+	}
+	failed := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return first
+	}
+	// free holds the buffers not in flight; taking one waits for a block
+	// to finish when azureConcurrency are.
+	free := make(chan *[]byte, azureConcurrency)
+	for range azureConcurrency {
+		free <- nil
+	}
+	defer func() {
+		wg.Wait()
+		close(free)
+		for b := range free {
+			if b != nil {
+				putPart(b)
+			}
+		}
+	}()
+	for num := uint64(0); ; num++ {
+		buf := <-free
+		if buf == nil {
+			buf = getPart(blockSize)
+		}
+		if err := failed(); err != nil {
+			free <- buf
+			wg.Wait()
+			return total, err
+		}
+		n, end, err := fill(r, *buf)
+		total += int64(n)
+		if err != nil {
+			free <- buf
+			fail(err)
+			wg.Wait()
+			return total, failed()
+		}
+		if n == 0 {
+			free <- buf
+			break
+		}
+		if num >= maxParts {
+			free <- buf
+			fail(fmt.Errorf("more than %d blocks of %d bytes", maxParts, blockSize))
+			wg.Wait()
+			return total, failed()
+		}
+		var raw [16]byte
+		copy(raw[:], prefix[:])
+		binary.BigEndian.PutUint64(raw[8:], num)
+		id := base64.StdEncoding.EncodeToString(raw[:])
+		ids = append(ids, id)
+		wg.Add(1)
+		go func(body []byte) {
+			defer wg.Done()
+			_, err := bb.StageBlock(ctx, id, streaming.NopCloser(bytes.NewReader(body)), nil)
+			if err != nil {
+				fail(fmt.Errorf("block %d: %w", num+1, err))
+			}
+			free <- buf
+		}((*buf)[:n])
+		if end {
+			break
+		}
+	}
+	wg.Wait()
+	if err := failed(); err != nil {
+		return total, err
+	}
+	md := make(map[string]*string, len(opts.Metadata))
+	for k, v := range opts.Metadata {
+		md[azureMetadataKey(k)] = ptr(url.PathEscape(v))
+	}
+	_, err := bb.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
+		HTTPHeaders: &blob.HTTPHeaders{BlobContentType: &opts.ContentType},
+		Metadata:    md,
+	})
+	return total, err
 }
 
 // azureUserDelegationURL signs a read-only SAS with a user delegation key,
@@ -118,7 +372,7 @@ func ptr[T any](v T) *T { return &v }
 
 // azureClient makes the container client; the token credential is returned
 // too when there is no shared key, because signing then needs it.
-func azureClient(loc *Location, so *azureblob.ServiceURLOptions, creds map[string][]byte) (*container.Client, azcore.TokenCredential, error) {
+func azureClient(loc *Location, so *azureServiceURLOptions, creds map[string][]byte) (*container.Client, azcore.TokenCredential, error) {
 	if cs := value(creds, KeyAzureConnString); cs != "" {
 		// The connection string names the endpoint itself; the URL's
 		// storage_account, domain and protocol do not apply.
@@ -166,12 +420,12 @@ func azureClient(loc *Location, so *azureblob.ServiceURLOptions, creds map[strin
 	return c, cred, err
 }
 
-func azureContainerURL(so *azureblob.ServiceURLOptions, containerName string) (string, error) {
-	svc, err := azureblob.NewServiceURL(so)
+func azureContainerURL(so *azureServiceURLOptions, containerName string) (string, error) {
+	svc, err := azureServiceURL(so)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalidURL, err)
 	}
-	u, err := url.JoinPath(string(svc), containerName)
+	u, err := url.JoinPath(svc, containerName)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalidURL, err)
 	}

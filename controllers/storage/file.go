@@ -1,17 +1,18 @@
 package storage
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
-
-	"gocloud.dev/blob"
-	"gocloud.dev/blob/fileblob"
+	"strings"
+	"time"
 )
 
 // Dumps hold process memory: only the controller's user may read them.
@@ -58,67 +59,184 @@ func parseFileParams(q url.Values) (*fileParams, error) {
 	default:
 		return nil, fmt.Errorf("%w: metadata=%q: the only value is skip", ErrInvalidURL, v)
 	}
-	// no_tmp_dir is accepted and always in effect; see openFile.
+	// no_tmp_dir is accepted and always in effect; see fileStore.write.
 	return p, nil
 }
 
-func openFile(loc *Location) (*bucketStore, error) {
+// fileStore keeps objects as files under a directory, laid out as
+// gocloud's fileblob did, so that directories written by earlier versions
+// read back and the other way round: one file per object at its key, and
+// next to it a JSON sidecar, <key>.attrs, with its content type and
+// metadata.
+type fileStore struct {
+	loc *Location
+	p   *fileParams
+}
+
+var _ Store = (*fileStore)(nil)
+
+func openFile(loc *Location) (*fileStore, error) {
 	p, err := parseFileParams(loc.Query)
 	if err != nil {
 		return nil, err
 	}
-	opts := &fileblob.Options{
-		CreateDir:   p.createDir,
-		DirFileMode: p.dirMode,
-		// Temp files go next to their object, never into os.TempDir: a
-		// dump must not sit in a world-visible /tmp, and a rename across
-		// file systems would fail.
-		NoTempDir: true,
-		// fileblob's own sidecar comes with an MD5 of every byte written,
-		// which costs more than the rest of a file write and which nothing
-		// here reads; the sidecar is written below instead, without it.
-		Metadata: fileblob.MetadataDontWrite,
-	}
-	bucket, err := fileblob.OpenBucket(loc.Bucket, opts)
-	if err != nil {
-		if !p.createDir && errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("directory %s does not exist, and create_dir=false: %w", loc.Bucket, err)
+	fi, err := os.Stat(loc.Bucket)
+	if err != nil && p.createDir && errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(loc.Bucket, p.dirMode); err == nil {
+			fi, err = os.Stat(loc.Bucket)
 		}
+	}
+	switch {
+	case err != nil && !p.createDir && errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("directory %s does not exist, and create_dir=false: %w", loc.Bucket, err)
+	case err != nil:
 		return nil, fmt.Errorf("preparing directory %s: %w", loc.Bucket, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("preparing directory %s: not a directory", loc.Bucket)
 	}
-	s := &bucketStore{
-		bucket: bucket,
-		tune: func(wo *blob.WriterOptions) {
-			wo.BeforeWrite = func(as func(any) bool) error {
-				// Narrow the temp file before the first byte goes in;
-				// fileblob creates it 0666 minus umask.
-				var f *os.File
-				if !as(&f) || f == nil {
-					return errors.New("fileblob did not expose its temp file")
-				}
-				return f.Chmod(p.fileMode)
-			}
-		},
-	}
-	if !p.skipMetadata {
-		path := func(fullKey string) string {
-			// Checked keys need no escaping, so the path is plain.
-			return filepath.Join(loc.Bucket, filepath.FromSlash(fullKey)) + fileAttrsExt
-		}
-		s.beforeCommit = func(fullKey string, wo *blob.WriterOptions) error {
-			return writeFileAttrs(path(fullKey), p.fileMode, wo)
-		}
-		s.undoCommit = func(fullKey string) { _ = os.Remove(path(fullKey)) }
-	}
-	return s, nil
+	return &fileStore{loc: loc, p: p}, nil
 }
 
-// fileAttrsExt names the sidecar fileblob reads an object's attributes from.
+// path is the file of a key (without the prefix).
+func (s *fileStore) path(key string) string {
+	return filepath.Join(s.loc.Bucket, filepath.FromSlash(fileKeyPath(s.loc.Prefix+key)))
+}
+
+func (s *fileStore) Write(ctx context.Context, key string, r io.Reader, opts WriteOptions) (int64, error) {
+	if err := checkWrite(s.loc, key, &opts); err != nil {
+		return 0, err
+	}
+	n, err := s.write(ctx, s.path(key), ctxReader{ctx: ctx, r: r}, &opts)
+	if err != nil {
+		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
+	}
+	return n, nil
+}
+
+// write copies r into a temp file next to path and renames it into place
+// once it is complete, after the sidecar; on any failure, the temp file is
+// removed and nothing changes at path.
+func (s *fileStore) write(ctx context.Context, path string, r io.Reader, opts *WriteOptions) (n int64, err error) {
+	if strings.HasSuffix(path, fileAttrsExt) {
+		return 0, fmt.Errorf("keys ending in %s are reserved for attributes", fileAttrsExt)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), s.p.dirMode); err != nil {
+		return 0, err
+	}
+	// Temp files go next to their object, never into os.TempDir: a dump
+	// must not sit in a world-visible /tmp, and a rename across file
+	// systems would fail.
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	// Mode before the first byte goes in; CreateTemp makes it 0600.
+	if err = f.Chmod(s.p.fileMode); err != nil {
+		return 0, err
+	}
+	if n, err = io.Copy(f, r); err != nil {
+		return n, err
+	}
+	if err = f.Close(); err != nil {
+		return n, err
+	}
+	if err = ctx.Err(); err != nil {
+		return n, err
+	}
+	if !s.p.skipMetadata {
+		if err = writeFileAttrs(path+fileAttrsExt, s.p.fileMode, opts); err != nil {
+			return n, err
+		}
+		defer func() {
+			if err != nil {
+				_ = os.Remove(path + fileAttrsExt)
+			}
+		}()
+	}
+	return n, os.Rename(f.Name(), path)
+}
+
+func (s *fileStore) Delete(_ context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	path := s.path(key)
+	err := os.Remove(path)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		err = os.Remove(path + fileAttrsExt)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("deleting %s: %w", s.loc.ObjectURL(key), err)
+	}
+	return nil
+}
+
+func (s *fileStore) Size(_ context.Context, key string) (int64, error) {
+	if err := checkKey(key); err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(s.path(key))
+	if err != nil {
+		return 0, s.readError(key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return 0, notFound(s.loc, key)
+	}
+	return fi.Size(), nil
+}
+
+func (s *fileStore) Read(_ context.Context, key string) (io.ReadCloser, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	path := s.path(key)
+	attrs, err := readFileAttrs(path + fileAttrsExt)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		_ = f.Close()
+		if err != nil {
+			return nil, s.readError(key, err)
+		}
+		return nil, notFound(s.loc, key)
+	}
+	return &objectReader{ReadCloser: f, contentType: attrs.ContentType}, nil
+}
+
+func (s *fileStore) SignedURL(_ context.Context, key string, expiry time.Duration) (string, error) {
+	if err := checkSign(s.loc, key, expiry); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), ErrSignedURLUnsupported)
+}
+
+func (s *fileStore) Close() error { return nil }
+
+func (s *fileStore) readError(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return notFound(s.loc, key)
+	}
+	return fmt.Errorf("reading %s: %w", s.loc.ObjectURL(key), err)
+}
+
+// fileAttrsExt names the sidecar that holds an object's attributes.
 const fileAttrsExt = ".attrs"
 
 // fileAttrs is fileblob's sidecar format (JSON, field names like
-// extended attributes). fileblob reads it back for Attributes and readers;
-// MD5 stays empty, as fileblob leaves it for objects it did not write.
+// extended attributes), which earlier versions wrote and read. MD5 stays
+// empty, as fileblob left it for objects it did not write; the fields this
+// package does not set stay empty too, and are written all the same.
 type fileAttrs struct {
 	CacheControl       string            `json:"user.cache_control"`
 	ContentDisposition string            `json:"user.content_disposition"`
@@ -130,14 +248,10 @@ type fileAttrs struct {
 }
 
 // writeFileAttrs writes the sidecar of an object about to be renamed into
-// place, as fileblob does before its rename: a reader never sees the object
+// place, as fileblob did before its rename: a reader never sees the object
 // without its attributes.
-func writeFileAttrs(path string, mode fs.FileMode, wo *blob.WriterOptions) error {
-	doc, err := json.Marshal(fileAttrs{
-		CacheControl: wo.CacheControl, ContentDisposition: wo.ContentDisposition,
-		ContentEncoding: wo.ContentEncoding, ContentLanguage: wo.ContentLanguage,
-		ContentType: wo.ContentType, Metadata: wo.Metadata,
-	})
+func writeFileAttrs(path string, mode fs.FileMode, opts *WriteOptions) error {
+	doc, err := json.Marshal(fileAttrs{ContentType: opts.ContentType, Metadata: opts.Metadata})
 	if err != nil {
 		return fmt.Errorf("encoding attributes: %w", err)
 	}
@@ -155,4 +269,22 @@ func writeFileAttrs(path string, mode fs.FileMode, wo *blob.WriterOptions) error
 		return err
 	}
 	return f.Close()
+}
+
+// readFileAttrs reads an object's sidecar; an object without one (written
+// with metadata=skip, or by hand) is application/octet-stream, as fileblob
+// had it.
+func readFileAttrs(path string) (*fileAttrs, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &fileAttrs{ContentType: "application/octet-stream"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	a := &fileAttrs{}
+	if err := json.Unmarshal(b, a); err != nil {
+		return nil, fmt.Errorf("attributes %s: %w", path, err)
+	}
+	return a, nil
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -14,8 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"gocloud.dev/blob"
-	"gocloud.dev/blob/s3blob"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // defaultS3Region signs requests when neither the URL nor the default chain
@@ -109,7 +110,7 @@ func s3Endpoint(endpoint string, disableHTTPS bool) (string, error) {
 	return endpoint, nil
 }
 
-func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucketStore, error) {
+func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*s3Store, error) {
 	p, err := parseS3Params(loc.Query)
 	if err != nil {
 		return nil, err
@@ -137,23 +138,114 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*bucke
 			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
 		}
 	})
-	bucket, err := s3blob.OpenBucket(ctx, client, loc.Bucket, &s3blob.Options{
-		EncryptionType:             p.sseType,
-		KMSEncryptionID:            p.kmsKeyID,
-		RequestChecksumCalculation: cfg.RequestChecksumCalculation,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
-	}
 	up := &s3Uploader{client: client, bucket: loc.Bucket, sse: p.sseType, kmsKey: p.kmsKeyID}
 	if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
 		up.checksum = types.ChecksumAlgorithmCrc32
 	}
-	return &bucketStore{bucket: bucket, clean: func(ctx context.Context, fullKey string) {
-		abortStaleUploads(ctx, client, loc.Bucket, fullKey)
-	}, put: func(ctx context.Context, fullKey string, r io.Reader, wo *blob.WriterOptions) (int64, error) {
-		return up.write(ctx, fullKey, r, wo.BufferSize, wo.ContentType, wo.Metadata)
-	}}, nil
+	return &s3Store{loc: loc, client: client, presign: s3.NewPresignClient(client), up: up}, nil
+}
+
+// s3Store is a Store on an S3 bucket, through the AWS SDK's client.
+type s3Store struct {
+	loc     *Location
+	client  *s3.Client
+	presign *s3.PresignClient
+	up      *s3Uploader
+}
+
+var _ Store = (*s3Store)(nil)
+
+func (s *s3Store) Write(ctx context.Context, key string, r io.Reader, opts WriteOptions) (int64, error) {
+	if err := checkWrite(s.loc, key, &opts); err != nil {
+		return 0, err
+	}
+	full := s.loc.Prefix + key
+	abortStaleUploads(ctx, s.client, s.loc.Bucket, full)
+	n, err := s.up.write(ctx, full, ctxReader{ctx: ctx, r: r}, partSizeFor(opts.SizeHint), opts.ContentType, opts.Metadata)
+	if err != nil {
+		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
+	}
+	abortStaleUploads(ctx, s.client, s.loc.Bucket, full)
+	return n, nil
+}
+
+func (s *s3Store) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.loc.Bucket), Key: aws.String(s.loc.Prefix + key)})
+	if err != nil && !s3Missing(err) {
+		return fmt.Errorf("deleting %s: %w", s.loc.ObjectURL(key), s.refusal(err))
+	}
+	return nil
+}
+
+func (s *s3Store) Size(ctx context.Context, key string) (int64, error) {
+	if err := checkKey(key); err != nil {
+		return 0, err
+	}
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.loc.Bucket), Key: aws.String(s.loc.Prefix + key)})
+	if err != nil {
+		return 0, s.readError(key, err)
+	}
+	return aws.ToInt64(out.ContentLength), nil
+}
+
+func (s *s3Store) Read(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.loc.Bucket), Key: aws.String(s.loc.Prefix + key)})
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	return &objectReader{ReadCloser: out.Body, contentType: aws.ToString(out.ContentType)}, nil
+}
+
+// SignedURL presigns a GetObject (SigV4 in the query) without contacting S3.
+func (s *s3Store) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	if err := checkSign(s.loc, key, expiry); err != nil {
+		return "", err
+	}
+	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.loc.Bucket), Key: aws.String(s.loc.Prefix + key)},
+		s3.WithPresignExpires(expiry))
+	if err != nil {
+		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), err)
+	}
+	return req.URL, nil
+}
+
+// Close releases nothing: the client keeps no connections of its own
+// beyond the SDK's shared transport.
+func (s *s3Store) Close() error { return nil }
+
+func (s *s3Store) readError(key string, err error) error {
+	if s3Missing(err) {
+		return notFound(s.loc, key)
+	}
+	return fmt.Errorf("reading %s: %w", s.loc.ObjectURL(key), s.refusal(err))
+}
+
+// refusal wraps 401 and 403 answers in ErrCredentials.
+func (s *s3Store) refusal(err error) error {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return refusal(s.loc, re.HTTPStatusCode(), err)
+	}
+	return err
+}
+
+// s3Missing says whether err is S3's answer for a key with no object:
+// NoSuchKey from GetObject, NotFound (a bare 404) from HeadObject.
+func s3Missing(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NotFound":
+			return true
+		}
+	}
+	return false
 }
 
 // abortStaleUploads aborts the multipart uploads of fullKey that are still

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -179,11 +180,11 @@ func serverStats(t *testing.T, endpoint string) (parts, injected int, keyIDs str
 // rawS3 is the SDK client behind a store, to look where Store does not.
 func rawS3(t *testing.T, s Store) *s3.Client {
 	t.Helper()
-	var c *s3.Client
-	if !s.(*bucketStore).bucket.As(&c) {
-		t.Fatal("not an S3 store")
+	ss, ok := s.(*s3Store)
+	if !ok {
+		t.Fatalf("%T is not an S3 store", s)
 	}
-	return c
+	return ss.client
 }
 
 func TestS3Store(t *testing.T) {
@@ -340,4 +341,43 @@ func TestS3Store(t *testing.T) {
 			t.Fatalf("without a Secret, requests were signed by %q, want the environment's key too", ids)
 		}
 	})
+}
+
+// S3's refusals (401, 403) wrap ErrCredentials, and 403 ErrAccessDenied,
+// on every operation, and name the object.
+func TestS3Refusals(t *testing.T) {
+	var status atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		code := int(status.Load())
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(code)
+		if r.Method != http.MethodHead {
+			name := map[int]string{http.StatusUnauthorized: "InvalidAccessKeyId", http.StatusForbidden: "AccessDenied"}[code]
+			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>refused by the test</Message></Error>`, name)
+		}
+	}))
+	defer srv.Close()
+	s := mustOpen(t, mustParse(t, "s3://cores/prod?region=us-east-1&use_path_style=true&endpoint="+url.QueryEscape(srv.URL)),
+		secret(KeyAWSAccessKeyID, "AKIATEST", KeyAWSSecretAccessKey, "s"))
+	ctx := context.Background()
+	for _, tc := range []struct {
+		status int
+		denied bool
+	}{{http.StatusUnauthorized, false}, {http.StatusForbidden, true}} {
+		status.Store(int32(tc.status))
+		ops := map[string]func() error{
+			"Write":  func() error { _, err := s.Write(ctx, "x/core.zst", strings.NewReader("x"), WriteOptions{}); return err },
+			"Size":   func() error { _, err := s.Size(ctx, "x/core.zst"); return err },
+			"Read":   func() error { _, err := s.Read(ctx, "x/core.zst"); return err },
+			"Delete": func() error { return s.Delete(ctx, "x/core.zst") },
+		}
+		for name, op := range ops {
+			err := op()
+			if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrAccessDenied) != tc.denied ||
+				!strings.Contains(err.Error(), "s3://cores/prod/x/core.zst") || errors.Is(err, ErrNotFound) {
+				t.Errorf("%s answered %d: %v", name, tc.status, err)
+			}
+		}
+	}
 }

@@ -9,9 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"gocloud.dev/blob"
-	"gocloud.dev/gcerrors"
 )
 
 // Store is where dumps go. Implementations stream: memory stays bounded
@@ -95,115 +92,66 @@ func Open(ctx context.Context, loc *Location, creds map[string][]byte) (Store, e
 	if err := CheckCredentials(loc.Scheme, creds); err != nil {
 		return nil, err
 	}
-	var (
-		s   *bucketStore
-		err error
-	)
 	switch loc.Scheme {
 	case SchemeS3:
-		s, err = openS3(ctx, loc, creds)
+		return openS3(ctx, loc, creds)
 	case SchemeGCS:
-		// GCS is not a gocloud bucket: see gcs.go.
 		return openGCS(ctx, loc, creds)
 	case SchemeAzure:
-		s, err = openAzure(ctx, loc, creds)
+		return openAzure(loc, creds)
 	case SchemeFile:
-		s, err = openFile(loc)
+		return openFile(loc)
 	}
-	if err != nil {
-		return nil, err
-	}
-	s.loc = loc
-	return s, nil
+	return nil, fmt.Errorf("%w: scheme %q is not one of s3, gs, azblob, file", ErrInvalidURL, loc.Scheme)
 }
 
-// bucketStore is a Store on a gocloud bucket; the scheme-specific parts are
-// the hooks on writes.
-type bucketStore struct {
-	loc    *Location
-	bucket *blob.Bucket
-	// tune adjusts the writer options of every write (part sizes, file modes).
-	tune func(*blob.WriterOptions)
-	// put, when set, writes in place of the gocloud writer (S3).
-	put func(ctx context.Context, fullKey string, r io.Reader, wo *blob.WriterOptions) (int64, error)
-	// clean runs before and after every write with its full key: S3 aborts
-	// what earlier, dead attempts at the key left behind, including parts
-	// that were in flight when an attempt aborted its upload and reopened
-	// it by landing afterwards.
-	clean func(ctx context.Context, fullKey string)
-	// beforeCommit runs once all bytes were written and before the writer is
-	// closed, with the full key and the write's options; an error aborts the
-	// write. undoCommit reverts it when the close then fails.
-	beforeCommit func(fullKey string, wo *blob.WriterOptions) error
-	undoCommit   func(fullKey string)
-	// sign makes a signed GET URL for a full key; nil means the bucket's own
-	// SignedURL.
-	sign func(ctx context.Context, fullKey string, expiry time.Duration) (string, error)
-}
-
-var _ Store = (*bucketStore)(nil)
-
-func (s *bucketStore) Write(ctx context.Context, key string, r io.Reader, opts WriteOptions) (int64, error) {
+// checkWrite checks a write's key and options before anything is sent, and
+// fills in the default content type.
+func checkWrite(loc *Location, key string, opts *WriteOptions) error {
 	if err := checkKey(key); err != nil {
-		return 0, err
+		return err
 	}
 	if err := checkMetadata(opts.Metadata); err != nil {
-		return 0, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
+		return fmt.Errorf("writing %s: %w", loc.ObjectURL(key), err)
 	}
-	wo := &blob.WriterOptions{
-		BufferSize:  partSizeFor(opts.SizeHint),
-		ContentType: opts.ContentType,
-		Metadata:    opts.Metadata,
+	if opts.ContentType == "" {
+		opts.ContentType = "application/octet-stream"
 	}
-	if wo.ContentType == "" {
-		wo.ContentType = "application/octet-stream"
+	return nil
+}
+
+// checkSign checks a signing request's key and expiry.
+func checkSign(loc *Location, key string, expiry time.Duration) error {
+	if err := checkKey(key); err != nil {
+		return err
 	}
-	if s.tune != nil {
-		s.tune(wo)
+	if expiry <= 0 || expiry > MaxSignedURLExpiry {
+		return fmt.Errorf("signing %s: expiry %s is not between 0 and %s", loc.ObjectURL(key), expiry, MaxSignedURLExpiry)
 	}
-	// Cancelling wctx is how a gocloud write is aborted: the driver then
-	// drops what it has (temp file, multipart upload) instead of committing.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	full := s.loc.Prefix + key
-	if s.clean != nil {
-		s.clean(ctx, full)
+	return nil
+}
+
+// notFound is the error of Size and Read for a missing object.
+func notFound(loc *Location, key string) error {
+	return fmt.Errorf("%w: %s", ErrNotFound, loc.ObjectURL(key))
+}
+
+// ErrAccessDenied is wrapped, together with ErrCredentials, when a store
+// answered that the credentials' identity may not do what was asked (HTTP
+// 403): the credentials are valid but lack a permission.
+var ErrAccessDenied = errors.New("access denied")
+
+// refusal wraps err, a store's answer with the given HTTP status, in
+// ErrCredentials (and ErrAccessDenied for 403), naming the bucket; other
+// errors are returned as they are.
+func refusal(loc *Location, status int, err error) error {
+	switch status {
+	case http.StatusUnauthorized:
+		return fmt.Errorf("%w: the store did not accept the credentials for bucket %q: %w", ErrCredentials, loc.Bucket, err)
+	case http.StatusForbidden:
+		return fmt.Errorf("%w: %w to bucket %q: %w", ErrCredentials, ErrAccessDenied, loc.Bucket, err)
 	}
-	if s.put != nil {
-		n, err := s.put(ctx, full, ctxReader{ctx: ctx, r: r}, wo)
-		if err != nil {
-			return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
-		}
-		s.clean(ctx, full)
-		return n, nil
-	}
-	w, err := s.bucket.NewWriter(wctx, full, wo)
-	if err != nil {
-		return 0, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
-	}
-	n, err := io.Copy(w, ctxReader{ctx: ctx, r: r})
-	if err == nil && s.beforeCommit != nil {
-		err = s.beforeCommit(full, wo)
-		if err == nil {
-			defer func() {
-				if err != nil {
-					s.undoCommit(full)
-				}
-			}()
-		}
-	}
-	if err != nil {
-		cancel()
-		_ = w.Close() // Required after an abort; it only reports the cancellation.
-		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
-	}
-	if err = w.Close(); err != nil {
-		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
-	}
-	if s.clean != nil {
-		s.clean(ctx, full)
-	}
-	return n, nil
+	return err
 }
 
 // partSizeFor is the part size for an object of at most size bytes (0:
@@ -220,78 +168,14 @@ func partSizeFor(size int64) int {
 	return int(max(defaultPartSize, per))
 }
 
-func (s *bucketStore) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
-		return err
-	}
-	err := s.bucket.Delete(ctx, s.loc.Prefix+key)
-	if err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-		return fmt.Errorf("deleting %s: %w", s.loc.ObjectURL(key), err)
-	}
-	return nil
+// objectReader is an object's content with the type it was stored with.
+type objectReader struct {
+	io.ReadCloser
+	contentType string
 }
 
-func (s *bucketStore) Size(ctx context.Context, key string) (int64, error) {
-	if err := checkKey(key); err != nil {
-		return 0, err
-	}
-	a, err := s.bucket.Attributes(ctx, s.loc.Prefix+key)
-	if err != nil {
-		return 0, s.readError(key, err)
-	}
-	return a.Size, nil
-}
-
-func (s *bucketStore) Read(ctx context.Context, key string) (io.ReadCloser, error) {
-	if err := checkKey(key); err != nil {
-		return nil, err
-	}
-	r, err := s.bucket.NewReader(ctx, s.loc.Prefix+key, nil)
-	if err != nil {
-		return nil, s.readError(key, err)
-	}
-	return r, nil
-}
-
-func (s *bucketStore) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
-	if err := checkKey(key); err != nil {
-		return "", err
-	}
-	if expiry <= 0 || expiry > MaxSignedURLExpiry {
-		return "", fmt.Errorf("signing %s: expiry %s is not between 0 and %s", s.loc.ObjectURL(key), expiry, MaxSignedURLExpiry)
-	}
-	if s.loc.Scheme == SchemeFile {
-		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), ErrSignedURLUnsupported)
-	}
-	full := s.loc.Prefix + key
-	var (
-		u   string
-		err error
-	)
-	if s.sign != nil {
-		u, err = s.sign(ctx, full, expiry)
-	} else {
-		u, err = s.bucket.SignedURL(ctx, full, &blob.SignedURLOptions{Expiry: expiry, Method: http.MethodGet})
-	}
-	if err != nil {
-		if gcerrors.Code(err) == gcerrors.Unimplemented {
-			err = fmt.Errorf("%w: %v", ErrSignedURLUnsupported, err)
-		}
-		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), err)
-	}
-	return u, nil
-}
-
-func (s *bucketStore) Close() error {
-	return s.bucket.Close()
-}
-
-func (s *bucketStore) readError(key string, err error) error {
-	if gcerrors.Code(err) == gcerrors.NotFound {
-		return fmt.Errorf("%w: %s", ErrNotFound, s.loc.ObjectURL(key))
-	}
-	return fmt.Errorf("reading %s: %w", s.loc.ObjectURL(key), err)
-}
+// ContentType is the object's Content-Type.
+func (r *objectReader) ContentType() string { return r.contentType }
 
 // ctxReader stops a copy as soon as ctx is done, so that a cancelled write
 // does not keep draining its source into a temp file nobody will keep.

@@ -17,7 +17,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/pflag"
-	"gocloud.dev/gcerrors"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -460,7 +459,7 @@ func storeError(loc *storage.Location, objectURL string, err error) error {
 		return fmt.Errorf("%s is gone from storage (removed by retention or by hand?); only the CoreDump's metadata is left", objectURL)
 	case loc.Scheme == storage.SchemeFile && errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s is a directory on the storage volume, and it does not exist on this machine: run the plugin where it is mounted, or pass --storage-url", loc.Bucket)
-	case gcerrors.Code(err) == gcerrors.PermissionDenied:
+	case errors.Is(err, storage.ErrAccessDenied):
 		return fmt.Errorf("%w: your credentials may not read %s; ask for read access to the bucket: %v", errNoCredentials, objectURL, err)
 	case strings.Contains(msg, "credential") || errors.Is(err, storage.ErrCredentials):
 		return fmt.Errorf("%w for %s: %s (%v)", errNoCredentials, loc.BucketURL(), credentialHint(loc.Scheme), err)

@@ -294,6 +294,8 @@ func TestStoreError(t *testing.T) {
 		{"gone", s3, fmt.Errorf("%w: s3://cores/k", storage.ErrNotFound), "is gone from storage", nil},
 		{"no credentials", s3, errors.New("operation error S3: GetObject, get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS role found"),
 			"set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", errNoCredentials},
+		{"access denied", s3, fmt.Errorf("reading s3://cores/k: %w: %w to bucket \"cores\": api error AccessDenied", storage.ErrCredentials, storage.ErrAccessDenied),
+			"your credentials may not read s3://cores/k; ask for read access", errNoCredentials},
 		{"file not mounted", file, fmt.Errorf("directory /srv/store does not exist: %w", fs.ErrNotExist), "does not exist on this machine", nil},
 		{"other", s3, errors.New("connection reset"), "reading s3://cores/k: connection reset", nil},
 	} {
