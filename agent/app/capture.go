@@ -31,7 +31,7 @@ import (
 func DumpName(node string, id detect.Identity) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%d\x00%d", node, id.Device, id.Inode, id.CtimeNanos, id.Size)
-	return "core-" + hex.EncodeToString(h.Sum(nil))[:20]
+	return dumpNamePrefix + hex.EncodeToString(h.Sum(nil)[:dumpIDBytes])
 }
 
 var errHardLink = errors.New("file has more than one hard link")

@@ -39,7 +39,7 @@ func newDumpWatch(c *kubeClient, namespace string, selector fields.Selector, onD
 			return c.watchDumps(ctx, namespace, opts)
 		},
 	}
-	store := &dumpStore{onDone: onDone, names: map[string]struct{}{}, synced: make(chan struct{})}
+	store := &dumpStore{onDone: onDone, synced: make(chan struct{})}
 	return &dumpWatch{lw: lw, store: store, restart: make(chan struct{}, 1)}
 }
 
@@ -89,7 +89,7 @@ type dumpStore struct {
 	onDone func(name, why string)
 
 	mu    sync.Mutex
-	names map[string]struct{}
+	names nameSet
 
 	syncOnce sync.Once
 	synced   chan struct{}
@@ -134,9 +134,7 @@ func (s *dumpStore) Update(obj any) error {
 		return nil
 	}
 	s.mu.Lock()
-	if _, known := s.names[name]; !known {
-		s.names[name] = struct{}{}
-	}
+	s.names.add(name)
 	s.mu.Unlock()
 	if why != "" {
 		s.onDone(name, why)
@@ -150,7 +148,7 @@ func (s *dumpStore) Delete(obj any) error {
 		return nil
 	}
 	s.mu.Lock()
-	delete(s.names, name)
+	s.names.remove(name)
 	s.mu.Unlock()
 	s.onDone(name, "its CoreDump was deleted")
 	return nil
@@ -159,24 +157,24 @@ func (s *dumpStore) Delete(obj any) error {
 // Replace takes a whole list: what it lacks of the names known before was
 // deleted while nobody watched.
 func (s *dumpStore) Replace(list []any, _ string) error {
-	names := make(map[string]struct{}, len(list))
+	names := newNameSet(len(list))
 	var done [][2]string
 	for _, obj := range list {
 		name, why, ok := dumpFacts(obj)
 		if !ok {
 			continue
 		}
-		names[name] = struct{}{}
+		names.add(name)
 		if why != "" {
 			done = append(done, [2]string{name, why})
 		}
 	}
 	s.mu.Lock()
-	for name := range s.names {
-		if _, ok := names[name]; !ok {
+	s.names.each(func(name string) {
+		if !names.has(name) {
 			done = append(done, [2]string{name, "its CoreDump was deleted"})
 		}
-	}
+	})
 	s.names = names
 	s.mu.Unlock()
 	for _, d := range done {

@@ -15,6 +15,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
+	"github.com/coredog/coredog/agent/detect"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
@@ -29,7 +30,7 @@ func dumpIn(name string, phase coredogv1.Phase) *coredogv1.CoreDump {
 func TestDumpStoreReportsDumpsDoneWith(t *testing.T) {
 	type call struct{ name, why string }
 	var calls []call
-	s := &dumpStore{names: map[string]struct{}{}, synced: make(chan struct{}),
+	s := &dumpStore{synced: make(chan struct{}),
 		onDone: func(name, why string) { calls = append(calls, call{name, why}) }}
 	expect := func(step string, want ...call) {
 		t.Helper()
@@ -79,7 +80,7 @@ func TestDumpStoreReportsDumpsDoneWith(t *testing.T) {
 	mustOK(t, s.Replace([]any{dumpIn("a", coredogv1.PhaseSkipped), dumpIn("e", coredogv1.PhasePending)}, "2"))
 	slices.SortFunc(calls, func(x, y call) int { return cmp.Compare(x.name, y.name) })
 	expect("relist", call{"a", "its CoreDump is Skipped"}, call{"b", "its CoreDump was deleted"}, call{"d", "its CoreDump was deleted"})
-	if len(s.names) != 2 {
+	if s.names.len() != 2 || !s.names.has("a") || !s.names.has("e") {
 		t.Errorf("the store knows %v, want a and e", s.names)
 	}
 }
@@ -138,7 +139,7 @@ func TestDumpWatchKickListsAgain(t *testing.T) {
 		},
 	}
 	w := &dumpWatch{lw: lw, restart: make(chan struct{}, 1),
-		store: &dumpStore{names: map[string]struct{}{}, synced: make(chan struct{}),
+		store: &dumpStore{synced: make(chan struct{}),
 			onDone: func(name, why string) { released <- name + ": " + why }}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -173,5 +174,50 @@ func TestDumpWatchKickListsAgain(t *testing.T) {
 	defer mu.Unlock()
 	if lists != 2 {
 		t.Errorf("listed %d times, want 2", lists)
+	}
+}
+
+func TestNameSetKeepsEveryName(t *testing.T) {
+	own := DumpName("node-a", detect.Identity{Device: 1, Inode: 2, CtimeNanos: 3, Size: 4})
+	if id, ok := parseDumpID(own); !ok || id.name() != own {
+		t.Fatalf("parseDumpID(%q) = %x, %v", own, id, ok)
+	}
+	names := []string{
+		own,
+		DumpName("node-b", detect.Identity{Inode: 9}),
+		"core-0123456789abcdef0123",
+		// Not DumpName's form: kept as they are.
+		"core-0123456789ABCDEF0123", "core-0123456789abcdef012", "core-0123456789abcdef01234",
+		"core-0123456789abcdef012g", "dump-0123456789abcdef0123", "a",
+	}
+	var s nameSet
+	for _, n := range names {
+		if s.has(n) {
+			t.Errorf("empty set has %q", n)
+		}
+		s.add(n)
+		s.add(n)
+	}
+	if s.len() != len(names) || len(s.own) != 3 {
+		t.Errorf("%d names, %d as hashes; want %d and 3", s.len(), len(s.own), len(names))
+	}
+	var listed []string
+	s.each(func(n string) { listed = append(listed, n) })
+	slices.Sort(listed)
+	want := slices.Sorted(slices.Values(names))
+	if !slices.Equal(listed, want) {
+		t.Errorf("each: %q, want %q", listed, want)
+	}
+	for _, n := range names {
+		if !s.has(n) {
+			t.Errorf("set lacks %q", n)
+		}
+		s.remove(n)
+		if s.has(n) {
+			t.Errorf("set still has %q after remove", n)
+		}
+	}
+	if s.len() != 0 {
+		t.Errorf("%d names left", s.len())
 	}
 }
