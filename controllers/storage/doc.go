@@ -1,12 +1,17 @@
 // Package storage knows where dumps go: it parses and checks a policy's
 // storage URL, renders object keys from its key template, and streams
-// objects into the bucket behind a small Store interface (gocloud.dev/blob
-// underneath, except for GCS, whose JSON API gcs.go speaks itself). It owns the rules that keep keys safe (no "..", no leading
-// "/") and the rules for turning a Secret's data into cloud credentials. It
-// must not read Kubernetes objects: the caller fetches the Secret and hands
-// over its data. It never puts credentials into the process environment,
-// into logs or into error messages, because one controller serves many
-// policies with different Secrets at the same time.
+// objects into the bucket behind a small Store interface: file.go on the
+// file system, s3*.go with the AWS SDK's S3 client, azure.go with Azure's
+// blob clients, gcs*.go with a small client of GCS's JSON API. None goes
+// through gocloud.dev/blob, whose internals link gRPC and OpenTelemetry into
+// the binary; its URLs, key escaping and file:// sidecars are kept, so that
+// objects written by earlier versions read back. It owns the rules that keep
+// keys safe (no "..", no leading "/") and the rules for turning a Secret's
+// data into cloud credentials. It must not read Kubernetes objects: the
+// caller fetches the Secret and hands over its data. It never puts
+// credentials into the process environment, into logs or into error
+// messages, because one controller serves many policies with different
+// Secrets at the same time.
 //
 // # Credentials
 //
