@@ -256,15 +256,28 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 
 	// Created before the status is sent, so that a failure can still say 500.
 	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes}
-	enc, err := newEncoder(comp, out)
+	// An encoder's output is sent from a goroutine of its own, so that
+	// encoding goes on while the last chunk is encrypted and written.
+	// Unencoded bytes are written as they are: the sink's goroutine already
+	// does nothing else.
+	var body io.Writer = out
+	var snd *sender
+	if comp != CompressionNone {
+		snd = newSender(r.Context(), out)
+		body = snd
+	}
+	enc, err := newEncoder(comp, body)
 	if err != nil {
+		if snd != nil {
+			_ = snd.Close()
+		}
 		h.log.Error(err, "Cannot serve core dump", "name", name)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return http.StatusInternalServerError
 	}
 
 	start := time.Now()
-	res, err := h.stream(w, r, comp, src, enc, out)
+	res, err := h.stream(w, r, comp, src, enc, snd, out)
 	log := h.log.WithValues("name", name, "compression", comp, "rawBytes", res.raw, "sentBytes", res.sent, "duration", time.Since(start))
 	switch {
 	case errors.Is(err, errRead):
@@ -301,9 +314,10 @@ type result struct {
 	raw, sent int64
 }
 
-// stream sends src through enc to out (which writes to w) and sets the
-// trailers. On error the response is unusable and must be aborted.
-func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compression, src source, enc io.WriteCloser, out *deadlineWriter) (result, error) {
+// stream sends src through enc, then snd when there is one, to out (which
+// writes to w) and sets the trailers. It closes snd. On error the response
+// is unusable and must be aborted.
+func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compression, src source, enc io.WriteCloser, snd *sender, out *deadlineWriter) (result, error) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
 	hdr.Set("X-Content-Type-Options", "nosniff")
@@ -324,6 +338,11 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compressio
 	}
 	if err == nil {
 		err = enc.Close()
+	}
+	if snd != nil {
+		if cerr := snd.Close(); err == nil {
+			err = cerr
+		}
 	}
 	res := result{raw: s.n, sent: out.n}
 	if err != nil {

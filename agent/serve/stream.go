@@ -33,22 +33,15 @@ type source interface {
 // zeroBuf stands in for holes in sparse files. It is never written.
 var zeroBuf [bufSize]byte
 
-// sinkBuffers is how many read buffers a download has: one being filled
-// from the file while another is hashed and compressed.
-const sinkBuffers = 2
-
-// sink takes the raw bytes of the file: it hashes and counts them and hands
-// them to the encoder. Reading, hashing and compressing run side by side:
-// the reader fills a buffer lent by buffer and hands it over with Write, and
-// a goroutine of the sink hashes it on one goroutine and encodes it on
-// another, then lends it again. Reads then cost no wall time when the CPU
-// has room, and a download uses up to two cores.
-type sink struct {
+// stage runs do on the buffers handed to it, one after the other, on a
+// goroutine of its own, and lends them out again: the producer fills the
+// next buffer while do works on the last. A download has two: the sink
+// (hash and encode what was read) and, for encoded downloads, the sender
+// (encrypt and write what was encoded). The first error of do, or the end
+// of ctx, fails the stage; close waits for do to be done with everything.
+type stage struct {
 	ctx  context.Context
-	hash hash.Hash
-	enc  io.Writer
-	// n counts the bytes given to enc; read it after close.
-	n    int64
+	do   func([]byte) error
 	free chan []byte
 	work chan []byte
 	// failed is closed at the first error, exited when run returns; err
@@ -58,28 +51,34 @@ type sink struct {
 	err    error
 }
 
-// newSink starts the sink's goroutine; the caller must call close.
-func newSink(ctx context.Context, sum hash.Hash, enc io.Writer) *sink {
-	s := &sink{
-		ctx: ctx, hash: sum, enc: enc,
-		free:   make(chan []byte, sinkBuffers),
-		work:   make(chan []byte, sinkBuffers),
+// newStage starts a stage with n buffers of size bytes; the caller must call
+// close.
+func newStage(ctx context.Context, n, size int, do func([]byte) error) *stage {
+	s := &stage{
+		ctx: ctx, do: do,
+		free:   make(chan []byte, n),
+		work:   make(chan []byte, n),
 		failed: make(chan struct{}),
 		exited: make(chan struct{}),
 	}
-	for range sinkBuffers {
-		s.free <- make([]byte, bufSize)
+	for range n {
+		s.free <- make([]byte, size)
 	}
 	go s.run()
 	return s
 }
 
-func (s *sink) run() {
+func (s *stage) run() {
 	defer close(s.exited)
-	hashed := make(chan struct{})
 	for p := range s.work {
 		if s.err == nil {
-			if err := s.encode(p, hashed); err != nil {
+			err := s.ctx.Err()
+			if err != nil {
+				err = fmt.Errorf("request ended: %w", err)
+			} else {
+				err = s.do(p)
+			}
+			if err != nil {
 				s.err = err
 				close(s.failed)
 			}
@@ -90,37 +89,16 @@ func (s *sink) run() {
 	}
 }
 
-// encode hashes p and encodes it, side by side: the two costs of a download
-// are independent.
-func (s *sink) encode(p []byte, hashed chan struct{}) error {
-	// Holes compress to almost nothing, so a client that went away may not be
-	// noticed by a write for a long time; the request context is.
-	if err := s.ctx.Err(); err != nil {
-		return fmt.Errorf("request ended: %w", err)
-	}
-	go func() {
-		s.hash.Write(p)
-		hashed <- struct{}{}
-	}()
-	n, err := s.enc.Write(p)
-	<-hashed
-	s.n += int64(n)
-	if err != nil {
-		return fmt.Errorf("sending: %w", err)
-	}
-	return nil
-}
-
-// lent tells a buffer of the sink from zeroBuf, which is shared and never
+// lent tells a buffer of a stage from zeroBuf, which is shared and never
 // written.
 func lent(p []byte) bool {
 	p = p[:cap(p)]
 	return len(p) > 0 && &p[0] != &zeroBuf[0]
 }
 
-// buffer lends an empty buffer of bufSize bytes, waiting for one to come
-// back from the encoder. It fails once the sink has.
-func (s *sink) buffer() ([]byte, error) {
+// buffer lends an empty buffer, waiting for one to come back from do. It
+// fails once the stage has.
+func (s *stage) buffer() ([]byte, error) {
 	select {
 	case b := <-s.free:
 		return b, nil
@@ -132,11 +110,11 @@ func (s *sink) buffer() ([]byte, error) {
 }
 
 // giveBack returns a lent buffer that was not filled.
-func (s *sink) giveBack(b []byte) { s.free <- b[:cap(b)] }
+func (s *stage) giveBack(b []byte) { s.free <- b[:cap(b)] }
 
-// Write hands p, a lent buffer or part of zeroBuf, to the encoder; the caller
-// must not touch it again. It returns the sink's error once it has one.
-func (s *sink) Write(p []byte) error {
+// submit hands p, a lent buffer or part of zeroBuf, to do; the caller must
+// not touch it again. It returns the stage's error once it has one.
+func (s *stage) submit(p []byte) error {
 	if err := s.ctx.Err(); err != nil {
 		return fmt.Errorf("request ended: %w", err)
 	}
@@ -148,12 +126,115 @@ func (s *sink) Write(p []byte) error {
 	}
 }
 
-// close waits until everything handed over is hashed and encoded, and
-// returns the first error.
-func (s *sink) close() error {
+// close waits until do is done with everything handed over, and returns
+// the first error.
+func (s *stage) close() error {
 	close(s.work)
 	<-s.exited
 	return s.err
+}
+
+// sinkBuffers is how many read buffers a download has: one being filled
+// from the file while another is hashed and encoded.
+const sinkBuffers = 2
+
+// sink takes the raw bytes of the file in buffers of bufSize that it lends
+// (buffer, then Write): it hashes and counts them and hands them to the
+// encoder, hashing and encoding side by side, since they are the two costs
+// of a download and independent. The file is read meanwhile.
+type sink struct {
+	*stage
+	// n counts the bytes given to the encoder; read it after close.
+	n int64
+}
+
+func newSink(ctx context.Context, sum hash.Hash, enc io.Writer) *sink {
+	s := &sink{}
+	hashed := make(chan struct{})
+	s.stage = newStage(ctx, sinkBuffers, bufSize, func(p []byte) error {
+		go func() {
+			sum.Write(p)
+			hashed <- struct{}{}
+		}()
+		n, err := enc.Write(p)
+		<-hashed
+		s.n += int64(n)
+		if err != nil {
+			return fmt.Errorf("sending: %w", err)
+		}
+		return nil
+	})
+	return s
+}
+
+// Write hands p, a buffer from s.buffer or part of zeroBuf, to the encoder.
+func (s *sink) Write(p []byte) error { return s.submit(p) }
+
+// senderBuffers and senderChunk size the sender: the encoder's output is
+// gathered into chunks of senderChunk bytes, which are encrypted and
+// written while the encoder goes on.
+const (
+	senderBuffers = 3
+	senderChunk   = 256 << 10
+)
+
+// sender is an io.WriteCloser that gathers what it is given into chunks and
+// writes them to w on the stage's goroutine. Close sends what is left and
+// waits for w.
+type sender struct {
+	*stage
+	cur []byte
+	k   int
+}
+
+func newSender(ctx context.Context, w io.Writer) *sender {
+	return &sender{stage: newStage(ctx, senderBuffers, senderChunk, func(p []byte) error {
+		_, err := w.Write(p)
+		return err
+	})}
+}
+
+func (s *sender) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if s.cur == nil {
+			b, err := s.buffer()
+			if err != nil {
+				return n, err
+			}
+			s.cur, s.k = b, 0
+		}
+		c := copy(s.cur[s.k:], p)
+		s.k += c
+		n += c
+		p = p[c:]
+		if s.k == len(s.cur) {
+			err := s.submit(s.cur)
+			s.cur = nil
+			if err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// Close sends the last chunk and waits until w has everything. It must be
+// called once, whatever happened before.
+func (s *sender) Close() error {
+	var err error
+	if s.cur != nil {
+		if s.k > 0 {
+			err = s.submit(s.cur[:s.k])
+		} else {
+			s.giveBack(s.cur)
+		}
+		s.cur = nil
+	}
+	if cerr := s.close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // deadlineWriter refreshes the connection's write deadline before every write,
