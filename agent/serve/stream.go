@@ -281,8 +281,9 @@ func newEncoder(c Compression, w io.Writer) (io.WriteCloser, error) {
 	case CompressionZstd:
 		enc, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			// One block at a time, on the request goroutine: memory stays at
-			// one window per download and a download uses at most one core.
+			// One block at a time on the sink's goroutine: memory stays at
+			// one window per download. Its own async mode allocated per
+			// block and was slower than the sender stage.
 			zstd.WithEncoderConcurrency(1),
 			zstd.WithWindowSize(zstdWindow),
 		)
