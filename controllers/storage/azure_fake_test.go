@@ -17,7 +17,8 @@ import (
 )
 
 // fakeAzure answers the Blob service REST calls the Azure store makes (Put
-// Block, Put Block List, Get Blob, Get Blob Properties, Delete Blob) for
+// Block, Put Block List, Get Blob, Get Blob Properties, Delete Blob, and
+// Put Blob, which gocloud made for small blobs) for
 // one account, keeping blocks and blobs as files so that what it stores
 // does not count against the client's heap, which the round trip measures.
 type fakeAzure struct {
@@ -94,6 +95,14 @@ func (f *fakeAzure) serve(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPut && q.Get("comp") == "block":
 		f.putBlock(w, r, name, q.Get("blockid"))
 	case r.Method == http.MethodPut && q.Get("comp") == "blocklist":
+		f.putBlockList(w, r, name)
+	case r.Method == http.MethodPut && q.Get("comp") == "":
+		// Put Blob, which gocloud's azureblob sent for small blobs: one
+		// block, staged and committed at once.
+		id := "put-blob"
+		f.putBlock(httptest.NewRecorder(), r, name, id)
+		body := `<?xml version="1.0" encoding="utf-8"?><BlockList><Latest>` + id + `</Latest></BlockList>`
+		r.Body = io.NopCloser(strings.NewReader(body))
 		f.putBlockList(w, r, name)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && q.Get("comp") == "":
 		f.get(w, r, name)
@@ -227,6 +236,7 @@ func (f *fakeAzure) get(w http.ResponseWriter, r *http.Request, name string) {
 	h.Set("x-ms-blob-type", "BlockBlob")
 	h.Set("ETag", `"0x1"`)
 	h.Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
+	h.Set("x-ms-creation-time", time.Now().UTC().Format(http.TimeFormat))
 	for k, v := range b.metadata {
 		h.Set("x-ms-meta-"+k, v)
 	}

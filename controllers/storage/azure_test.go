@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/azureblob"
 )
 
 // azureTestAccount and its key sign the requests to the fake service.
@@ -94,6 +97,45 @@ func TestAzureStore(t *testing.T) {
 		}
 		if hexUnescape(azureBlobName(key)) != key {
 			t.Errorf("escaping does not round-trip: %q", azureBlobName(key))
+		}
+	})
+	t.Run("blobs gocloud wrote read back, and gocloud reads ours", func(t *testing.T) {
+		b, err := azureblob.OpenBucket(ctx, s.(*azureStore).client, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		md := map[string]string{"pod-name": "web 0/é"}
+		for _, key := range []string{"old/core.zst", "old/100%#?.zst"} {
+			if err := b.WriteAll(ctx, "prod/eu/"+key, []byte("old core"), &blob.WriterOptions{ContentType: "application/zstd", Metadata: md}); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := s.Size(ctx, key); err != nil || n != 8 {
+				t.Fatalf("Size(%s) = %d, %v", key, n, err)
+			}
+			r, err := s.Read(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(r)
+			_ = r.Close()
+			if ct := r.(interface{ ContentType() string }).ContentType(); string(got) != "old core" || ct != "application/zstd" {
+				t.Errorf("%s read back %q, %q", key, got, ct)
+			}
+		}
+		key := "new/50%?__0x41__.zst"
+		if _, err := s.Write(ctx, key, strings.NewReader("new core"), WriteOptions{ContentType: "application/zstd", Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := b.Attributes(ctx, "prod/eu/"+key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.ContentType != "application/zstd" || a.Metadata["pod-name"] != md["pod-name"] || a.Size != 8 {
+			t.Errorf("gocloud read content type %q, metadata %v, size %d", a.ContentType, a.Metadata, a.Size)
+		}
+		if got, err := b.ReadAll(ctx, "prod/eu/"+key); err != nil || string(got) != "new core" {
+			t.Errorf("gocloud read %q, %v", got, err)
 		}
 	})
 	t.Run("refusals name the object and wrap ErrCredentials", func(t *testing.T) {
