@@ -94,15 +94,24 @@ func Open(ctx context.Context, loc *Location, creds map[string][]byte) (Store, e
 	}
 	switch loc.Scheme {
 	case SchemeS3:
-		return openS3(ctx, loc, creds)
+		return opened(openS3(ctx, loc, creds))
 	case SchemeGCS:
 		return openGCS(ctx, loc, creds)
 	case SchemeAzure:
-		return openAzure(loc, creds)
+		return opened(openAzure(loc, creds))
 	case SchemeFile:
-		return openFile(loc)
+		return opened(openFile(loc))
 	}
 	return nil, fmt.Errorf("%w: scheme %q is not one of s3, gs, azblob, file", ErrInvalidURL, loc.Scheme)
+}
+
+// opened returns a nil Store with an error, rather than an interface that
+// holds a nil pointer.
+func opened[T Store](s T, err error) (Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // checkWrite checks a write's key and options before anything is sent, and

@@ -428,3 +428,15 @@ func TestPartSizeFor(t *testing.T) {
 		}
 	}
 }
+
+// A store that cannot be opened is a nil Store, not an interface holding a
+// nil pointer that callers would take for an open store.
+func TestOpenFailureIsNil(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, raw := range []string{"file://" + missing + "?create_dir=false", "s3://cores?endpoint=ftp://x", "azblob://cores"} {
+		s, err := Open(context.Background(), mustParse(t, raw), nil)
+		if err == nil || s != nil {
+			t.Errorf("Open(%s) = %v, %v; want nil and an error", raw, s, err)
+		}
+	}
+}
