@@ -447,8 +447,8 @@ func (s *gcsStore) statusError(resp *http.Response) error {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("%w: GCS did not accept the credentials for bucket %q: %w", ErrCredentials, s.loc.Bucket, se)
 	case http.StatusForbidden:
-		return fmt.Errorf("%w: GCS denied access to bucket %q; the identity needs roles/storage.objectUser (object create, get and delete) on it: %w",
-			ErrCredentials, s.loc.Bucket, se)
+		return fmt.Errorf("%w: GCS %w to bucket %q; the identity needs roles/storage.objectUser (object create, get and delete) on it: %w",
+			ErrCredentials, ErrAccessDenied, s.loc.Bucket, se)
 	}
 	return se
 }

@@ -182,6 +182,7 @@ func TestGCSStore(t *testing.T) {
 			} {
 				err := op()
 				if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `bucket "`+tc.bucket+`"`) ||
+					errors.Is(err, ErrAccessDenied) != (tc.status == "HTTP 403") ||
 					!strings.Contains(err.Error(), tc.status) {
 					t.Errorf("%s %s: %v", tc.bucket, name, err)
 				}
