@@ -37,6 +37,9 @@ type s3Uploader struct {
 	checksum types.ChecksumAlgorithm
 }
 
+// s3SmallRead is what a write reads before it takes a part buffer.
+const s3SmallRead = 1 << 20
+
 // partBuffers keeps part buffers between writes, one pool per size.
 var partBuffers sync.Map // int -> *sync.Pool of *[]byte
 
@@ -63,25 +66,29 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 		// checkMetadata allows only letters, digits, - and _ in keys.
 		md[k] = url.PathEscape(v)
 	}
+	// Most objects are small (metadata, dumps of small processes): they
+	// are read into a small buffer first, and a part buffer is taken only
+	// for an object that outgrows it.
+	small := getPart(s3SmallRead)
+	n, end, err := fill(r, *small)
+	if err != nil || end {
+		defer putPart(small)
+		if err != nil {
+			return int64(n), err
+		}
+		return int64(n), u.putObject(ctx, fullKey, (*small)[:n], contentType, md)
+	}
 	first := getPart(partSize)
 	defer putPart(first)
-	n, end, err := fill(r, *first)
+	copy(*first, (*small)[:n])
+	putPart(small)
+	m, end, err := fill(r, (*first)[n:])
+	n += m
 	if err != nil {
 		return int64(n), err
 	}
 	if end {
-		_, err = u.client.PutObject(ctx, &s3.PutObjectInput{
-			Bucket:               aws.String(u.bucket),
-			Key:                  aws.String(fullKey),
-			Body:                 bytes.NewReader((*first)[:n]),
-			ContentLength:        aws.Int64(int64(n)),
-			ContentType:          aws.String(contentType),
-			Metadata:             md,
-			ServerSideEncryption: u.sse,
-			SSEKMSKeyId:          u.kmsKeyID(),
-			ChecksumAlgorithm:    u.checksum,
-		})
-		return int64(n), err
+		return int64(n), u.putObject(ctx, fullKey, (*first)[:n], contentType, md)
 	}
 	up, err := u.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket:               aws.String(u.bucket),
@@ -95,13 +102,29 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 	if err != nil {
 		return int64(n), err
 	}
-	m := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId}
-	total, err := m.upload(ctx, r, first, n, end)
+	mp := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId}
+	total, err := mp.upload(ctx, r, first, n, end)
 	if err != nil {
-		m.abort()
+		mp.abort()
 		return total, err
 	}
 	return total, nil
+}
+
+// putObject stores body in one request.
+func (u *s3Uploader) putObject(ctx context.Context, fullKey string, body []byte, contentType string, md map[string]string) error {
+	_, err := u.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:               aws.String(u.bucket),
+		Key:                  aws.String(fullKey),
+		Body:                 bytes.NewReader(body),
+		ContentLength:        aws.Int64(int64(len(body))),
+		ContentType:          aws.String(contentType),
+		Metadata:             md,
+		ServerSideEncryption: u.sse,
+		SSEKMSKeyId:          u.kmsKeyID(),
+		ChecksumAlgorithm:    u.checksum,
+	})
+	return err
 }
 
 func (u *s3Uploader) kmsKeyID() *string {
