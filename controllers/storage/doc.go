@@ -38,8 +38,9 @@
 // # Memory and multipart
 //
 // Writes stream: a Store holds at most a few parts per write whatever the
-// object's size; parts are 5 MiB when the caller bounds the size
-// (WriteOptions.SizeHint) and the object fits in 10,000 of them. S3 uploads larger than one part go
+// object's size; S3 parts are 5 MiB up to 1.25 GiB of object, and other
+// stores' parts are 5 MiB when the caller bounds the size
+// (WriteOptions.SizeHint) within 512 of them. S3 uploads larger than one part go
 // through a multipart upload, which is aborted when the write fails, so no
 // object appears at the key and no parts are left behind to pay for.
 //

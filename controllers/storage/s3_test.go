@@ -208,13 +208,13 @@ func TestS3Store(t *testing.T) {
 
 	t.Run("40 MiB multipart round trip", func(t *testing.T) {
 		partsBefore, _, _ := serverStats(t, endpoint)
-		// Two 8 MiB parts, one going up while the next is read, and little
+		// Two 5 MiB parts, one going up while the next is read, and little
 		// else: the SDK's transfer manager grew the live heap by 25 MiB here.
-		if grew := checkRoundTrip(t, s, "team-a/db-0/core.zst", 40*mib); grew > 2*8*mib+2*mib {
-			t.Errorf("the live heap grew by %.1f MiB; want at most two 8 MiB parts and 2 MiB", float64(grew)/mib)
+		if grew := checkRoundTrip(t, s, "team-a/db-0/core.zst", 40*mib); grew > 2*5*mib+2*mib {
+			t.Errorf("the live heap grew by %.1f MiB; want at most two 5 MiB parts and 2 MiB", float64(grew)/mib)
 		}
-		if parts, _, _ := serverStats(t, endpoint); parts-partsBefore != 40/8 {
-			t.Errorf("40 MiB went up in %d parts, want %d of 8 MiB", parts-partsBefore, 40/8)
+		if parts, _, _ := serverStats(t, endpoint); parts-partsBefore != 40/5 {
+			t.Errorf("40 MiB went up in %d parts, want %d of 5 MiB", parts-partsBefore, 40/5)
 		}
 		// The prefix is part of the stored key.
 		plain := mustOpen(t, mustParse(t, "s3://"+fakeS3Bucket+query), creds)
@@ -290,8 +290,8 @@ func TestS3Store(t *testing.T) {
 			t.Fatalf("Write: %v", err)
 		}
 		parts, injected, _ := serverStats(t, endpoint)
-		if injected-injectedBefore != 1 || parts-partsBefore != 3+1 {
-			t.Fatalf("the server saw %d part uploads and failed %d; want 3 parts plus 1 retry, 1 failed",
+		if injected-injectedBefore != 1 || parts-partsBefore != 4+1 {
+			t.Fatalf("the server saw %d part uploads and failed %d; want 4 parts plus 1 retry, 1 failed",
 				parts-partsBefore, injected-injectedBefore)
 		}
 		if n, err := s.Size(ctx, failOnceMarker+"/core.zst"); err != nil || n != 17*mib {
@@ -379,5 +379,45 @@ func TestS3Refusals(t *testing.T) {
 				t.Errorf("%s answered %d: %v", name, tc.status, err)
 			}
 		}
+	}
+}
+
+func TestS3PartSize(t *testing.T) {
+	const gib = 1 << 30
+	for _, tc := range []struct {
+		name     string
+		sizeHint int64
+		// wantFirst and wantLate are the sizes of part 1 and part 257.
+		wantFirst, wantLate int
+		maxParts            int
+	}{
+		{name: "unknown size", sizeHint: 0, wantFirst: minPartSize, wantLate: defaultPartSize, maxParts: maxParts},
+		{name: "2 GiB", sizeHint: 2 * gib, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
+		{name: "exactly 512 small parts", sizeHint: fewParts * minPartSize, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
+		{name: "4 GiB and the encoder's margin", sizeHint: 4*gib + 17*mib, wantFirst: minPartSize, wantLate: 12 * mib, maxParts: fewParts},
+		{name: "1 TiB", sizeHint: 1024 * gib, wantFirst: minPartSize, wantLate: 4092 * mib, maxParts: fewParts},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s3PartSize(1, tc.sizeHint); got != tc.wantFirst {
+				t.Errorf("part 1: %d MiB, want %d", got/mib, tc.wantFirst/mib)
+			}
+			if got := s3PartSize(fewParts/2+1, tc.sizeHint); got != tc.wantLate {
+				t.Errorf("part %d: %d MiB, want %d", fewParts/2+1, got/mib, tc.wantLate/mib)
+			}
+			// An object of the whole size must fit in maxParts parts.
+			size := tc.sizeHint
+			if size == 0 {
+				size = 77 * gib
+			}
+			var sum int64
+			n := int32(0)
+			for sum < size {
+				n++
+				sum += int64(s3PartSize(n, tc.sizeHint))
+			}
+			if int(n) > tc.maxParts {
+				t.Errorf("%d bytes take %d parts, more than %d", size, n, tc.maxParts)
+			}
+		})
 	}
 }

@@ -57,10 +57,10 @@ func putPart(b *[]byte) {
 	}
 }
 
-// write stores r at fullKey in parts of partSize bytes. The metadata is
-// escaped as gocloud's s3blob escapes it, so that reads through gocloud give
-// it back unchanged.
-func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, partSize int, contentType string, metadata map[string]string) (int64, error) {
+// write stores r, at most sizeHint bytes (0: unknown), at fullKey, in parts
+// of s3PartSize. The metadata is escaped as gocloud's s3blob escaped it, so
+// that objects read the same whichever wrote them.
+func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, sizeHint int64, contentType string, metadata map[string]string) (int64, error) {
 	md := make(map[string]string, len(metadata))
 	for k, v := range metadata {
 		// checkMetadata allows only letters, digits, - and _ in keys.
@@ -78,16 +78,16 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 		}
 		return int64(n), u.putObject(ctx, fullKey, (*small)[:n], contentType, md)
 	}
-	first := getPart(partSize)
-	defer putPart(first)
+	first := getPart(s3PartSize(1, sizeHint))
 	copy(*first, (*small)[:n])
 	putPart(small)
 	m, end, err := fill(r, (*first)[n:])
 	n += m
-	if err != nil {
-		return int64(n), err
-	}
-	if end {
+	if err != nil || end {
+		defer putPart(first)
+		if err != nil {
+			return int64(n), err
+		}
 		return int64(n), u.putObject(ctx, fullKey, (*first)[:n], contentType, md)
 	}
 	up, err := u.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
@@ -100,15 +100,36 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, par
 		ChecksumAlgorithm:    u.checksum,
 	})
 	if err != nil {
+		putPart(first)
 		return int64(n), err
 	}
-	mp := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId}
-	total, err := mp.upload(ctx, r, first, n, end)
+	mp := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId, sizeHint: sizeHint}
+	total, err := mp.upload(ctx, r, first, n)
 	if err != nil {
 		mp.abort()
 		return total, err
 	}
 	return total, nil
+}
+
+// s3PartSize is the size of part num (from 1) of an object of at most
+// sizeHint bytes (0: unknown). The first fewParts/2 parts are minPartSize,
+// S3's smallest: 1.25 GiB, more than most dumps compress to, so a write
+// holds two 5 MiB parts whatever the dump's raw size. Later parts are large
+// enough that an object of sizeHint bytes fits in fewParts parts in all,
+// and at least defaultPartSize (which allows 77 GiB when the size is not
+// known); objects of at most fewParts*minPartSize never need them.
+func s3PartSize(num int32, sizeHint int64) int {
+	const early = fewParts / 2
+	if num <= early || sizeHint > 0 && sizeHint <= fewParts*minPartSize {
+		return minPartSize
+	}
+	if sizeHint <= 0 {
+		return defaultPartSize
+	}
+	const mib = 1 << 20
+	per := ((sizeHint-early*minPartSize)/(fewParts-early) + mib) / mib * mib
+	return int(max(defaultPartSize, per))
 }
 
 // putObject stores body in one request.
@@ -137,9 +158,10 @@ func (u *s3Uploader) kmsKeyID() *string {
 // s3Multipart is one multipart upload under way.
 type s3Multipart struct {
 	*s3Uploader
-	key   string
-	id    *string
-	parts []types.CompletedPart
+	key      string
+	id       *string
+	sizeHint int64
+	parts    []types.CompletedPart
 }
 
 type partResult struct {
@@ -147,21 +169,34 @@ type partResult struct {
 	err  error
 }
 
-// upload sends the first n bytes of cur as part 1 (the last when end is
-// set), reads each next part while the one before goes up, and completes
-// the upload. It returns the bytes read from r.
-func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int, end bool) (int64, error) {
-	next := getPart(len(*cur))
-	defer putPart(next)
+// upload sends the first n bytes of cur, which are a whole part, as part 1,
+// reads each next part while the one before goes up, and completes the
+// upload. It returns the bytes read from r, and the buffers it used to the
+// pool.
+func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int) (int64, error) {
+	var next *[]byte
+	defer func() {
+		putPart(cur)
+		if next != nil {
+			putPart(next)
+		}
+	}()
 	total := int64(n)
+	end := false
 	done := make(chan partResult, 1)
 	for num := int32(1); ; num++ {
 		if num > maxParts {
-			return total, fmt.Errorf("more than %d parts of %d bytes", maxParts, len(*cur))
+			return total, fmt.Errorf("more than %d parts", maxParts)
 		}
 		go func(num int32, body []byte) { done <- m.send(ctx, num, body) }(num, (*cur)[:n])
 		var rerr error
 		if !end {
+			if size := s3PartSize(num+1, m.sizeHint); next == nil || len(*next) != size {
+				if next != nil {
+					putPart(next)
+				}
+				next = getPart(size)
+			}
 			n, end, rerr = fill(r, *next)
 			total += int64(n)
 		} else {

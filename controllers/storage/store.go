@@ -63,8 +63,9 @@ var ErrNotFound = errors.New("object not found")
 // holds two parts (one uploading, one filling), Azure azureConcurrency
 // blocks, GCS one chunk. One S3 part in flight keeps a single stream busy,
 // since the next part is read while one uploads; more would multiply memory
-// by the number of dumps uploading at once. Parts are
-// minPartSize (S3's smallest) when the object's size is known to fit in
+// by the number of dumps uploading at once. S3 parts follow s3PartSize.
+// Azure blocks and GCS chunks are
+// minPartSize when the object's size is known to fit in
 // fewParts of them; larger objects get defaultPartSize, or more where
 // maxParts of those could not hold them. Past fewParts, small parts only
 // add requests, and some S3-compatible servers do not take many: versitygw

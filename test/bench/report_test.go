@@ -205,7 +205,7 @@ func (p *reporter) render(w *strings.Builder, complete bool) {
 		}
 		fmt.Fprintf(&s2, "## 2. Pipeline throughput and memory\n\n")
 		fmt.Fprintf(&s2, "One core-like file per run (regions of 64 KiB–2 MiB: 60%% zero, 25%% text-like, 15%% random, after an ELF-like first page; *sparse* leaves the zero regions as holes, *dense* writes them), ")
-		fmt.Fprintf(&s2, "completed by a rename into the agent's directory, and timed to the `Uploaded` phase seen by the benchmark's informer. ")
+		fmt.Fprintf(&s2, "written and synced to disk (so that the kernel's writeback of the benchmark's own setup does not run during the measurement), completed by a rename into the agent's directory, and timed to the `Uploaded` phase seen by the benchmark's informer. ")
 		fmt.Fprintf(&s2, "Each run starts a fresh agent and a fresh manager, so peak RSS is VmHWM of that run's processes (/proc/<pid>/status, checked against VmRSS sampled every 100 ms); ")
 		fmt.Fprintf(&s2, "CPU is utime+stime from /proc/<pid>/stat between the rename and `Uploaded`. `file` is a `file://` directory the manager writes; `s3` is versitygw (posix backend) on loopback, whose CPU is shown separately. ")
 		fmt.Fprintf(&s2, "MiB/s is raw dump bytes per second of wall time. *Cores busy* is the whole machine's average over the run (/proc/stat), and *others* the part of it not spent by the agent, the manager and the S3 server: the control plane, the benchmark process and whatever else ran on the machine; a run with much *others* was slowed by them.\n\n")
