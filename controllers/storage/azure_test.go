@@ -3,9 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"io"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -140,25 +138,7 @@ func TestAzureStore(t *testing.T) {
 	})
 	t.Run("refusals name the object and wrap ErrCredentials", func(t *testing.T) {
 		defer fake.refuse.Store(0)
-		for _, tc := range []struct {
-			status int
-			denied bool
-		}{{http.StatusUnauthorized, false}, {http.StatusForbidden, true}} {
-			fake.refuse.Store(int32(tc.status))
-			ops := map[string]func() error{
-				"Write":  func() error { _, err := s.Write(ctx, "x/core.zst", strings.NewReader("x"), WriteOptions{}); return err },
-				"Size":   func() error { _, err := s.Size(ctx, "x/core.zst"); return err },
-				"Read":   func() error { _, err := s.Read(ctx, "x/core.zst"); return err },
-				"Delete": func() error { return s.Delete(ctx, "x/core.zst") },
-			}
-			for name, op := range ops {
-				err := op()
-				if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrAccessDenied) != tc.denied ||
-					!strings.Contains(err.Error(), "azblob://cores/prod/eu/x/core.zst") || errors.Is(err, ErrNotFound) {
-					t.Errorf("%s answered %d: %v", name, tc.status, err)
-				}
-			}
-		}
+		checkRefusals(t, s, "azblob://cores/prod/eu/x/core.zst", func(code int) { fake.refuse.Store(int32(code)) })
 	})
 	t.Run("signed URL", func(t *testing.T) {
 		u, err := s.SignedURL(ctx, "team-a/db-0/core.zst", time.Hour)

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -12,13 +11,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 )
@@ -338,41 +335,6 @@ func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
 	_, _ = w.Write(rec.Body.Bytes())
 }
 
-// startFakeGCS starts the server process and returns its endpoint.
-func startFakeGCS(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fakeGCSEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("fake GCS did not start: %v", err)
-	}
-	return strings.TrimSpace(line)
-}
-
 func fakeStats(t *testing.T, endpoint string) fakeGCSStats {
 	t.Helper()
 	resp, err := http.Get(endpoint + gcsStatsPath)
@@ -411,3 +373,6 @@ func (st fakeGCSStats) sessionsOf(name string) int {
 	}
 	return n
 }
+
+// startFakeGCS starts the server process and returns its endpoint.
+func startFakeGCS(t *testing.T) string { return startChildServer(t, fakeGCSEnv, "fake GCS") }

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -15,13 +14,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -127,39 +124,7 @@ func (p *partFailer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // startFakeS3 starts the server process and returns its endpoint.
-func startFakeS3(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fakeS3Env+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("fake S3 did not start: %v", err)
-	}
-	return strings.TrimSpace(line)
-}
+func startFakeS3(t *testing.T) string { return startChildServer(t, fakeS3Env, "fake S3") }
 
 // serverStats returns how many UploadPart requests the server saw, how
 // many of them it failed on purpose, and which access key IDs signed.
@@ -360,26 +325,7 @@ func TestS3Refusals(t *testing.T) {
 	defer srv.Close()
 	s := mustOpen(t, mustParse(t, "s3://cores/prod?region=us-east-1&use_path_style=true&endpoint="+url.QueryEscape(srv.URL)),
 		secret(KeyAWSAccessKeyID, "AKIATEST", KeyAWSSecretAccessKey, "s"))
-	ctx := context.Background()
-	for _, tc := range []struct {
-		status int
-		denied bool
-	}{{http.StatusUnauthorized, false}, {http.StatusForbidden, true}} {
-		status.Store(int32(tc.status))
-		ops := map[string]func() error{
-			"Write":  func() error { _, err := s.Write(ctx, "x/core.zst", strings.NewReader("x"), WriteOptions{}); return err },
-			"Size":   func() error { _, err := s.Size(ctx, "x/core.zst"); return err },
-			"Read":   func() error { _, err := s.Read(ctx, "x/core.zst"); return err },
-			"Delete": func() error { return s.Delete(ctx, "x/core.zst") },
-		}
-		for name, op := range ops {
-			err := op()
-			if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrAccessDenied) != tc.denied ||
-				!strings.Contains(err.Error(), "s3://cores/prod/x/core.zst") || errors.Is(err, ErrNotFound) {
-				t.Errorf("%s answered %d: %v", name, tc.status, err)
-			}
-		}
-	}
+	checkRefusals(t, s, "s3://cores/prod/x/core.zst", func(code int) { status.Store(int32(code)) })
 }
 
 func TestS3PartSize(t *testing.T) {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,11 +10,14 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
@@ -437,6 +441,72 @@ func TestOpenFailureIsNil(t *testing.T) {
 		s, err := Open(context.Background(), mustParse(t, raw), nil)
 		if err == nil || s != nil {
 			t.Errorf("Open(%s) = %v, %v; want nil and an error", raw, s, err)
+		}
+	}
+}
+
+// startChildServer runs this test binary again as a server (the TestMain of
+// the package serves when env is set), so that the server's memory does not
+// count in the heap the store tests watch, and returns the endpoint it
+// prints. The server exits when its stdin closes, at the end of the test.
+func startChildServer(t *testing.T, env, what string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env+"=1")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("%s did not start: %v", what, err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// checkRefusals has the store's server refuse every request with 401, then
+// 403 (refuse sets the status), and checks that every operation says so:
+// ErrCredentials, ErrAccessDenied for 403 only, never ErrNotFound, and the
+// object's URL, objectURL, in the message.
+func checkRefusals(t *testing.T, s Store, objectURL string, refuse func(status int)) {
+	t.Helper()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		status int
+		denied bool
+	}{{http.StatusUnauthorized, false}, {http.StatusForbidden, true}} {
+		refuse(tc.status)
+		ops := map[string]func() error{
+			"Write":  func() error { _, err := s.Write(ctx, "x/core.zst", strings.NewReader("x"), WriteOptions{}); return err },
+			"Size":   func() error { _, err := s.Size(ctx, "x/core.zst"); return err },
+			"Read":   func() error { _, err := s.Read(ctx, "x/core.zst"); return err },
+			"Delete": func() error { return s.Delete(ctx, "x/core.zst") },
+		}
+		for name, op := range ops {
+			err := op()
+			if !errors.Is(err, ErrCredentials) || errors.Is(err, ErrAccessDenied) != tc.denied ||
+				!strings.Contains(err.Error(), objectURL) || errors.Is(err, ErrNotFound) {
+				t.Errorf("%s answered %d: %v", name, tc.status, err)
+			}
 		}
 	}
 }
