@@ -108,18 +108,7 @@ func TestAzureStore(t *testing.T) {
 			if err := b.WriteAll(ctx, "prod/eu/"+key, []byte("old core"), &blob.WriterOptions{ContentType: "application/zstd", Metadata: md}); err != nil {
 				t.Fatal(err)
 			}
-			if n, err := s.Size(ctx, key); err != nil || n != 8 {
-				t.Fatalf("Size(%s) = %d, %v", key, n, err)
-			}
-			r, err := s.Read(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(r)
-			_ = r.Close()
-			if ct := r.(interface{ ContentType() string }).ContentType(); string(got) != "old core" || ct != "application/zstd" {
-				t.Errorf("%s read back %q, %q", key, got, ct)
-			}
+			checkOldObject(t, s, key)
 		}
 		key := "new/50%?__0x41__.zst"
 		if _, err := s.Write(ctx, key, strings.NewReader("new core"), WriteOptions{ContentType: "application/zstd", Metadata: md}); err != nil {

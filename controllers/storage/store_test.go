@@ -350,18 +350,7 @@ func TestFileStore(t *testing.T) {
 			if err := b.WriteAll(ctx, key, []byte("old core"), &blob.WriterOptions{ContentType: "application/zstd", Metadata: map[string]string{"coredump": "cd-0"}}); err != nil {
 				t.Fatal(err)
 			}
-			if n, err := s.Size(ctx, key); err != nil || n != 8 {
-				t.Fatalf("Size(%s) = %d, %v", key, n, err)
-			}
-			r, err := s.Read(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(r)
-			_ = r.Close()
-			if string(got) != "old core" || r.(interface{ ContentType() string }).ContentType() != "application/zstd" {
-				t.Errorf("%s read back %q, %q", key, got, r.(interface{ ContentType() string }).ContentType())
-			}
+			checkOldObject(t, s, key)
 			if err := s.Delete(ctx, key); err != nil {
 				t.Fatal(err)
 			}
@@ -508,5 +497,24 @@ func checkRefusals(t *testing.T, s Store, objectURL string, refuse func(status i
 				t.Errorf("%s answered %d: %v", name, tc.status, err)
 			}
 		}
+	}
+}
+
+// checkOldObject reads key, which gocloud wrote as "old core" with the
+// content type application/zstd, back through s.
+func checkOldObject(t *testing.T, s Store, key string) {
+	t.Helper()
+	ctx := context.Background()
+	if n, err := s.Size(ctx, key); err != nil || n != 8 {
+		t.Fatalf("Size(%s) = %d, %v", key, n, err)
+	}
+	r, err := s.Read(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	_ = r.Close()
+	if ct := r.(interface{ ContentType() string }).ContentType(); string(got) != "old core" || ct != "application/zstd" {
+		t.Errorf("%s read back %q, %q", key, got, ct)
 	}
 }
