@@ -50,7 +50,11 @@ func (s *gcsStore) upload(ctx context.Context, r io.Reader, meta gcsObjectMeta, 
 	if end {
 		return s.uploadOnce(ctx, meta, small[:n])
 	}
-	buf := make([]byte, chunkSize)
+	// The chunk buffer is reused from one write to the next, as S3's parts
+	// and Azure's blocks are.
+	bp := getPart(chunkSize)
+	defer putPart(bp)
+	buf := *bp
 	copy(buf, small)
 	m, end, err := fill(r, buf[n:])
 	n += m

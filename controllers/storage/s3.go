@@ -138,11 +138,11 @@ func openS3(ctx context.Context, loc *Location, creds map[string][]byte) (*s3Sto
 			o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateEnabled
 		}
 	})
-	up := &s3Uploader{client: client, bucket: loc.Bucket, sse: p.sseType, kmsKey: p.kmsKeyID}
+	s := &s3Store{loc: loc, client: client, presign: s3.NewPresignClient(client), sse: p.sseType, kmsKey: p.kmsKeyID}
 	if cfg.RequestChecksumCalculation != aws.RequestChecksumCalculationWhenRequired {
-		up.checksum = types.ChecksumAlgorithmCrc32
+		s.checksum = types.ChecksumAlgorithmCrc32
 	}
-	return &s3Store{loc: loc, client: client, presign: s3.NewPresignClient(client), up: up}, nil
+	return s, nil
 }
 
 // s3Store is a Store on an S3 bucket, through the AWS SDK's client.
@@ -150,7 +150,13 @@ type s3Store struct {
 	loc     *Location
 	client  *s3.Client
 	presign *s3.PresignClient
-	up      *s3Uploader
+	sse     types.ServerSideEncryption
+	kmsKey  string
+	// checksum is the algorithm of the checksums sent with the data: CRC32
+	// where the SDK would send them by default (AWS); none for S3-compatible
+	// servers, many of which refuse them. Over plain http the SDK signs
+	// each payload's SHA-256 either way.
+	checksum types.ChecksumAlgorithm
 }
 
 var _ Store = (*s3Store)(nil)
@@ -161,7 +167,7 @@ func (s *s3Store) Write(ctx context.Context, key string, r io.Reader, opts Write
 	}
 	full := s.loc.Prefix + key
 	abortStaleUploads(ctx, s.client, s.loc.Bucket, full)
-	n, err := s.up.write(ctx, full, ctxReader{ctx: ctx, r: r}, opts.SizeHint, opts.ContentType, opts.Metadata)
+	n, err := s.write(ctx, full, ctxReader{ctx: ctx, r: r}, opts.SizeHint, opts.ContentType, opts.Metadata)
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
 	}

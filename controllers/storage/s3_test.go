@@ -268,13 +268,13 @@ func TestS3Store(t *testing.T) {
 		// the data, and a multipart upload names its algorithm and lists
 		// each part's checksum on completion.
 		raw := rawS3(t, s)
-		up := &s3Uploader{client: s3.New(raw.Options(), func(o *s3.Options) {
+		up := &s3Store{loc: &Location{Scheme: SchemeS3, Bucket: fakeS3Bucket}, client: s3.New(raw.Options(), func(o *s3.Options) {
 			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenSupported
-		}), bucket: fakeS3Bucket, checksum: types.ChecksumAlgorithmCrc32}
+		}), checksum: types.ChecksumAlgorithmCrc32}
 		for _, size := range []int64{3 * mib, 12 * mib} {
 			key := fmt.Sprintf("prod/eu/crc/%d", size)
 			src := newGenReader(size, 5)
-			if n, err := up.write(ctx, key, src, minPartSize, "application/zstd", map[string]string{"coredump": "cd 2/é"}); err != nil || n != size {
+			if n, err := up.write(ctx, key, src, size, "application/zstd", map[string]string{"coredump": "cd 2/é"}); err != nil || n != size {
 				t.Fatalf("write of %d bytes: %d, %v", size, n, err)
 			}
 			out, err := raw.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(fakeS3Bucket), Key: aws.String(key)})

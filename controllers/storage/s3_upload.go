@@ -3,64 +3,34 @@ package storage
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
-// s3Uploader writes objects with the S3 client itself rather than through
-// gocloud and the SDK's transfer manager, for memory: the transfer manager
-// reads its first part with io.ReadAll (a buffer doubled up to the part
-// size, about three part sizes allocated) and then fills a pool of
-// Concurrency+1 more, so one 8 MiB-part upload allocated about 55 MiB and
-// kept 24 MiB live. Here a write holds two part buffers, reused from one
-// upload to the next: one going up while the next is read from the agent.
+// s3SmallRead is what a write reads before it takes a part buffer.
+const s3SmallRead = 1 << 20
+
+// write stores r, at most sizeHint bytes (0: unknown), at fullKey, in parts
+// of s3PartSize, with the S3 client itself rather than through gocloud and
+// the SDK's transfer manager, for memory: the transfer manager reads its
+// first part with io.ReadAll (a buffer doubled up to the part size, about
+// three part sizes allocated) and then fills a pool of Concurrency+1 more,
+// so one 8 MiB-part upload allocated about 55 MiB and kept 24 MiB live.
+// Here a write holds two part buffers, reused from one upload to the next:
+// one going up while the next is read from the agent.
 //
 // The requests are those the transfer manager sends with Concurrency 1: a
 // PutObject when the object fits in one part, otherwise a multipart upload
 // that is aborted, on a fresh context, when anything fails. Every request
 // goes through the client's retryer, which resends a part from its buffer.
-type s3Uploader struct {
-	client *s3.Client
-	bucket string
-	sse    types.ServerSideEncryption
-	kmsKey string
-	// checksum is the algorithm of the checksums sent with the data (CRC32
-	// where the SDK would send them, AWS); empty for S3-compatible servers,
-	// which get UNSIGNED-PAYLOAD and no checksum headers.
-	checksum types.ChecksumAlgorithm
-}
-
-// s3SmallRead is what a write reads before it takes a part buffer.
-const s3SmallRead = 1 << 20
-
-// partBuffers keeps part buffers between writes, one pool per size.
-var partBuffers sync.Map // int -> *sync.Pool of *[]byte
-
-func getPart(size int) *[]byte {
-	p, _ := partBuffers.LoadOrStore(size, &sync.Pool{New: func() any {
-		b := make([]byte, size)
-		return &b
-	}})
-	return p.(*sync.Pool).Get().(*[]byte)
-}
-
-func putPart(b *[]byte) {
-	if p, ok := partBuffers.Load(len(*b)); ok {
-		p.(*sync.Pool).Put(b)
-	}
-}
-
-// write stores r, at most sizeHint bytes (0: unknown), at fullKey, in parts
-// of s3PartSize. The metadata is escaped as gocloud's s3blob escaped it, so
-// that objects read the same whichever wrote them.
-func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, sizeHint int64, contentType string, metadata map[string]string) (int64, error) {
+// The metadata is escaped as gocloud's s3blob escaped it, so that objects
+// read the same whichever wrote them.
+func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHint int64, contentType string, metadata map[string]string) (int64, error) {
 	md := make(map[string]string, len(metadata))
 	for k, v := range metadata {
 		// checkMetadata allows only letters, digits, - and _ in keys.
@@ -76,7 +46,7 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, siz
 		if err != nil {
 			return int64(n), err
 		}
-		return int64(n), u.putObject(ctx, fullKey, (*small)[:n], contentType, md)
+		return int64(n), s.putObject(ctx, fullKey, (*small)[:n], contentType, md)
 	}
 	first := getPart(s3PartSize(1, sizeHint))
 	copy(*first, (*small)[:n])
@@ -88,22 +58,22 @@ func (u *s3Uploader) write(ctx context.Context, fullKey string, r io.Reader, siz
 		if err != nil {
 			return int64(n), err
 		}
-		return int64(n), u.putObject(ctx, fullKey, (*first)[:n], contentType, md)
+		return int64(n), s.putObject(ctx, fullKey, (*first)[:n], contentType, md)
 	}
-	up, err := u.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
-		Bucket:               aws.String(u.bucket),
+	up, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:               aws.String(s.loc.Bucket),
 		Key:                  aws.String(fullKey),
 		ContentType:          aws.String(contentType),
 		Metadata:             md,
-		ServerSideEncryption: u.sse,
-		SSEKMSKeyId:          u.kmsKeyID(),
-		ChecksumAlgorithm:    u.checksum,
+		ServerSideEncryption: s.sse,
+		SSEKMSKeyId:          s.kmsKeyID(),
+		ChecksumAlgorithm:    s.checksum,
 	})
 	if err != nil {
 		putPart(first)
 		return int64(n), err
 	}
-	mp := &s3Multipart{s3Uploader: u, key: fullKey, id: up.UploadId, sizeHint: sizeHint}
+	mp := &s3Multipart{s3Store: s, key: fullKey, id: up.UploadId, sizeHint: sizeHint}
 	total, err := mp.upload(ctx, r, first, n)
 	if err != nil {
 		mp.abort()
@@ -133,31 +103,31 @@ func s3PartSize(num int32, sizeHint int64) int {
 }
 
 // putObject stores body in one request.
-func (u *s3Uploader) putObject(ctx context.Context, fullKey string, body []byte, contentType string, md map[string]string) error {
-	_, err := u.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:               aws.String(u.bucket),
+func (s *s3Store) putObject(ctx context.Context, fullKey string, body []byte, contentType string, md map[string]string) error {
+	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:               aws.String(s.loc.Bucket),
 		Key:                  aws.String(fullKey),
 		Body:                 bytes.NewReader(body),
 		ContentLength:        aws.Int64(int64(len(body))),
 		ContentType:          aws.String(contentType),
 		Metadata:             md,
-		ServerSideEncryption: u.sse,
-		SSEKMSKeyId:          u.kmsKeyID(),
-		ChecksumAlgorithm:    u.checksum,
+		ServerSideEncryption: s.sse,
+		SSEKMSKeyId:          s.kmsKeyID(),
+		ChecksumAlgorithm:    s.checksum,
 	})
 	return err
 }
 
-func (u *s3Uploader) kmsKeyID() *string {
-	if u.kmsKey == "" {
+func (s *s3Store) kmsKeyID() *string {
+	if s.kmsKey == "" {
 		return nil
 	}
-	return aws.String(u.kmsKey)
+	return aws.String(s.kmsKey)
 }
 
 // s3Multipart is one multipart upload under way.
 type s3Multipart struct {
-	*s3Uploader
+	*s3Store
 	key      string
 	id       *string
 	sizeHint int64
@@ -216,7 +186,7 @@ func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n in
 		cur, next = next, cur
 	}
 	_, err := m.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
-		Bucket:          aws.String(m.bucket),
+		Bucket:          aws.String(m.loc.Bucket),
 		Key:             aws.String(m.key),
 		UploadId:        m.id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: m.parts},
@@ -226,7 +196,7 @@ func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n in
 
 func (m *s3Multipart) send(ctx context.Context, num int32, body []byte) partResult {
 	out, err := m.client.UploadPart(ctx, &s3.UploadPartInput{
-		Bucket:            aws.String(m.bucket),
+		Bucket:            aws.String(m.loc.Bucket),
 		Key:               aws.String(m.key),
 		UploadId:          m.id,
 		PartNumber:        aws.Int32(num),
@@ -250,28 +220,8 @@ func (m *s3Multipart) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), s3AbortTimeout)
 	defer cancel()
 	_, _ = m.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket:   aws.String(m.bucket),
+		Bucket:   aws.String(m.loc.Bucket),
 		Key:      aws.String(m.key),
 		UploadId: m.id,
 	})
-}
-
-// fill reads from r until buf is full or r ends. end is set only when r
-// returned io.EOF: a stream cut short reports io.ErrUnexpectedEOF (as
-// net/http does for a truncated body), which must fail the write, not
-// finish it, so io.ReadFull, which turns an EOF after some bytes into that
-// same error, cannot tell the two apart.
-func fill(r io.Reader, buf []byte) (n int, end bool, err error) {
-	for n < len(buf) {
-		var m int
-		m, err = r.Read(buf[n:])
-		n += m
-		if errors.Is(err, io.EOF) {
-			return n, true, nil
-		}
-		if err != nil {
-			return n, false, err
-		}
-	}
-	return n, false, nil
 }

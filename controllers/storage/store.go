@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -228,4 +229,41 @@ func checkMetadata(md map[string]string) error {
 		return fmt.Errorf("metadata is %d bytes, more than %d", size, maxMetadataBytes)
 	}
 	return nil
+}
+
+// partBuffers keeps part buffers between writes, one pool per size.
+var partBuffers sync.Map // int -> *sync.Pool of *[]byte
+
+func getPart(size int) *[]byte {
+	p, _ := partBuffers.LoadOrStore(size, &sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}})
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func putPart(b *[]byte) {
+	if p, ok := partBuffers.Load(len(*b)); ok {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+// fill reads from r until buf is full or r ends. end is set only when r
+// returned io.EOF: a stream cut short reports io.ErrUnexpectedEOF (as
+// net/http does for a truncated body), which must fail the write, not
+// finish it, so io.ReadFull, which turns an EOF after some bytes into that
+// same error, cannot tell the two apart.
+func fill(r io.Reader, buf []byte) (n int, end bool, err error) {
+	for n < len(buf) {
+		var m int
+		m, err = r.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, true, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
