@@ -19,28 +19,11 @@ type dumpID [dumpIDBytes]byte
 // other name (upper-case hex included, which DumpName never writes).
 func parseDumpID(name string) (id dumpID, ok bool) {
 	digits, found := strings.CutPrefix(name, dumpNamePrefix)
-	if !found || len(digits) != 2*dumpIDBytes {
+	if !found || len(digits) != 2*dumpIDBytes || strings.ToLower(digits) != digits {
 		return id, false
 	}
-	for i := range id {
-		hi, ok1 := lowerHex(digits[2*i])
-		lo, ok2 := lowerHex(digits[2*i+1])
-		if !ok1 || !ok2 {
-			return id, false
-		}
-		id[i] = hi<<4 | lo
-	}
-	return id, true
-}
-
-func lowerHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
+	_, err := hex.Decode(id[:], []byte(digits))
+	return id, err == nil
 }
 
 func (id dumpID) name() string { return dumpNamePrefix + hex.EncodeToString(id[:]) }
