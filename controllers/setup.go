@@ -6,7 +6,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -86,10 +85,9 @@ func ManagerOptions(scheme *runtime.Scheme, o Options) ctrl.Options {
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
-				&appsv1.DaemonSet{}:     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-				&corev1.Secret{}:        {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-				&coredogv1.CoreDump{}:   {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&appsv1.DaemonSet{}:   {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&corev1.Secret{}:      {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				&coredogv1.CoreDump{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			},
 		},
 	}
@@ -122,7 +120,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := setupIndexes(context.Background(), mgr); err != nil {
 		return fmt.Errorf("setting up indexes: %w", err)
 	}
-	uploader := &Uploader{Client: mgr.GetClient(), Namespace: o.Namespace, OpenStore: o.OpenStore}
+	uploader := &Uploader{Client: mgr.GetClient(), Leases: mgr.GetAPIReader(), Namespace: o.Namespace, OpenStore: o.OpenStore}
 	notifier := notify.New(notify.Config{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),

@@ -29,7 +29,13 @@ type OpenStoreFunc func(ctx context.Context, loc *storage.Location, creds map[st
 // Uploader moves one dump from its agent into storage, and deletes stored
 // dumps. It keeps one agent client per policy CA.
 type Uploader struct {
-	Client    client.Reader
+	Client client.Reader
+	// Leases reads the agents' Leases, which say where each agent serves:
+	// the API server itself (the manager's APIReader), not a cache. An
+	// upload reads one Lease, while a cache would watch every renewal of
+	// every agent, and its informer, started by the first read, made that
+	// first upload wait for the whole namespace's Leases to be listed.
+	Leases    client.Reader
 	Namespace string
 	OpenStore OpenStoreFunc
 	Now       func() time.Time
@@ -238,7 +244,7 @@ func (u *Uploader) open(ctx context.Context, p *coredogv1.CoreDumpPolicy) (*stor
 func (u *Uploader) endpoint(ctx context.Context, cd *coredogv1.CoreDump) (string, error) {
 	var lease coordinationv1.Lease
 	name := agentlease.Name(cd.Spec.PolicyName, cd.Spec.NodeName)
-	if err := u.Client.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name}, &lease); err != nil {
+	if err := u.Leases.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name}, &lease); err != nil {
 		return "", fmt.Errorf("finding the agent of node %s (Lease %s): %w", cd.Spec.NodeName, name, err)
 	}
 	ep := lease.Annotations[agentlease.AnnotationEndpoint]

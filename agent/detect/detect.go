@@ -307,7 +307,7 @@ func (d *Detector) Run(ctx context.Context, out chan<- File) error {
 				d.fallBackToPolling(errors.New("fsnotify event channel closed"))
 				continue
 			}
-			d.handleEvent(ev)
+			ready = d.handleEvent(ev)
 		case err, ok := <-errs:
 			if !ok {
 				d.fallBackToPolling(errors.New("fsnotify error channel closed"))
@@ -542,15 +542,17 @@ func (d *Detector) observeLocked(path string, src Source) bool {
 }
 
 // handleEvent acts on one fsnotify event. Events are hints: whatever the
-// operation, the path is looked at again and the filesystem decides.
-func (d *Detector) handleEvent(ev fsnotify.Event) {
+// operation, the path is looked at again and the filesystem decides. A file
+// that appears (created, or renamed or linked in whole) is also judged at
+// once, so that one already complete is not kept until the next recheck.
+func (d *Detector) handleEvent(ev fsnotify.Event) []ready {
 	path := filepath.Clean(ev.Name)
 	gone := ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)
 	wasDir := gone && d.unwatchTree(path)
 	if path == d.dir || hidden(filepath.Base(path)) {
 		// The root's own events matter only for the watch dropped above,
 		// which the next rescan puts back if the root comes back.
-		return
+		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -573,9 +575,18 @@ func (d *Detector) handleEvent(ev fsnotify.Event) {
 		if err := d.walk(path, SourceWatch, false); err != nil {
 			d.log.Error(err, "Cannot scan new directory", "path", path)
 		}
+	case ev.Has(fsnotify.Create):
+		// PID first, then stat: see complete.
+		pid := d.pidState(path)
+		if d.observeLocked(path, SourceWatch) {
+			if r, ok := d.t.judge(path, pid, d.clock.Now()); ok {
+				return []ready{r}
+			}
+		}
 	default:
 		d.observeLocked(path, SourceWatch)
 	}
+	return nil
 }
 
 // checkPending looks at every pending file again and judges it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr/testr"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // harness runs a Detector on a temp dir and collects what it emits.
@@ -566,4 +567,30 @@ func TestRunWaitsForDumpingProcess(t *testing.T) {
 	if seen.Load() != 1 || seenLate.Load() {
 		t.Errorf("OnSeen called %d times (want 1), after the process was gone: %v", seen.Load(), seenLate.Load())
 	}
+}
+
+func TestRunJudgesFileRenamedInWholeAtOnce(t *testing.T) {
+	t.Parallel()
+	// The clock never moves, so no recheck or poll ever fires: only the
+	// watch event can make the file complete.
+	fc := clocktesting.NewFakeClock(time.Now())
+	h := newHarness(t, Options{
+		ProcRoot: t.TempDir(), // no PID directory: the dumping process is gone
+		HostPID: func(name string) (int64, bool) {
+			pid, err := strconv.ParseInt(strings.TrimPrefix(name, "core."), 10, 64)
+			return pid, err == nil
+		},
+		Clock: fc,
+	})
+	h.start()
+	staged := filepath.Join(t.TempDir(), "core.4242")
+	mustOK(t, os.WriteFile(staged, []byte("dump"), 0o600))
+	old := fc.Now().Add(-time.Second)
+	mustOK(t, os.Chtimes(staged, old, old))
+	mustOK(t, os.Rename(staged, h.path("core.4242")))
+	f := h.waitFor(1, 5*time.Second)[0]
+	if f.Source != SourceWatch || f.RelPath != "core.4242" || f.Identity.Size != 4 {
+		t.Errorf("emitted %+v, want core.4242 of 4 bytes via Watch", f)
+	}
+	checkIdentity(t, f)
 }

@@ -173,10 +173,15 @@ func TestS3Store(t *testing.T) {
 
 	t.Run("40 MiB multipart round trip", func(t *testing.T) {
 		partsBefore, _, _ := serverStats(t, endpoint)
-		// Two 5 MiB parts, one going up while the next is read, and little
+		// The part buffers live outside the heap, which grows by little
 		// else: the SDK's transfer manager grew the live heap by 25 MiB here.
-		if grew := checkRoundTrip(t, s, "team-a/db-0/core.zst", 40*mib); grew > 2*5*mib+2*mib {
-			t.Errorf("the live heap grew by %.1f MiB; want at most two 5 MiB parts and 2 MiB", float64(grew)/mib)
+		partsHeld.resetPeak()
+		if grew := checkRoundTrip(t, s, "team-a/db-0/core.zst", 40*mib); grew > 2*mib {
+			t.Errorf("the live heap grew by %.1f MiB; want at most 2 MiB", float64(grew)/mib)
+		}
+		// One part and the next one's read-ahead.
+		if peak := partsHeld.resetPeak(); peak != minPartSize+s3SmallRead {
+			t.Errorf("the write held %.1f MiB of part buffers at most, want %d MiB", float64(peak)/mib, (minPartSize+s3SmallRead)/mib)
 		}
 		if parts, _, _ := serverStats(t, endpoint); parts-partsBefore != 40/5 {
 			t.Errorf("40 MiB went up in %d parts, want %d of 5 MiB", parts-partsBefore, 40/5)
@@ -192,6 +197,22 @@ func TestS3Store(t *testing.T) {
 		}
 		if got := out.Metadata["coredump"]; got != "cd-1" {
 			t.Errorf("metadata coredump = %q, want cd-1", got)
+		}
+	})
+	t.Run("part and read-ahead boundaries", func(t *testing.T) {
+		// A part, the next part's read-ahead (s3SmallRead), and the rest of
+		// that part: the object ends at or around each boundary.
+		for _, size := range []int64{minPartSize - 1, minPartSize, minPartSize + 1, minPartSize + s3SmallRead,
+			minPartSize + s3SmallRead + 1, 2 * minPartSize, 2*minPartSize + s3SmallRead - 1} {
+			partsBefore, _, _ := serverStats(t, endpoint)
+			checkRoundTrip(t, s, fmt.Sprintf("sizes/%d", size), size)
+			want := int((size + minPartSize - 1) / minPartSize)
+			if size < minPartSize {
+				want = 0 // one PutObject
+			}
+			if parts, _, _ := serverStats(t, endpoint); parts-partsBefore != want {
+				t.Errorf("%d bytes went up in %d parts, want %d", size, parts-partsBefore, want)
+			}
 		}
 	})
 	t.Run("aborted writes", func(t *testing.T) {
@@ -333,15 +354,16 @@ func TestS3PartSize(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		sizeHint int64
-		// wantFirst and wantLate are the sizes of part 1 and part 257.
+		// wantFirst and wantLate are the sizes of part 1 and of the first
+		// part after fewParts/2.
 		wantFirst, wantLate int
 		maxParts            int
 	}{
 		{name: "unknown size", sizeHint: 0, wantFirst: minPartSize, wantLate: defaultPartSize, maxParts: maxParts},
 		{name: "2 GiB", sizeHint: 2 * gib, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
-		{name: "exactly 512 small parts", sizeHint: fewParts * minPartSize, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
-		{name: "4 GiB and the encoder's margin", sizeHint: 4*gib + 17*mib, wantFirst: minPartSize, wantLate: 12 * mib, maxParts: fewParts},
-		{name: "1 TiB", sizeHint: 1024 * gib, wantFirst: minPartSize, wantLate: 4092 * mib, maxParts: fewParts},
+		{name: "exactly 768 small parts", sizeHint: fewParts * minPartSize, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
+		{name: "4 GiB and the encoder's margin", sizeHint: 4*gib + 17*mib, wantFirst: minPartSize, wantLate: 6 * mib, maxParts: fewParts},
+		{name: "1 TiB", sizeHint: 1024 * gib, wantFirst: minPartSize, wantLate: 2726 * mib, maxParts: fewParts},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := s3PartSize(1, tc.sizeHint); got != tc.wantFirst {

@@ -21,8 +21,7 @@ const s3SmallRead = 1 << 20
 // first part with io.ReadAll (a buffer doubled up to the part size, about
 // three part sizes allocated) and then fills a pool of Concurrency+1 more,
 // so one 8 MiB-part upload allocated about 55 MiB and kept 24 MiB live.
-// Here a write holds two part buffers, reused from one upload to the next:
-// one going up while the next is read from the agent.
+// Here a write holds one part buffer and a small read-ahead (see upload).
 //
 // The requests are those the transfer manager sends with Concurrency 1: a
 // PutObject when the object fits in one part, otherwise a multipart upload
@@ -84,11 +83,11 @@ func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHi
 
 // s3PartSize is the size of part num (from 1) of an object of at most
 // sizeHint bytes (0: unknown). The first fewParts/2 parts are minPartSize,
-// S3's smallest: 1.25 GiB, more than most dumps compress to, so a write
-// holds two 5 MiB parts whatever the dump's raw size. Later parts are large
-// enough that an object of sizeHint bytes fits in fewParts parts in all,
-// and at least defaultPartSize (which allows 77 GiB when the size is not
-// known); objects of at most fewParts*minPartSize never need them.
+// S3's smallest: 1.875 GiB, more than most dumps compress to, so a write
+// holds one 5 MiB part whatever the dump's raw size. Later parts are large
+// enough that an object of sizeHint bytes fits in fewParts parts in all
+// (6 MiB for 4 GiB), or defaultPartSize when the size is not known (which
+// allows 77 GiB); objects of at most fewParts*minPartSize never need them.
 func s3PartSize(num int32, sizeHint int64) int {
 	const early = fewParts / 2
 	if num <= early || sizeHint > 0 && sizeHint <= fewParts*minPartSize {
@@ -99,7 +98,7 @@ func s3PartSize(num int32, sizeHint int64) int {
 	}
 	const mib = 1 << 20
 	per := ((sizeHint-early*minPartSize)/(fewParts-early) + mib) / mib * mib
-	return int(max(defaultPartSize, per))
+	return int(max(minPartSize, per))
 }
 
 // putObject stores body in one request.
@@ -140,16 +139,18 @@ type partResult struct {
 }
 
 // upload sends the first n bytes of cur, which are a whole part, as part 1,
-// reads each next part while the one before goes up, and completes the
-// upload. It returns the bytes read from r, and the buffers it used to the
-// pool.
+// and each next part in turn, and completes the upload. While a part goes
+// up it reads the next part's first s3SmallRead bytes into ahead, and the
+// agent's stream waits in the sockets' buffers (the kernel's, not this
+// process's); once the part is stored, its buffer takes the next part.
+// One part buffer and a small one, rather than a second part read while
+// the first uploads, keep a write at about 6 MiB. It returns the bytes
+// read from r, and the buffers it used to the pool.
 func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int) (int64, error) {
-	var next *[]byte
+	ahead := getPart(s3SmallRead)
 	defer func() {
 		putPart(cur)
-		if next != nil {
-			putPart(next)
-		}
+		putPart(ahead)
 	}()
 	total := int64(n)
 	end := false
@@ -159,18 +160,11 @@ func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n in
 			return total, fmt.Errorf("more than %d parts", maxParts)
 		}
 		go func(num int32, body []byte) { done <- m.send(ctx, num, body) }(num, (*cur)[:n])
+		k := 0
 		var rerr error
 		if !end {
-			if size := s3PartSize(num+1, m.sizeHint); next == nil || len(*next) != size {
-				if next != nil {
-					putPart(next)
-				}
-				next = getPart(size)
-			}
-			n, end, rerr = fill(r, *next)
-			total += int64(n)
-		} else {
-			n = 0
+			k, end, rerr = fill(r, *ahead)
+			total += int64(k)
 		}
 		sent := <-done
 		if rerr != nil {
@@ -180,10 +174,23 @@ func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n in
 			return total, sent.err
 		}
 		m.parts = append(m.parts, sent.part)
-		if n == 0 {
+		if k == 0 {
 			break
 		}
-		cur, next = next, cur
+		if size := s3PartSize(num+1, m.sizeHint); len(*cur) != size {
+			putPart(cur)
+			cur = getPart(size)
+		}
+		n = copy(*cur, (*ahead)[:k])
+		if !end {
+			var more int
+			more, end, rerr = fill(r, (*cur)[n:])
+			n += more
+			total += int64(more)
+			if rerr != nil {
+				return total, rerr
+			}
+		}
 	}
 	_, err := m.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(m.loc.Bucket),

@@ -61,23 +61,22 @@ type WriteOptions struct {
 var ErrNotFound = errors.New("object not found")
 
 // Write tuning. The part size bounds what one write holds in memory: S3
-// holds two parts (one uploading, one filling), Azure azureConcurrency
-// blocks, GCS one chunk. One S3 part in flight keeps a single stream busy,
-// since the next part is read while one uploads; more would multiply memory
-// by the number of dumps uploading at once. S3 parts follow s3PartSize.
-// Azure blocks and GCS chunks are
+// holds one part and a read-ahead of s3SmallRead (the next part's start,
+// read while a part uploads), Azure azureConcurrency blocks, GCS one chunk.
+// S3 parts follow s3PartSize. Azure blocks and GCS chunks are
 // minPartSize when the object's size is known to fit in
 // fewParts of them; larger objects get defaultPartSize, or more where
 // maxParts of those could not hold them. Past fewParts, small parts only
-// add requests, and some S3-compatible servers do not take many: versitygw
-// (posix backend on ext4) failed to complete a 4 GiB upload of 820 parts
-// with ENOSPC, and completes 512 parts of 8 MiB. Objects of unknown size
-// get defaultPartSize, which allows up to 78 GiB.
+// add requests, and some S3-compatible servers do not take many:
+// versitygw's posix backend keeps an upload's part list in one extended
+// attribute, which Linux limits to 64 KiB, and completes 800 parts but not
+// 820. Objects of unknown size get defaultPartSize, which allows up to
+// 78 GiB.
 const (
 	minPartSize      = 5 << 20
 	defaultPartSize  = 8 << 20
 	maxParts         = 10000
-	fewParts         = 512
+	fewParts         = 768
 	azureConcurrency = 2
 	// maxMetadataBytes is S3's limit for user metadata.
 	maxMetadataBytes = 2 << 10
@@ -231,21 +230,30 @@ func checkMetadata(md map[string]string) error {
 	return nil
 }
 
-// partBuffers keeps part buffers between writes, one pool per size.
-var partBuffers sync.Map // int -> *sync.Pool of *[]byte
+// partsHeld counts the bytes of part buffers taken and not yet returned,
+// and the most it reached, which tests check against each
+// store's budget.
+var partsHeld heldBytes
 
-func getPart(size int) *[]byte {
-	p, _ := partBuffers.LoadOrStore(size, &sync.Pool{New: func() any {
-		b := make([]byte, size)
-		return &b
-	}})
-	return p.(*sync.Pool).Get().(*[]byte)
+type heldBytes struct {
+	sync.Mutex
+	now, peak int
 }
 
-func putPart(b *[]byte) {
-	if p, ok := partBuffers.Load(len(*b)); ok {
-		p.(*sync.Pool).Put(b)
-	}
+func (h *heldBytes) add(n int) {
+	h.Lock()
+	h.now += n
+	h.peak = max(h.peak, h.now)
+	h.Unlock()
+}
+
+// resetPeak starts a new peak from what is held now and returns the old one.
+func (h *heldBytes) resetPeak() int {
+	h.Lock()
+	defer h.Unlock()
+	p := h.peak
+	h.peak = h.now
+	return p
 }
 
 // fill reads from r until buf is full or r ends. end is set only when r

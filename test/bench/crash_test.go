@@ -67,7 +67,9 @@ func runCrashes(b *testing.B, s *suite, store string, n int) crashSummary {
 			b.Error(err)
 		}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	if err := waitIdle(250*time.Millisecond, 10*time.Second, pidOf(agent), pidOf(mgr)); err != nil {
+		b.Fatal(err)
+	}
 	sum := crashSummary{Store: store}
 	smp := startSampler(50*time.Millisecond, pidOf(agent), pidOf(mgr))
 	for i := 0; i < n; i++ {

@@ -52,10 +52,13 @@ type suite struct {
 	k8s                          client.Client
 	s3proc                       *localcluster.Process
 	s3port                       int
-	s3dir, vgw                   string
-	s3c                          *s3.Client
-	tracker                      *tracker
-	stop                         context.CancelFunc
+	// s3tls is versitygw's certificate: the S3 server speaks https, as
+	// production endpoints do, and the managers trust it by SSL_CERT_FILE.
+	s3tls      *localcluster.LoopbackTLS
+	s3dir, vgw string
+	s3c        *s3.Client
+	tracker    *tracker
+	stop       context.CancelFunc
 }
 
 // env is nil unless benchmarks were asked for and the setup worked;
@@ -237,7 +240,10 @@ func (s *suite) startS3() error {
 	if err := os.MkdirAll(s.s3dir, 0o700); err != nil {
 		return err
 	}
-	p, err := localcluster.StartVersityGW(s.logDir, s.vgw, s.s3port, s.s3dir, s3AccessKey, s3SecretKey, readyTimeout)
+	if s.s3tls, err = localcluster.NewLoopbackTLS(s.dir); err != nil {
+		return err
+	}
+	p, err := localcluster.StartVersityGW(s.logDir, s.vgw, s.s3port, s.s3dir, s3AccessKey, s3SecretKey, s.s3tls, readyTimeout)
 	if err != nil {
 		return err
 	}
@@ -245,6 +251,7 @@ func (s *suite) startS3() error {
 	s.s3c = s3.New(s3.Options{
 		Region:                     s3Region,
 		BaseEndpoint:               aws.String(s.s3endpoint()),
+		HTTPClient:                 s.s3tls.Client(),
 		UsePathStyle:               true,
 		Credentials:                credentials.NewStaticCredentialsProvider(s3AccessKey, s3SecretKey, ""),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
@@ -253,7 +260,7 @@ func (s *suite) startS3() error {
 	return nil
 }
 
-func (s *suite) s3endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d", s.s3port) }
+func (s *suite) s3endpoint() string { return fmt.Sprintf("https://127.0.0.1:%d", s.s3port) }
 
 // policySpec is one CoreDumpPolicy of the suite.
 type policySpec struct {

@@ -115,8 +115,9 @@ func runPipeline(b *testing.B, s *suite, l layout, store string, c coredogv1.Com
 		}
 		_ = os.Remove(final)
 	}()
-	// Let both settle (caches synced, Lease written) before the clock starts.
-	time.Sleep(300 * time.Millisecond)
+	if err := waitIdle(250*time.Millisecond, 10*time.Second, pidOf(agent), pidOf(mgr)); err != nil {
+		b.Fatal(err)
+	}
 	a0, err1 := readProc(pidOf(agent))
 	m0, err2 := readProc(pidOf(mgr))
 	v0, _ := readProc(pidOf(s.s3proc))

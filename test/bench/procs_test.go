@@ -31,7 +31,7 @@ func (s *suite) startManager(name string, extra ...string) (*localcluster.Proces
 		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(health),
 	}
 	args = append(args, extra...)
-	p, err := localcluster.StartProcess(name, s.logDir, s.managerBin, args, nil)
+	p, err := localcluster.StartProcess(name, s.logDir, s.managerBin, args, []string{"SSL_CERT_FILE=" + s.s3tls.CertFile})
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +199,38 @@ func readProc(pid int) (procStat, error) {
 		*dst = kb << 10
 	}
 	return st, nil
+}
+
+// waitIdle returns once the processes' CPU time, together, grew by at most
+// one tick over a window, so that their start-up work (caches synced, the
+// manager's policies reconciled, the agent's first scan and Lease) does not
+// run into a measurement, or after timeout. A manager and agents that have
+// been running a while, which is when dumps come, are this idle.
+func waitIdle(window, timeout time.Duration, pids ...int) error {
+	cpu := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, pid := range pids {
+			st, err := readProc(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += st.CPU
+		}
+		return sum, nil
+	}
+	deadline := time.Now().Add(timeout)
+	last, err := cpu()
+	for err == nil {
+		time.Sleep(window)
+		var now time.Duration
+		if now, err = cpu(); err == nil {
+			if now-last <= clockTick || time.Now().After(deadline) {
+				return nil
+			}
+			last = now
+		}
+	}
+	return err
 }
 
 // resetPeak resets a process's VmHWM to its current RSS (clear_refs 5,

@@ -103,6 +103,9 @@ func BenchmarkProfilePipeline(b *testing.B) {
 				if store == "s3" {
 					url = s.storageURL(policySpec{name: "pipe-s3-zstd", s3: true})
 					sc = map[string][]byte{storage.KeyAWSAccessKeyID: []byte(s3AccessKey), storage.KeyAWSSecretAccessKey: []byte(s3SecretKey)}
+					// The store trusts the system roots, as the manager
+					// does; Go reads them, once, on first use.
+					b.Setenv("SSL_CERT_FILE", s.s3tls.CertFile)
 				}
 				loc, err := storage.ParseURL(url)
 				if err != nil {

@@ -206,7 +206,7 @@ func (s *s3Server) endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d",
 // start starts versitygw on the server's port and directory, and waits until
 // it accepts connections.
 func (s *s3Server) start() error {
-	p, err := localcluster.StartVersityGW(logDir, s.bin, s.port, s.dir, s3AccessKey, s3SecretKey, readyTimeout)
+	p, err := localcluster.StartVersityGW(logDir, s.bin, s.port, s.dir, s3AccessKey, s3SecretKey, nil, readyTimeout)
 	if err != nil {
 		return err
 	}

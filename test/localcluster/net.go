@@ -43,21 +43,29 @@ func WaitReady(p *Process, url string, timeout time.Duration) error {
 
 // StartVersityGW starts the versitygw S3 server (built by hack/versitygw.sh)
 // on 127.0.0.1:port over the directory dir, with root credentials from the
-// variables versitygw v1.8.0 reads, and waits until it answers HTTP.
-func StartVersityGW(logDir, bin string, port int, dir, accessKey, secretKey string, timeout time.Duration) (*Process, error) {
+// variables versitygw v1.8.0 reads, and waits until it answers: over https
+// with tlsFiles' certificate, or over plain http when tlsFiles is nil.
+func StartVersityGW(logDir, bin string, port int, dir, accessKey, secretKey string, tlsFiles *LoopbackTLS, timeout time.Duration) (*Process, error) {
 	env := []string{"ROOT_ACCESS_KEY_ID=" + accessKey, "ROOT_SECRET_ACCESS_KEY=" + secretKey}
-	p, err := StartProcess("versitygw", logDir, bin, []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "posix", dir}, env)
+	args := []string{"--port", fmt.Sprintf("127.0.0.1:%d", port)}
+	scheme, hc := "http", &http.Client{Timeout: 2 * time.Second}
+	if tlsFiles != nil {
+		args = append(args, "--cert", tlsFiles.CertFile, "--key", tlsFiles.KeyFile)
+		scheme, hc = "https", tlsFiles.Client()
+		hc.Timeout = 2 * time.Second
+	}
+	p, err := StartProcess("versitygw", logDir, bin, append(args, "posix", dir), env)
 	if err != nil {
 		return nil, err
 	}
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	endpoint := fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
 	deadline := time.Now().Add(timeout)
 	for {
 		if p.Exited() {
 			return nil, fmt.Errorf("versitygw exited:\n%s", p.Tail(40))
 		}
 		// Any answer will do: an anonymous GET / is refused with 403.
-		resp, err := http.Get(endpoint)
+		resp, err := hc.Get(endpoint)
 		if err == nil {
 			resp.Body.Close()
 			return p, nil
