@@ -104,15 +104,24 @@ func TestRoundTrip(t *testing.T) {
 			if _, ok := resp.Trailer[RawSizeTrailer]; !ok {
 				t.Errorf("trailer %s not declared up front (Trailer: %v)", RawSizeTrailer, resp.Trailer)
 			}
-			got, err := io.ReadAll(decoder(t, tc.wantEnc, resp.Body))
+			wire, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(decoder(t, tc.wantEnc, bytes.NewReader(wire)))
 			if err != nil {
 				t.Fatalf("decoding: %v", err)
 			}
 			if !bytes.Equal(got, tc.want) {
 				t.Fatalf("decoded %d bytes, want %d, or contents differ", len(got), len(tc.want))
 			}
-			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-				t.Fatal(err)
+			crc := NewStreamChecksum()
+			crc.Write(wire)
+			if got, want := resp.Trailer.Get(StreamSizeTrailer), strconv.Itoa(len(wire)); got != want {
+				t.Errorf("stream size trailer %q, want %q", got, want)
+			}
+			if got, want := resp.Trailer.Get(StreamCRC32CTrailer), hex.EncodeToString(crc.Sum(nil)); got != want {
+				t.Errorf("stream crc32c trailer %q, want %q", got, want)
 			}
 			if got, want := resp.Trailer.Get(RawSizeTrailer), strconv.Itoa(len(tc.want)); got != want {
 				t.Errorf("size trailer %q, want %q", got, want)

@@ -2,12 +2,13 @@
 // it dials an agent over mutual TLS with a client certificate from the
 // policy's CA and returns the dump as a stream of compressed bytes that
 // checks itself. It owns that check: the stream ends cleanly only when the
-// bytes that arrived have the length and SHA-256 the agent's stream
+// bytes that arrived have the length and CRC-32C the agent's stream
 // trailers give, and the raw size the agent read equals the size the
 // CoreDump recorded; otherwise the reader fails instead of ending cleanly, so
 // a store never confirms a dump that did not arrive whole. The raw size and
 // SHA-256 come from the agent, which computed them while reading the file;
-// the stream is not decoded here. An agent that does not declare stream
+// the stream is not decoded here (an unencoded stream is the raw bytes, so
+// its SHA-256 is checked too). An agent that does not declare those stream
 // trailers (one older than its controller) gets the older check: a decoder
 // recomputes the raw size and SHA-256 as the bytes pass. It does not read
 // Kubernetes objects or storage.
@@ -110,10 +111,12 @@ type Stream struct {
 	expected int64
 
 	mode serve.Compression
-	// received and sum are the body's length and SHA-256 so far; head
-	// holds its first bytes.
+	// received and sum are the body's length and CRC-32C so far; head
+	// holds its first bytes. plain is its SHA-256, for an unencoded
+	// stream only.
 	received int64
 	sum      hash.Hash
+	plain    hash.Hash
 	head     [4]byte
 
 	// pw feeds the decoder, for agents without stream trailers only; nil
@@ -170,8 +173,11 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 		resp.Body.Close()
 		return nil, fmt.Errorf("fetching %s: agent sent %q compression, asked for %q", name, got, mode)
 	}
-	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: sha256.New()}
-	if !declared(resp.Trailer, serve.StreamSizeTrailer, serve.StreamSHA256Trailer) {
+	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: serve.NewStreamChecksum()}
+	if mode == serve.CompressionNone {
+		s.plain = sha256.New()
+	}
+	if !declared(resp.Trailer, serve.StreamSizeTrailer, serve.StreamCRC32CTrailer) {
 		pr, pw := io.Pipe()
 		s.pw, s.decoded, s.rawSum = pw, make(chan result, 1), sha256.New()
 		go s.decode(pr, mode)
@@ -248,6 +254,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 		}
 		s.received += int64(n)
 		s.sum.Write(p[:n])
+		if s.plain != nil {
+			s.plain.Write(p[:n])
+		}
 		if s.pw != nil {
 			if _, werr := s.pw.Write(p[:n]); werr != nil {
 				s.fail(fmt.Errorf("%w: the stream does not decode: %v", ErrIntegrity, werr))
@@ -276,13 +285,13 @@ func (s *Stream) verify() error {
 	size, serr := strconv.ParseInt(t.Get(serve.RawSizeTrailer), 10, 64)
 	claimed := t.Get(serve.RawSHA256Trailer)
 	sent, nerr := strconv.ParseInt(t.Get(serve.StreamSizeTrailer), 10, 64)
-	sentSum := t.Get(serve.StreamSHA256Trailer)
+	sentSum := t.Get(serve.StreamCRC32CTrailer)
 	got := hex.EncodeToString(s.sum.Sum(nil))
 	switch {
 	case serr != nil || nerr != nil || claimed == "" || sentSum == "":
 		s.fail(fmt.Errorf("%w: the agent sent no size or checksum trailer (stream cut short?)", ErrIntegrity))
 	case sent != s.received || sentSum != got:
-		s.fail(fmt.Errorf("%w: the agent sent %d bytes (sha256 %s) but %d bytes (sha256 %s) arrived", ErrIntegrity, sent, sentSum, s.received, got))
+		s.fail(fmt.Errorf("%w: the agent sent %d bytes (crc32c %s) but %d bytes (crc32c %s) arrived", ErrIntegrity, sent, sentSum, s.received, got))
 	case !isSHA256(claimed) || size < 0:
 		s.fail(fmt.Errorf("%w: the agent's raw size %d or sha256 %q is malformed", ErrIntegrity, size, claimed))
 	case !s.framed(size, claimed):
@@ -336,7 +345,7 @@ func (s *Stream) framed(rawSize int64, rawSum string) bool {
 	head := s.head[:min(s.received, int64(len(s.head)))]
 	switch s.mode {
 	case serve.CompressionNone:
-		return s.received == rawSize && hex.EncodeToString(s.sum.Sum(nil)) == rawSum
+		return s.received == rawSize && hex.EncodeToString(s.plain.Sum(nil)) == rawSum
 	case serve.CompressionGzip:
 		return bytes.HasPrefix(head, gzipMagic)
 	default:

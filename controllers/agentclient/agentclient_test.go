@@ -205,9 +205,9 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 	_ = gw.Close()
 	flipped := bytes.Clone(zst)
 	flipped[len(flipped)/2] ^= 1
-	type trailers struct{ rawSize, rawSHA, size, sha string }
+	type trailers struct{ rawSize, rawSHA, size, crc string }
 	honest := func(body []byte) trailers {
-		return trailers{strconv.Itoa(len(raw)), rawSum, strconv.Itoa(len(body)), sha256Hex(body)}
+		return trailers{strconv.Itoa(len(raw)), rawSum, strconv.Itoa(len(body)), crc32cHex(body)}
 	}
 	cases := []struct {
 		name     string
@@ -226,18 +226,22 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 		{name: "cut short, trailers of the whole", mode: coredogv1.CompressionZstd, body: zst, sent: zst[:len(zst)/2], trailers: honest(zst), wantErr: "arrived"},
 		{name: "cut short, connection broken", mode: coredogv1.CompressionZstd, body: zst, sent: zst[:len(zst)/2], abort: true, wantErr: "-"},
 		{name: "no trailers sent", mode: coredogv1.CompressionZstd, body: zst, wantErr: "no size or checksum trailer"},
-		{name: "no stream size", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{strconv.Itoa(len(raw)), rawSum, "", sha256Hex(zst)}, wantErr: "no size or checksum trailer"},
+		{name: "no stream size", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{strconv.Itoa(len(raw)), rawSum, "", crc32cHex(zst)}, wantErr: "no size or checksum trailer"},
 		{name: "raw size differs from the CoreDump", mode: coredogv1.CompressionZstd, body: zst, trailers: honest(zst), expected: int64(len(raw)) + 1, wantErr: "changed after capture"},
-		{name: "malformed raw checksum", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{strconv.Itoa(len(raw)), "XYZ", strconv.Itoa(len(zst)), sha256Hex(zst)}, wantErr: "malformed"},
-		{name: "negative raw size", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{"-1", rawSum, strconv.Itoa(len(zst)), sha256Hex(zst)}, expected: -1, wantErr: "malformed"},
+		{name: "malformed raw checksum", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{strconv.Itoa(len(raw)), "XYZ", strconv.Itoa(len(zst)), crc32cHex(zst)}, wantErr: "malformed"},
+		{name: "negative raw size", mode: coredogv1.CompressionZstd, body: zst, trailers: trailers{"-1", rawSum, strconv.Itoa(len(zst)), crc32cHex(zst)}, expected: -1, wantErr: "malformed"},
 		{name: "garbage", mode: coredogv1.CompressionZstd, body: []byte("this is not zstd at all"), trailers: honest([]byte("this is not zstd at all")), wantErr: "not a zstd stream"},
 		{name: "gzip sent as zstd", mode: coredogv1.CompressionZstd, body: gz.Bytes(), trailers: honest(gz.Bytes()), wantErr: "not a zstd stream"},
 		{name: "unencoded body not the raw file", mode: coredogv1.CompressionNone, body: raw[1:], trailers: honest(raw[1:]), wantErr: "not a none stream"},
+		// The stream's own CRC and size hold, but its SHA-256 is not the
+		// one the agent read from the file.
+		{name: "unencoded body of another checksum", mode: coredogv1.CompressionNone, body: raw,
+			trailers: trailers{strconv.Itoa(len(raw)), sha256Hex(append(bytes.Clone(raw[1:]), 'x')), strconv.Itoa(len(raw)), crc32cHex(raw)}, wantErr: "not a none stream"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Trailer", strings.Join([]string{serve.RawSizeTrailer, serve.RawSHA256Trailer, serve.StreamSizeTrailer, serve.StreamSHA256Trailer}, ", "))
+				w.Header().Set("Trailer", strings.Join([]string{serve.RawSizeTrailer, serve.RawSHA256Trailer, serve.StreamSizeTrailer, serve.StreamCRC32CTrailer}, ", "))
 				w.Header().Set(serve.CompressionHeader, r.URL.Query().Get(serve.CompressionParam))
 				body := tc.body
 				if tc.sent != nil {
@@ -249,7 +253,7 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 					panic(http.ErrAbortHandler)
 				}
 				for k, v := range map[string]string{serve.RawSizeTrailer: tc.trailers.rawSize, serve.RawSHA256Trailer: tc.trailers.rawSHA,
-					serve.StreamSizeTrailer: tc.trailers.size, serve.StreamSHA256Trailer: tc.trailers.sha} {
+					serve.StreamSizeTrailer: tc.trailers.size, serve.StreamCRC32CTrailer: tc.trailers.crc} {
 					if v != "" {
 						w.Header().Set(k, v)
 					}
@@ -329,6 +333,12 @@ func TestFetchEmptyFile(t *testing.T) {
 		}
 		s.Close()
 	}
+}
+
+func crc32cHex(b []byte) string {
+	h := serve.NewStreamChecksum()
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func sha256Hex(b []byte) string {
