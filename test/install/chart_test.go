@@ -60,6 +60,7 @@ manager:
   maxConcurrentUploads: 8
   maxUploadAttempts: 20
   uploadStallTimeout: 5m30s
+  storageCA: minio-ca
 resources:
   requests: {cpu: 200m, memory: 256Mi}
   limits: {cpu: "1", memory: 1Gi}
@@ -297,6 +298,7 @@ func TestValuesSchema(t *testing.T) {
 		{"no concurrent uploads", "manager: {maxConcurrentUploads: 0}", "maxConcurrentUploads"},
 		{"no upload attempts", "manager: {maxUploadAttempts: 0}", "maxUploadAttempts"},
 		{"stall timeout without unit", "manager: {uploadStallTimeout: \"120\"}", "uploadStallTimeout"},
+		{"storage CA not a ConfigMap name", "manager: {storageCA: \"Team_CA\"}", "storageCA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := check(values(t, tc.values))
@@ -361,6 +363,7 @@ func TestChartAllOptionsOn(t *testing.T) {
 		namespace: ns, image: "registry.example.com/platform/coredog:v1.2.3",
 		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 3, metrics: true,
 		extraArgs: []string{"--max-concurrent-uploads=8", "--max-upload-attempts=20", "--upload-stall-timeout=5m30s", "--cluster-name=prod eu-west: #1"},
+		storageCA: "minio-ca",
 	})
 	checkMetricsService(t, r.Objects, dep)
 	pod := dep.Spec.Template

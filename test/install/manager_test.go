@@ -18,6 +18,9 @@ type managerDeploymentWant struct {
 	extraArgs []string
 	replicas  int32
 	metrics   bool
+	// storageCA is the ConfigMap of extra certificate authorities
+	// (manager.storageCA), if any.
+	storageCA string
 }
 
 // checkManagerDeployment asserts what every install of the manager must
@@ -70,9 +73,14 @@ func checkManagerDeployment(t *testing.T, dep *appsv1.Deployment, want managerDe
 	if len(c.Command) != 0 {
 		t.Errorf("command %q: the image's entrypoint is the manager", c.Command)
 	}
-	if len(c.Env) != 1 || c.Env[0].Name != "POD_NAMESPACE" || c.Env[0].ValueFrom == nil ||
+	wantEnv := 1
+	if want.storageCA != "" {
+		wantEnv = 2
+		checkStorageCA(t, pod, c, want.storageCA)
+	}
+	if len(c.Env) != wantEnv || c.Env[0].Name != "POD_NAMESPACE" || c.Env[0].ValueFrom == nil ||
 		c.Env[0].ValueFrom.FieldRef == nil || c.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
-		t.Errorf("env %+v, want POD_NAMESPACE from metadata.namespace", c.Env)
+		t.Errorf("env %+v, want POD_NAMESPACE from metadata.namespace (and SSL_CERT_DIR with a storage CA)", c.Env)
 	}
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
@@ -113,6 +121,41 @@ func checkManagerDeployment(t *testing.T, dep *appsv1.Deployment, want managerDe
 			t.Errorf("volume %s mounts the host", v.Name)
 		}
 	}
+}
+
+// checkStorageCA asserts that the ConfigMap of certificate authorities is
+// mounted read-only and named by SSL_CERT_DIR, which Go adds to the system
+// roots (the image's bundle file still counts).
+func checkStorageCA(t *testing.T, pod corev1.PodSpec, c corev1.Container, configMap string) {
+	t.Helper()
+	const dir = "/etc/coredog/storage-ca"
+	var env *corev1.EnvVar
+	for i := range c.Env {
+		if c.Env[i].Name == "SSL_CERT_DIR" {
+			env = &c.Env[i]
+		}
+	}
+	if env == nil || env.Value != dir {
+		t.Errorf("env %+v: want SSL_CERT_DIR=%s", c.Env, dir)
+	}
+	var vol string
+	for _, v := range pod.Volumes {
+		if v.ConfigMap != nil && v.ConfigMap.Name == configMap {
+			vol = v.Name
+		}
+	}
+	if vol == "" {
+		t.Fatalf("no volume from ConfigMap %s in %+v", configMap, pod.Volumes)
+	}
+	for _, m := range c.VolumeMounts {
+		if m.Name == vol {
+			if m.MountPath != dir || !m.ReadOnly {
+				t.Errorf("ConfigMap %s mounted at %s (read-only %v), want read-only at %s", configMap, m.MountPath, m.ReadOnly, dir)
+			}
+			return
+		}
+	}
+	t.Errorf("volume %s is not mounted", vol)
 }
 
 // checkMetricsService asserts the metrics Service selects the manager's pods on port 8080 "metrics".
