@@ -28,7 +28,7 @@ const (
 )
 
 // Leader election and events; CoreDumps are read and written in the controller's namespace only.
-// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=coredog-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=coredog-system,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
