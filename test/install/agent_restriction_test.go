@@ -26,9 +26,7 @@ import (
 // node's Lease and CoreDumps, and nothing of another node's, nor the manager's
 // leader-election Lease; a token not bound to a pod writes nothing.
 func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
-	cfg, admin := startEnvtest(t, repoPath("config", "crd", "bases"))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx, cfg, admin := startCoreDogEnvtest(t)
 
 	// A node name long enough that agentlease.Name hashes it.
 	long := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + "." + strings.Repeat("d", 60) + ".eeeeeeee"

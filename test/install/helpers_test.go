@@ -3,6 +3,7 @@ package install
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -256,6 +258,17 @@ func assertSameSet(t *testing.T, what string, want, got []string) {
 		msg += "\n  unexpected: " + strings.Join(extra, "; ")
 	}
 	t.Error(msg)
+}
+
+// startCoreDogEnvtest starts an API server with CoreDog's CRDs and returns
+// its config, an admin client and a context that ends after two minutes or
+// with the test.
+func startCoreDogEnvtest(t *testing.T) (context.Context, *rest.Config, client.Client) {
+	t.Helper()
+	cfg, admin := startEnvtest(t, repoPath("config", "crd", "bases"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx, cfg, admin
 }
 
 // startEnvtest starts a real API server and etcd (envtest) with the CRDs in

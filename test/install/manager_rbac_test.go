@@ -24,9 +24,7 @@ import (
 // agent. The agent's Lease is read at upload; here there is none, so the
 // upload must fail for that reason, not for a missing right.
 func TestManagerRunsUnderItsRBAC(t *testing.T) {
-	cfg, admin := startEnvtest(t, repoPath("config", "crd", "bases"))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx, cfg, admin := startCoreDogEnvtest(t)
 	must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaultNamespace}}))
 	installed := 0
 	for _, m := range configRBAC(t) {
