@@ -269,7 +269,7 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	defer src.Close()
 
 	// Created before the status is sent, so that a failure can still say 500.
-	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes}
+	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes, sum: NewStreamChecksum()}
 	// An encoder's output is sent from a goroutine of its own, so that
 	// encoding goes on while the last chunk is encrypted and written.
 	// Unencoded bytes are written as they are: the sink's goroutine already
@@ -341,7 +341,6 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compressio
 	w.WriteHeader(http.StatusOK)
 
 	sum := sha256.New()
-	out.sum = NewStreamChecksum()
 	s := newSink(r.Context(), sum, enc)
 	err := copyFile(src, s)
 	if cerr := s.close(); err == nil {

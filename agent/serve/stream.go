@@ -239,7 +239,8 @@ func (s *sender) Close() error {
 
 // deadlineWriter refreshes the connection's write deadline before every write,
 // so a download may last hours but no single write longer than the timeout.
-// It counts what it sent and, when sum is set, hashes it.
+// It counts and checksums what it sent (StreamSizeTrailer,
+// StreamCRC32CTrailer).
 type deadlineWriter struct {
 	w           io.Writer
 	rc          *http.ResponseController
@@ -265,9 +266,7 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	d.refresh()
 	n, err := d.w.Write(p)
 	d.n += int64(n)
-	if d.sum != nil {
-		d.sum.Write(p[:n])
-	}
+	d.sum.Write(p[:n])
 	d.served.Add(float64(n))
 	return n, err
 }

@@ -47,13 +47,14 @@ func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHi
 		}
 		return int64(n), s.putObject(ctx, fullKey, (*small)[:n], contentType, md)
 	}
+	// small stays, as the read-ahead of the upload.
 	first := getPart(s3PartSize(1, sizeHint))
 	copy(*first, (*small)[:n])
-	putPart(small)
 	m, end, err := fill(r, (*first)[n:])
 	n += m
 	if err != nil || end {
 		defer putPart(first)
+		defer putPart(small)
 		if err != nil {
 			return int64(n), err
 		}
@@ -70,10 +71,11 @@ func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHi
 	})
 	if err != nil {
 		putPart(first)
+		putPart(small)
 		return int64(n), err
 	}
 	mp := &s3Multipart{s3Store: s, key: fullKey, id: up.UploadId, sizeHint: sizeHint}
-	total, err := mp.upload(ctx, r, first, n)
+	total, err := mp.upload(ctx, r, first, n, small)
 	if err != nil {
 		mp.abort()
 		return total, err
@@ -140,14 +142,13 @@ type partResult struct {
 
 // upload sends the first n bytes of cur, which are a whole part, as part 1,
 // and each next part in turn, and completes the upload. While a part goes
-// up it reads the next part's first s3SmallRead bytes into ahead, and the
+// up it reads the next part's first len(ahead) bytes into ahead, and the
 // agent's stream waits in the sockets' buffers (the kernel's, not this
 // process's); once the part is stored, its buffer takes the next part.
 // One part buffer and a small one, rather than a second part read while
 // the first uploads, keep a write at about 6 MiB. It returns the bytes
 // read from r, and the buffers it used to the pool.
-func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int) (int64, error) {
-	ahead := getPart(s3SmallRead)
+func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n int, ahead *[]byte) (int64, error) {
 	defer func() {
 		putPart(cur)
 		putPart(ahead)
