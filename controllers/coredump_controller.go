@@ -27,7 +27,7 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/podresolve"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/controllers/throttle"
 )
 

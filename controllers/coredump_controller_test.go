@@ -29,7 +29,7 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/scheme"
 )

@@ -32,7 +32,7 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
 	"github.com/coredog/coredog/controllers/notify"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // FieldManager is the server-side apply field manager of everything the controller applies.

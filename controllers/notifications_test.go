@@ -26,7 +26,7 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/notify"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // webhookSink is an HTTP server standing in for a notification sink: it

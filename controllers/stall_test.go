@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 func TestStallWatchStalledAt(t *testing.T) {

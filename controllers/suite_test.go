@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/coredog/coredog/controllers"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 const (

@@ -33,7 +33,7 @@ import (
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/scheme"
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // These tests run the whole agent, as the binary does, against a real

@@ -18,7 +18,7 @@ import (
 
 	"github.com/coredog/coredog/agent/app"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/internal/procio"
+	"github.com/coredog/coredog/test/procio"
 	"github.com/coredog/coredog/internal/scheme"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/coredog/coredog/agent/app"
 	"github.com/coredog/coredog/agent/receive"
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // TestPipeModeReceivesCoresFromTheKernel runs the agent in corePattern Pipe

@@ -7,7 +7,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/coredog/coredog/internal/procio"
+	"github.com/coredog/coredog/test/procio"
 )
 
 // hugeSize is the apparent size of the sparse files below: far more than

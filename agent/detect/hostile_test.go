@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coredog/coredog/internal/procio"
+	"github.com/coredog/coredog/test/procio"
 )
 
 // What a workload (or anyone who can write into the watched directory) can

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coredog/coredog/internal/pki"
-	"github.com/coredog/coredog/internal/procio"
+	"github.com/coredog/coredog/test/procio"
 )
 
 // Clients that try to hold the agent's connections, descriptors and download

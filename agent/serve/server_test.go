@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coredog/coredog/internal/pki"
-	"github.com/coredog/coredog/internal/procio"
+	"github.com/coredog/coredog/test/procio"
 )
 
 func sha256Hex(b []byte) string {

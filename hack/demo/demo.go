@@ -30,9 +30,9 @@ import (
 	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/agentlease"
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
 )
 

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/scheme"
 )
 

@@ -19,7 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 func TestLocate(t *testing.T) {

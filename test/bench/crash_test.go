@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
 )
 

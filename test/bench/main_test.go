@@ -24,8 +24,8 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/controllers/storage"
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/internal/storage"
+	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
 )
 

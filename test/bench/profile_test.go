@@ -20,7 +20,7 @@ import (
 	"github.com/coredog/coredog/agent/serve"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentclient"
-	"github.com/coredog/coredog/controllers/storage"
+	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
 )

@@ -286,7 +286,7 @@ func (p *reporter) render(w *strings.Builder, complete bool) {
 	var s3 strings.Builder
 	if len(r.Crash) > 0 {
 		fmt.Fprintf(&s3, "## 3. Crash to stored\n\n")
-		fmt.Fprintf(&s3, "The test crasher (`internal/testcrash`) with `--touch=%d` writes %d MiB of heap, prints its PID and dereferences NULL; this machine's `core_pattern` is `core`, so the kernel writes the core into a staging directory on the watched directory's file system, and the benchmark renames it into the watched directory (`core.%%h.%%e.%%P.%%s.%%t`) as soon as the crasher has exited. ", crashTouchMiB, crashTouchMiB)
+		fmt.Fprintf(&s3, "The test crasher (`test/testcrash`) with `--touch=%d` writes %d MiB of heap, prints its PID and dereferences NULL; this machine's `core_pattern` is `core`, so the kernel writes the core into a staging directory on the watched directory's file system, and the benchmark renames it into the watched directory (`core.%%h.%%e.%%P.%%s.%%t`) as soon as the crasher has exited. ", crashTouchMiB, crashTouchMiB)
 		fmt.Fprintf(&s3, "*From signal* starts when the crasher's last line arrives (just before it faults); *from exit* when `waitpid` returns, the core written. zstd; the agent reads the real /proc. One agent and one manager per store, %d crashes each; peak RSS over all of them.\n\n", len(r.Crash[0].Runs))
 		fmt.Fprintf(&s3, "| store | core size | from signal (median) | runs, from signal | from exit (median) | core write (median) | detect (median) | agent peak RSS | manager peak RSS | target | |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, c := range r.Crash {

@@ -24,7 +24,7 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
 )
 

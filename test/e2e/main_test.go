@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/coredog/coredog/controllers/storage"
-	"github.com/coredog/coredog/internal/testcrash"
+	"github.com/coredog/coredog/internal/storage"
+	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
 )
 
