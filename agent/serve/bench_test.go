@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"compress/flate"
 	"context"
+	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net/http"
 	"os"
@@ -46,18 +47,18 @@ func BenchmarkServe(b *testing.B) {
 
 	for _, tc := range []struct {
 		name, dump string
-		c          Compression
+		c          wire.Compression
 	}{
-		{"zstd", "core-1", CompressionZstd},
-		{"gzip", "core-1", CompressionGzip},
-		{"none", "core-1", CompressionNone},
-		{"zstd-sparse", "core-sparse", CompressionZstd},
-		{"none-sparse", "core-sparse", CompressionNone},
+		{"zstd", "core-1", wire.CompressionZstd},
+		{"gzip", "core-1", wire.CompressionGzip},
+		{"none", "core-1", wire.CompressionNone},
+		{"zstd-sparse", "core-sparse", wire.CompressionZstd},
+		{"none-sparse", "core-sparse", wire.CompressionNone},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			measure(b, size, func() int64 {
 				w := newRecorder(false)
-				h.ServeHTTP(w, newGet(b, context.Background(), DumpsPath+tc.dump+"?compression="+string(tc.c)))
+				h.ServeHTTP(w, newGet(b, context.Background(), wire.DumpsPath+tc.dump+"?compression="+string(tc.c)))
 				if w.status != http.StatusOK {
 					b.Fatalf("status %d", w.status)
 				}

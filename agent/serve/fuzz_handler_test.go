@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"github.com/coredog/coredog/internal/wire"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -41,7 +42,7 @@ func FuzzHandler(f *testing.F) {
 		if !allowed[w.Code] {
 			t.Fatalf("%s %q: status %d", method, target, w.Code)
 		}
-		if w.Code == http.StatusOK && req.URL.Path != HealthPath && req.URL.EscapedPath() != DumpsPath+"core-1" {
+		if w.Code == http.StatusOK && req.URL.Path != wire.HealthPath && req.URL.EscapedPath() != wire.DumpsPath+"core-1" {
 			t.Fatalf("%s %q served something", method, target)
 		}
 	})

@@ -4,8 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"hash"
-	"hash/crc32"
+	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net/http"
 	"strconv"
@@ -16,56 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coredog/coredog/internal/pki"
-)
-
-// Routes and headers of the download protocol, shared with the controller.
-const (
-	DumpsPath  = "/v1/dumps/"
-	HealthPath = "/healthz"
-
-	// CompressionParam selects the stream encoding; see the Compression constants.
-	CompressionParam = "compression"
-	// CompressionHeader says how the body is encoded. Content-Encoding is
-	// deliberately not used: HTTP clients decode that transparently, and the
-	// controller wants to store the compressed bytes as they are.
-	CompressionHeader = "X-Coredog-Compression"
-	// RawSizeTrailer is the number of bytes read from the file, in decimal.
-	RawSizeTrailer = "X-Coredog-Raw-Size"
-	// RawSHA256Trailer is the hex SHA-256 of the bytes read from the file.
-	RawSHA256Trailer = "X-Coredog-Raw-Sha256"
-	// StreamSizeTrailer is the number of body bytes sent (the encoded
-	// stream), in decimal.
-	StreamSizeTrailer = "X-Coredog-Stream-Size"
-	// StreamCRC32CTrailer is the CRC-32C (Castagnoli) of the body as sent,
-	// as 8 hex digits (NewStreamChecksum). With it and StreamSizeTrailer the
-	// controller checks the bytes it stores without decoding them. Between
-	// the agent and the controller TLS already authenticates every byte, so
-	// this guards only against a stream changed by a bug on either side
-	// (framing, buffering), which a CRC catches at a tenth of the cost of
-	// the SHA-256 it replaces: that was a second SHA-256 pass in each
-	// process, over the compressed bytes.
-	StreamCRC32CTrailer = "X-Coredog-Stream-Crc32c"
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// NewStreamChecksum returns the hash whose Sum, in hex, StreamCRC32CTrailer
-// carries.
-func NewStreamChecksum() hash.Hash32 { return crc32.New(castagnoli) }
-
-// trailers is the Trailer header of a download: every trailer is declared
-// before the body, so that a client can tell a stream that ends without them
-// (cut short) from an agent that never sends them.
-var trailers = strings.Join([]string{RawSizeTrailer, RawSHA256Trailer, StreamSizeTrailer, StreamCRC32CTrailer}, ", ")
-
-// Compression is a stream encoding the agent offers.
-type Compression string
-
-// Compressions the agent offers; CompressionZstd is the default.
-const (
-	CompressionZstd Compression = "zstd"
-	CompressionGzip Compression = "gzip"
-	CompressionNone Compression = "none"
 )
 
 const (
@@ -173,24 +122,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.EscapedPath()
 	if r.ContentLength != 0 {
 		refuseBody(w)
-		if strings.HasPrefix(path, DumpsPath) {
+		if strings.HasPrefix(path, wire.DumpsPath) {
 			h.metrics.request(http.StatusBadRequest)
 		}
 		return
 	}
 	switch {
-	case path == HealthPath:
+	case path == wire.HealthPath:
 		if !allowGet(w, r) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
-	case strings.HasPrefix(path, DumpsPath):
+	case strings.HasPrefix(path, wire.DumpsPath):
 		if !allowGet(w, r) {
 			h.metrics.request(http.StatusMethodNotAllowed)
 			return
 		}
-		h.metrics.request(h.serveDump(w, r, strings.TrimPrefix(path, DumpsPath)))
+		h.metrics.request(h.serveDump(w, r, strings.TrimPrefix(path, wire.DumpsPath)))
 	default:
 		notFound(w)
 	}
@@ -232,12 +181,12 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return http.StatusForbidden
 	}
-	if !ValidName(name) {
+	if !wire.ValidName(name) {
 		h.log.V(1).Info("Not serving core dump", "reason", "invalid name", "nameBytes", len(name))
 		notFound(w)
 		return http.StatusNotFound
 	}
-	comp, ok := parseCompression(r.URL.Query().Get(CompressionParam))
+	comp, ok := wire.ParseCompression(r.URL.Query().Get(wire.CompressionParam))
 	if !ok {
 		http.Error(w, "compression must be zstd, gzip or none", http.StatusBadRequest)
 		return http.StatusBadRequest
@@ -269,14 +218,14 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	defer src.Close()
 
 	// Created before the status is sent, so that a failure can still say 500.
-	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes, sum: NewStreamChecksum()}
+	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes, sum: wire.NewStreamChecksum()}
 	// An encoder's output is sent from a goroutine of its own, so that
 	// encoding goes on while the last chunk is encrypted and written.
 	// Unencoded bytes are written as they are: the sink's goroutine already
 	// does nothing else.
 	var body io.Writer = out
 	var snd *sender
-	if comp != CompressionNone {
+	if comp != wire.CompressionNone {
 		snd = newSender(r.Context(), out)
 		body = snd
 	}
@@ -313,16 +262,6 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	panic(http.ErrAbortHandler)
 }
 
-func parseCompression(v string) (Compression, bool) {
-	switch Compression(v) {
-	case "", CompressionZstd:
-		return CompressionZstd, true
-	case CompressionGzip, CompressionNone:
-		return Compression(v), true
-	}
-	return "", false
-}
-
 // result is what a stream got through before it ended.
 type result struct {
 	raw, sent int64
@@ -331,13 +270,13 @@ type result struct {
 // stream sends src through enc, then snd when there is one, to out (which
 // writes to w) and sets the trailers. It closes snd. On error the response
 // is unusable and must be aborted.
-func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compression, src source, enc io.WriteCloser, snd *sender, out *deadlineWriter) (result, error) {
+func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp wire.Compression, src source, enc io.WriteCloser, snd *sender, out *deadlineWriter) (result, error) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "no-store")
-	hdr.Set(CompressionHeader, string(comp))
-	hdr.Set("Trailer", trailers)
+	hdr.Set(wire.CompressionHeader, string(comp))
+	hdr.Set("Trailer", wire.Trailers)
 	w.WriteHeader(http.StatusOK)
 
 	sum := sha256.New()
@@ -358,10 +297,10 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp Compressio
 	if err != nil {
 		return res, err
 	}
-	hdr.Set(RawSizeTrailer, strconv.FormatInt(s.n, 10))
-	hdr.Set(RawSHA256Trailer, hex.EncodeToString(sum.Sum(nil)))
-	hdr.Set(StreamSizeTrailer, strconv.FormatInt(out.n, 10))
-	hdr.Set(StreamCRC32CTrailer, hex.EncodeToString(out.sum.Sum(nil)))
+	hdr.Set(wire.RawSizeTrailer, strconv.FormatInt(s.n, 10))
+	hdr.Set(wire.RawSHA256Trailer, hex.EncodeToString(sum.Sum(nil)))
+	hdr.Set(wire.StreamSizeTrailer, strconv.FormatInt(out.n, 10))
+	hdr.Set(wire.StreamCRC32CTrailer, hex.EncodeToString(out.sum.Sum(nil)))
 	// The last chunk and the trailers are written after the handler returns,
 	// so give them a deadline too.
 	out.refresh()

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net/http"
 	"os"
@@ -169,14 +170,14 @@ func TestReadErrorAbortsStream(t *testing.T) {
 	src := &failingSource{failAt: 3*bufSize + 17}
 	h.open = func(Entry) (source, error) { return src, nil }
 
-	for _, c := range []Compression{CompressionZstd, CompressionGzip, CompressionNone} {
+	for _, c := range []wire.Compression{wire.CompressionZstd, wire.CompressionGzip, wire.CompressionNone} {
 		t.Run(string(c), func(t *testing.T) {
 			src.closed = false
 			w := newRecorder(false)
 			if !serveDirect(h, w, newGet(t, context.Background(), "/v1/dumps/core-1?compression="+string(c))) {
 				t.Fatal("a failed read ended the response cleanly")
 			}
-			if w.header.Get(RawSizeTrailer) != "" || w.header.Get(RawSHA256Trailer) != "" {
+			if w.header.Get(wire.RawSizeTrailer) != "" || w.header.Get(wire.RawSHA256Trailer) != "" {
 				t.Error("trailers set on an aborted stream")
 			}
 			if !src.closed {
@@ -218,74 +219,5 @@ func TestHandlerChecksPeerName(t *testing.T) {
 	}
 }
 
-func TestValidName(t *testing.T) {
-	cases := []struct {
-		name string
-		want bool
-	}{
-		{"core-1", true},
-		{"p1.node-a.core-12345", true},
-		{"a", true},
-		{"0", true},
-		{string(make([]byte, 0)), false},
-		{"-a", false},
-		{"a-", false},
-		{"a..b", false},
-		{".a", false},
-		{"a.", false},
-		{"..", false},
-		{"../etc/passwd", false},
-		{"a/b", false},
-		{"a%2Fb", false},
-		{"a\x00b", false},
-		{"Core", false},
-		{"a_b", false},
-		{"a b", false},
-		{"ä", false},
-		{string(make253('a')), true},
-		{string(make253('a')) + "a", false},
-	}
-	for _, tc := range cases {
-		if got := ValidName(tc.name); got != tc.want {
-			t.Errorf("ValidName(%q) = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
-func make253(c byte) []byte {
-	b := make([]byte, maxNameLen)
-	for i := range b {
-		b[i] = c
-	}
-	return b
-}
-
-func FuzzValidName(f *testing.F) {
-	for _, s := range []string{"core-1", "a.b", "../x", "a%2Fb", "a\x00", "-", "A"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, name string) {
-		if !ValidName(name) {
-			return
-		}
-		if len(name) > maxNameLen {
-			t.Fatal("accepted a name over 253 bytes")
-		}
-		for i := 0; i < len(name); i++ {
-			c := name[i]
-			if c == '/' || c == 0 || c == '%' || c == '\\' || (c >= 'A' && c <= 'Z') || c >= 0x80 {
-				t.Fatalf("accepted %q", name)
-			}
-		}
-		if name == "." || name == ".." || filepath.Base(name) != name || filepath.Clean(name) != name {
-			t.Fatalf("accepted a path-like name %q", name)
-		}
-		for i := 0; i+1 < len(name); i++ {
-			if name[i] == '.' && name[i+1] == '.' {
-				t.Fatalf("accepted %q with ..", name)
-			}
-		}
-	})
-}
 
 var _ io.ReaderAt = (*failingSource)(nil)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -86,17 +87,17 @@ func entryFor(t testing.TB, name, path string) Entry {
 }
 
 // decoder undoes the stream encoding as the controller would.
-func decoder(t testing.TB, c Compression, r io.Reader) io.Reader {
+func decoder(t testing.TB, c wire.Compression, r io.Reader) io.Reader {
 	t.Helper()
 	switch c {
-	case CompressionZstd:
+	case wire.CompressionZstd:
 		d, err := zstd.NewReader(r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(d.Close)
 		return d
-	case CompressionGzip:
+	case wire.CompressionGzip:
 		d, err := gzip.NewReader(r)
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net"
 	"net/http"
@@ -146,7 +147,7 @@ func TestRequestBodyIsNotWaitedFor(t *testing.T) {
 
 	// With MaxParallel 1, a download now proves that none of the above
 	// still holds the slot.
-	resp, body, err := get(t, env.httpClient(t, env.client), base+DumpsPath+"core-1?compression=none")
+	resp, body, err := get(t, env.httpClient(t, env.client), base+wire.DumpsPath+"core-1?compression=none")
 	if err != nil || resp.StatusCode != http.StatusOK || len(body) != 4*bufSize {
 		t.Fatalf("download after the hostile requests: %v, %v, %d bytes", resp, err, len(body))
 	}
@@ -181,12 +182,12 @@ func TestHugeSparseFileStreamsHolesAndCanBeCancelled(t *testing.T) {
 	aborted := mustCounterVec(t, metricsReg).WithLabelValues(statusAborted)
 
 	readBefore := procio.MustReadChars(t)
-	for _, c := range []Compression{CompressionZstd, CompressionNone} {
+	for _, c := range []wire.Compression{wire.CompressionZstd, wire.CompressionNone} {
 		t.Run(string(c), func(t *testing.T) {
 			abortedBefore := counterValue(t, aborted)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+DumpsPath+"core-huge?compression="+string(c), nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+wire.DumpsPath+"core-huge?compression="+string(c), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,11 +229,11 @@ func TestHugeSparseFileStreamsHolesAndCanBeCancelled(t *testing.T) {
 		t.Errorf("read %d bytes to start two downloads of a file with 8 KiB of data", read)
 	}
 	// The slot came back.
-	resp, _, err := get(t, client, base+HealthPath)
+	resp, _, err := get(t, client, base+wire.HealthPath)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("health after the cancelled downloads: %v %v", resp, err)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+DumpsPath+"core-huge", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+wire.DumpsPath+"core-huge", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +262,7 @@ func TestParallelDownloadsAreBounded(t *testing.T) {
 	var holders []*http.Response
 	for range maxParallel {
 		// One connection each: separate clients.
-		resp, err := env.httpClient(t, env.client).Get(base + DumpsPath + "core-1?compression=none")
+		resp, err := env.httpClient(t, env.client).Get(base + wire.DumpsPath + "core-1?compression=none")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +272,7 @@ func TestParallelDownloadsAreBounded(t *testing.T) {
 		holders = append(holders, resp)
 	}
 	for range 5 {
-		resp, body, err := get(t, env.httpClient(t, env.client), base+DumpsPath+"core-1")
+		resp, body, err := get(t, env.httpClient(t, env.client), base+wire.DumpsPath+"core-1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,7 +286,7 @@ func TestParallelDownloadsAreBounded(t *testing.T) {
 	}
 	deadline := time.Now().Add(hangGuard)
 	for {
-		resp, _, err := get(t, env.httpClient(t, env.client), base+DumpsPath+"core-1?compression=none")
+		resp, _, err := get(t, env.httpClient(t, env.client), base+wire.DumpsPath+"core-1?compression=none")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +312,7 @@ func TestTrickleReaderIsCutOff(t *testing.T) {
 	p := randomFile(t, 3, 64<<20)
 	reg.Add(entryFor(t, "core-1", p))
 
-	resp, err := env.httpClient(t, env.client).Get(base + DumpsPath + "core-1?compression=none")
+	resp, err := env.httpClient(t, env.client).Get(base + wire.DumpsPath + "core-1?compression=none")
 	if err != nil {
 		t.Fatal(err)
 	}

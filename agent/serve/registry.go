@@ -29,7 +29,7 @@ func NewRegistry() *Registry {
 }
 
 // Add registers e under e.Name, replacing any entry of that name. An entry
-// whose name is not a ValidName can never be requested.
+// whose name is not a wire.ValidName can never be requested.
 func (r *Registry) Add(e Entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net/http"
 	"os"
@@ -69,19 +70,19 @@ func TestRoundTrip(t *testing.T) {
 		dump    string
 		query   string
 		want    []byte
-		wantEnc Compression
+		wantEnc wire.Compression
 	}{
-		{"default is zstd", "core-1", "", content, CompressionZstd},
-		{"zstd", "core-1", "?compression=zstd", content, CompressionZstd},
-		{"gzip", "core-1", "?compression=gzip", content, CompressionGzip},
-		{"none", "core-1", "?compression=none", content, CompressionNone},
-		{"empty file zstd", "core-empty", "", nil, CompressionZstd},
-		{"empty file gzip", "core-empty", "?compression=gzip", nil, CompressionGzip},
-		{"size differs from registration", "core-small", "?compression=none", content[:1000], CompressionNone},
+		{"default is zstd", "core-1", "", content, wire.CompressionZstd},
+		{"zstd", "core-1", "?compression=zstd", content, wire.CompressionZstd},
+		{"gzip", "core-1", "?compression=gzip", content, wire.CompressionGzip},
+		{"none", "core-1", "?compression=none", content, wire.CompressionNone},
+		{"empty file zstd", "core-empty", "", nil, wire.CompressionZstd},
+		{"empty file gzip", "core-empty", "?compression=gzip", nil, wire.CompressionGzip},
+		{"size differs from registration", "core-small", "?compression=none", content[:1000], wire.CompressionNone},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := client.Get(base + DumpsPath + tc.dump + tc.query)
+			resp, err := client.Get(base + wire.DumpsPath + tc.dump + tc.query)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,9 +91,9 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			for k, want := range map[string]string{
-				"Content-Type":     "application/octet-stream",
-				"Content-Encoding": "",
-				CompressionHeader:  string(tc.wantEnc),
+				"Content-Type":         "application/octet-stream",
+				"Content-Encoding":     "",
+				wire.CompressionHeader: string(tc.wantEnc),
 			} {
 				if got := resp.Header.Get(k); got != want {
 					t.Errorf("header %s = %q, want %q", k, got, want)
@@ -101,32 +102,32 @@ func TestRoundTrip(t *testing.T) {
 			if resp.ContentLength != -1 {
 				t.Errorf("ContentLength = %d, want unknown (streamed)", resp.ContentLength)
 			}
-			if _, ok := resp.Trailer[RawSizeTrailer]; !ok {
-				t.Errorf("trailer %s not declared up front (Trailer: %v)", RawSizeTrailer, resp.Trailer)
+			if _, ok := resp.Trailer[wire.RawSizeTrailer]; !ok {
+				t.Errorf("trailer %s not declared up front (Trailer: %v)", wire.RawSizeTrailer, resp.Trailer)
 			}
-			wire, err := io.ReadAll(resp.Body)
+			sent, err := io.ReadAll(resp.Body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := io.ReadAll(decoder(t, tc.wantEnc, bytes.NewReader(wire)))
+			got, err := io.ReadAll(decoder(t, tc.wantEnc, bytes.NewReader(sent)))
 			if err != nil {
 				t.Fatalf("decoding: %v", err)
 			}
 			if !bytes.Equal(got, tc.want) {
 				t.Fatalf("decoded %d bytes, want %d, or contents differ", len(got), len(tc.want))
 			}
-			crc := NewStreamChecksum()
-			crc.Write(wire)
-			if got, want := resp.Trailer.Get(StreamSizeTrailer), strconv.Itoa(len(wire)); got != want {
+			crc := wire.NewStreamChecksum()
+			crc.Write(sent)
+			if got, want := resp.Trailer.Get(wire.StreamSizeTrailer), strconv.Itoa(len(sent)); got != want {
 				t.Errorf("stream size trailer %q, want %q", got, want)
 			}
-			if got, want := resp.Trailer.Get(StreamCRC32CTrailer), hex.EncodeToString(crc.Sum(nil)); got != want {
+			if got, want := resp.Trailer.Get(wire.StreamCRC32CTrailer), hex.EncodeToString(crc.Sum(nil)); got != want {
 				t.Errorf("stream crc32c trailer %q, want %q", got, want)
 			}
-			if got, want := resp.Trailer.Get(RawSizeTrailer), strconv.Itoa(len(tc.want)); got != want {
+			if got, want := resp.Trailer.Get(wire.RawSizeTrailer), strconv.Itoa(len(tc.want)); got != want {
 				t.Errorf("size trailer %q, want %q", got, want)
 			}
-			if got, want := resp.Trailer.Get(RawSHA256Trailer), sha256Hex(tc.want); got != want {
+			if got, want := resp.Trailer.Get(wire.RawSHA256Trailer), sha256Hex(tc.want); got != want {
 				t.Errorf("sha256 trailer %q, want %q", got, want)
 			}
 		})
@@ -182,7 +183,7 @@ func TestClientAuthentication(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, _, err := get(t, env.httpClient(t, tc.client), base+HealthPath)
+			resp, _, err := get(t, env.httpClient(t, tc.client), base+wire.HealthPath)
 			if tc.ok {
 				if err != nil || resp.StatusCode != http.StatusOK {
 					t.Fatalf("got %v, %v; want 200", resp, err)
@@ -278,7 +279,7 @@ func TestNotFound(t *testing.T) {
 			// A hanging open would show as this deadline, not a stuck test.
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+DumpsPath+tc.path, nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+wire.DumpsPath+tc.path, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -372,23 +373,23 @@ func TestSparseFile(t *testing.T) {
 	}
 
 	readBefore := procio.MustReadChars(t)
-	resp, err := client.Get(base + DumpsPath + "sparse")
+	resp, err := client.Get(base + wire.DumpsPath + "sparse")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	sum := sha256.New()
-	got := io.TeeReader(decoder(t, CompressionZstd, resp.Body), sum)
+	got := io.TeeReader(decoder(t, wire.CompressionZstd, resp.Body), sum)
 	if err := sameStream(got, io.MultiReader(want...)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		t.Fatal(err)
 	}
-	if got := resp.Trailer.Get(RawSizeTrailer); got != strconv.Itoa(size) {
+	if got := resp.Trailer.Get(wire.RawSizeTrailer); got != strconv.Itoa(size) {
 		t.Errorf("size trailer %q, want %d", got, size)
 	}
-	if got, want := resp.Trailer.Get(RawSHA256Trailer), hex.EncodeToString(sum.Sum(nil)); got != want {
+	if got, want := resp.Trailer.Get(wire.RawSHA256Trailer), hex.EncodeToString(sum.Sum(nil)); got != want {
 		t.Errorf("sha256 trailer %q, want %q", got, want)
 	}
 	// The process (server and client) read far less than the file's size:
@@ -435,22 +436,22 @@ func TestTLSReload(t *testing.T) {
 	first := writeTLSDir(t, dir)
 	base := startServer(t, Options{TLSDir: dir})
 
-	if resp, _, err := get(t, first.httpClient(t, first.client), base+HealthPath); err != nil || resp.StatusCode != http.StatusOK {
+	if resp, _, err := get(t, first.httpClient(t, first.client), base+wire.HealthPath); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("before rotation: %v %v", resp, err)
 	}
 
 	second := writeTLSDir(t, dir) // a new CA, server and client certificate in place
 
-	if resp, _, err := get(t, second.httpClient(t, second.client), base+HealthPath); err != nil || resp.StatusCode != http.StatusOK {
+	if resp, _, err := get(t, second.httpClient(t, second.client), base+wire.HealthPath); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("new material after rotation: %v %v", resp, err)
 	}
-	if _, _, err := get(t, first.httpClient(t, first.client), base+HealthPath); err == nil {
+	if _, _, err := get(t, first.httpClient(t, first.client), base+wire.HealthPath); err == nil {
 		t.Fatal("old material still accepted after rotation")
 	}
 
 	// Half-written material (a key that does not match) keeps the last good one.
 	writeFile(t, filepath.Join(dir, pki.TLSKeyKey), first.client.KeyPEM)
-	if resp, _, err := get(t, second.httpClient(t, second.client), base+HealthPath); err != nil || resp.StatusCode != http.StatusOK {
+	if resp, _, err := get(t, second.httpClient(t, second.client), base+wire.HealthPath); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("during a broken rewrite: %v %v", resp, err)
 	}
 }
@@ -464,7 +465,7 @@ func TestStalledReaderReleasesFile(t *testing.T) {
 	p := randomFile(t, 1, 64<<20)
 	reg.Add(entryFor(t, "core-1", p))
 
-	resp, err := env.httpClient(t, env.client).Get(base + DumpsPath + "core-1?compression=none")
+	resp, err := env.httpClient(t, env.client).Get(base + wire.DumpsPath + "core-1?compression=none")
 	if err != nil {
 		t.Fatal(err)
 	}

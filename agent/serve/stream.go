@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/coredog/coredog/internal/wire"
 	"hash"
 	"io"
 	"net/http"
@@ -18,7 +19,7 @@ import (
 // at 1 MiB). On core-like data 4 MiB and 8 MiB windows gained 0.2% in ratio
 // for three to five times the memory, and MaxParallel encoders must fit next
 // to the workloads on the node.
-const zstdWindow = 1 << 20
+const zstdWindow = wire.ZstdWindow
 
 // errRead marks a failure to read the dump, as opposed to the client going away.
 var errRead = errors.New("reading core file")
@@ -239,8 +240,8 @@ func (s *sender) Close() error {
 
 // deadlineWriter refreshes the connection's write deadline before every write,
 // so a download may last hours but no single write longer than the timeout.
-// It counts and checksums what it sent (StreamSizeTrailer,
-// StreamCRC32CTrailer).
+// It counts and checksums what it sent (wire.StreamSizeTrailer,
+// wire.StreamCRC32CTrailer).
 type deadlineWriter struct {
 	w           io.Writer
 	rc          *http.ResponseController
@@ -275,9 +276,9 @@ type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
 
-func newEncoder(c Compression, w io.Writer) (io.WriteCloser, error) {
+func newEncoder(c wire.Compression, w io.Writer) (io.WriteCloser, error) {
 	switch c {
-	case CompressionZstd:
+	case wire.CompressionZstd:
 		enc, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
 			// One block at a time on the sink's goroutine: memory stays at
@@ -290,13 +291,13 @@ func newEncoder(c Compression, w io.Writer) (io.WriteCloser, error) {
 			return nil, fmt.Errorf("creating zstd encoder: %w", err)
 		}
 		return enc, nil
-	case CompressionGzip:
+	case wire.CompressionGzip:
 		enc, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
 		if err != nil {
 			return nil, fmt.Errorf("creating gzip encoder: %w", err)
 		}
 		return enc, nil
-	case CompressionNone:
+	case wire.CompressionNone:
 		return nopCloser{w}, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q", c)

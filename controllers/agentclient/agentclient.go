@@ -15,7 +15,6 @@
 package agentclient
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -35,10 +34,10 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/coredog/coredog/agent/serve"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
+	"github.com/coredog/coredog/internal/wire"
 )
 
 // ErrIntegrity is returned when a dump did not arrive as the agent read it.
@@ -110,14 +109,14 @@ type Stream struct {
 	resp     *http.Response
 	expected int64
 
-	mode serve.Compression
+	mode wire.Compression
 	// received and sum are the body's length and CRC-32C so far; head
 	// holds its first bytes. plain is its SHA-256, for an unencoded
 	// stream only.
 	received int64
 	sum      hash.Hash
 	plain    hash.Hash
-	head     [4]byte
+	head     [wire.MagicLen]byte
 
 	// pw feeds the decoder, for agents without stream trailers only; nil
 	// otherwise.
@@ -145,12 +144,12 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 	if err != nil {
 		return nil, err
 	}
-	if !serve.ValidName(name) {
+	if !wire.ValidName(name) {
 		return nil, fmt.Errorf("invalid dump name %q", name)
 	}
-	mode := wireCompression(compression)
-	u := base.JoinPath(serve.DumpsPath, name)
-	u.RawQuery = url.Values{serve.CompressionParam: {string(mode)}}.Encode()
+	mode := wire.FromAPI(compression)
+	u := base.JoinPath(wire.DumpsPath, name)
+	u.RawQuery = url.Values{wire.CompressionParam: {string(mode)}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -169,15 +168,15 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 		resp.Body.Close()
 		return nil, fmt.Errorf("fetching %s from %s: %s: %s", name, base.Host, resp.Status, msg)
 	}
-	if got := resp.Header.Get(serve.CompressionHeader); got != string(mode) {
+	if got := resp.Header.Get(wire.CompressionHeader); got != string(mode) {
 		resp.Body.Close()
 		return nil, fmt.Errorf("fetching %s: agent sent %q compression, asked for %q", name, got, mode)
 	}
-	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: serve.NewStreamChecksum()}
-	if mode == serve.CompressionNone {
+	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: wire.NewStreamChecksum()}
+	if mode == wire.CompressionNone {
 		s.plain = sha256.New()
 	}
-	if !declared(resp.Trailer, serve.StreamSizeTrailer, serve.StreamCRC32CTrailer) {
+	if !wire.StreamChecked(resp.Trailer) {
 		pr, pw := io.Pipe()
 		s.pw, s.decoded, s.rawSum = pw, make(chan result, 1), sha256.New()
 		go s.decode(pr, mode)
@@ -185,44 +184,18 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 	return s, nil
 }
 
-// declared reports whether the response announced all the trailers before
-// its body.
-func declared(t http.Header, keys ...string) bool {
-	for _, k := range keys {
-		if _, ok := t[http.CanonicalHeaderKey(k)]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
-func wireCompression(c coredogv1.Compression) serve.Compression {
-	switch c {
-	case coredogv1.CompressionGzip:
-		return serve.CompressionGzip
-	case coredogv1.CompressionNone:
-		return serve.CompressionNone
-	default:
-		return serve.CompressionZstd
-	}
-}
-
-// maxWindow bounds the memory a (possibly hostile) stream can make the
-// decoder take; agents use a 1 MiB window.
-const maxWindow = 8 << 20
-
-func (s *Stream) decode(pr *io.PipeReader, mode serve.Compression) {
+func (s *Stream) decode(pr *io.PipeReader, mode wire.Compression) {
 	var r io.Reader = pr
 	switch mode {
-	case serve.CompressionZstd:
-		d, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(maxWindow))
+	case wire.CompressionZstd:
+		d, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(wire.MaxZstdWindow))
 		if err != nil {
 			s.finishDecode(pr, 0, err)
 			return
 		}
 		defer d.Close()
 		r = d
-	case serve.CompressionGzip:
+	case wire.CompressionGzip:
 		g, err := gzip.NewReader(pr)
 		if err != nil {
 			s.finishDecode(pr, 0, err)
@@ -282,10 +255,10 @@ func (s *Stream) verify() error {
 		return s.verifyDecoded()
 	}
 	t := s.resp.Trailer
-	size, serr := strconv.ParseInt(t.Get(serve.RawSizeTrailer), 10, 64)
-	claimed := t.Get(serve.RawSHA256Trailer)
-	sent, nerr := strconv.ParseInt(t.Get(serve.StreamSizeTrailer), 10, 64)
-	sentSum := t.Get(serve.StreamCRC32CTrailer)
+	size, serr := strconv.ParseInt(t.Get(wire.RawSizeTrailer), 10, 64)
+	claimed := t.Get(wire.RawSHA256Trailer)
+	sent, nerr := strconv.ParseInt(t.Get(wire.StreamSizeTrailer), 10, 64)
+	sentSum := t.Get(wire.StreamCRC32CTrailer)
 	got := hex.EncodeToString(s.sum.Sum(nil))
 	switch {
 	case serr != nil || nerr != nil || claimed == "" || sentSum == "":
@@ -316,8 +289,8 @@ func (s *Stream) verifyDecoded() error {
 		return s.err
 	}
 	sum := hex.EncodeToString(s.rawSum.Sum(nil))
-	size, serr := strconv.ParseInt(s.resp.Trailer.Get(serve.RawSizeTrailer), 10, 64)
-	claimed := s.resp.Trailer.Get(serve.RawSHA256Trailer)
+	size, serr := strconv.ParseInt(s.resp.Trailer.Get(wire.RawSizeTrailer), 10, 64)
+	claimed := s.resp.Trailer.Get(wire.RawSHA256Trailer)
 	switch {
 	case serr != nil || claimed == "":
 		s.fail(fmt.Errorf("%w: the agent sent no size or checksum trailer (stream cut short?)", ErrIntegrity))
@@ -332,26 +305,14 @@ func (s *Stream) verifyDecoded() error {
 	return s.err
 }
 
-// Magic numbers that start a zstd frame and a gzip member.
-var (
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
-	gzipMagic = []byte{0x1f, 0x8b}
-)
-
 // framed is the check that remains without decoding: the body starts as
-// its encoding does, or is the raw file itself when not encoded. It catches
-// an agent sending the wrong encoding, not a corrupt encoder.
+// its encoding does, or is the raw file itself when not encoded.
 func (s *Stream) framed(rawSize int64, rawSum string) bool {
 	head := s.head[:min(s.received, int64(len(s.head)))]
-	switch s.mode {
-	case serve.CompressionNone:
-		return s.received == rawSize && hex.EncodeToString(s.plain.Sum(nil)) == rawSum
-	case serve.CompressionGzip:
-		return bytes.HasPrefix(head, gzipMagic)
-	default:
-		// The encoder writes nothing at all for an empty file.
-		return bytes.HasPrefix(head, zstdMagic) || s.received == 0 && rawSize == 0
+	if !s.mode.Framed(head, s.received, rawSize) {
+		return false
 	}
+	return s.mode != wire.CompressionNone || hex.EncodeToString(s.plain.Sum(nil)) == rawSum
 }
 
 // isSHA256 reports whether v is a SHA-256 in lower-case hex, as it will be

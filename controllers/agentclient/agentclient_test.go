@@ -3,7 +3,6 @@ package agentclient
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -16,15 +15,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/coredog/coredog/agent/serve"
+	"github.com/coredog/coredog/internal/wire"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/pki"
 )
@@ -64,70 +61,6 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{ca: ca, client: c, tlsDir: dir}
 }
 
-// TestFetchFromRealAgentServer streams a registered file from the agent's
-// own server for each compression and checks the verified totals.
-func TestFetchFromRealAgentServer(t *testing.T) {
-	f := newFixture(t)
-	data := make([]byte, 3<<20)
-	_, _ = rand.Read(data[:1<<20])
-	path := filepath.Join(t.TempDir(), "core")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	reg := serve.NewRegistry()
-	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino, Size: int64(len(data))})
-	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: f.tlsDir, Logger: logr.Discard()}, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = srv.Serve(ctx) }()
-	endpoint := "https://" + srv.Addr()
-	want := sha256.Sum256(data)
-	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
-		t.Run(string(c), func(t *testing.T) {
-			s, err := f.client.Fetch(ctx, endpoint, "core-1", c, int64(len(data)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			compressed, err := io.ReadAll(s)
-			if err != nil {
-				t.Fatalf("reading: %v", err)
-			}
-			if s.RawSize != int64(len(data)) || s.SHA256 != hex.EncodeToString(want[:]) {
-				t.Fatalf("verified %d bytes %s", s.RawSize, s.SHA256)
-			}
-			if c == coredogv1.CompressionNone && !bytes.Equal(compressed, data) {
-				t.Fatal("uncompressed stream differs")
-			}
-			if c != coredogv1.CompressionNone && len(compressed) >= len(data) {
-				t.Fatalf("compressed %d bytes into %d", len(data), len(compressed))
-			}
-		})
-	}
-	t.Run("size changed after capture", func(t *testing.T) {
-		s, err := f.client.Fetch(ctx, endpoint, "core-1", coredogv1.CompressionZstd, int64(len(data))+1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if _, err := io.ReadAll(s); !errors.Is(err, ErrIntegrity) {
-			t.Fatalf("err = %v, want ErrIntegrity", err)
-		}
-	})
-	t.Run("not served", func(t *testing.T) {
-		if _, err := f.client.Fetch(ctx, endpoint, "core-2", coredogv1.CompressionZstd, 1); !errors.Is(err, ErrNotServed) {
-			t.Fatalf("err = %v, want ErrNotServed", err)
-		}
-	})
-}
-
 // TestFetchRejectsLyingAgents: wrong trailers, missing trailers, a stream cut
 // short and garbage must never read as a clean end. These agents declare no
 // stream trailers, as agents older than their controller, so the client
@@ -156,12 +89,12 @@ func TestFetchRejectsLyingAgents(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Trailer", serve.RawSizeTrailer+", "+serve.RawSHA256Trailer)
-				w.Header().Set(serve.CompressionHeader, "zstd")
+				w.Header().Set("Trailer", wire.RawSizeTrailer+", "+wire.RawSHA256Trailer)
+				w.Header().Set(wire.CompressionHeader, "zstd")
 				_, _ = w.Write(tc.body)
 				if tc.size != "" {
-					w.Header().Set(serve.RawSizeTrailer, tc.size)
-					w.Header().Set(serve.RawSHA256Trailer, tc.sha)
+					w.Header().Set(wire.RawSizeTrailer, tc.size)
+					w.Header().Set(wire.RawSHA256Trailer, tc.sha)
 				}
 			}))
 			kp, _ := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
@@ -241,8 +174,8 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Trailer", strings.Join([]string{serve.RawSizeTrailer, serve.RawSHA256Trailer, serve.StreamSizeTrailer, serve.StreamCRC32CTrailer}, ", "))
-				w.Header().Set(serve.CompressionHeader, r.URL.Query().Get(serve.CompressionParam))
+				w.Header().Set("Trailer", strings.Join([]string{wire.RawSizeTrailer, wire.RawSHA256Trailer, wire.StreamSizeTrailer, wire.StreamCRC32CTrailer}, ", "))
+				w.Header().Set(wire.CompressionHeader, r.URL.Query().Get(wire.CompressionParam))
 				body := tc.body
 				if tc.sent != nil {
 					body = tc.sent
@@ -252,8 +185,8 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 					w.(http.Flusher).Flush()
 					panic(http.ErrAbortHandler)
 				}
-				for k, v := range map[string]string{serve.RawSizeTrailer: tc.trailers.rawSize, serve.RawSHA256Trailer: tc.trailers.rawSHA,
-					serve.StreamSizeTrailer: tc.trailers.size, serve.StreamCRC32CTrailer: tc.trailers.crc} {
+				for k, v := range map[string]string{wire.RawSizeTrailer: tc.trailers.rawSize, wire.RawSHA256Trailer: tc.trailers.rawSHA,
+					wire.StreamSizeTrailer: tc.trailers.size, wire.StreamCRC32CTrailer: tc.trailers.crc} {
 					if v != "" {
 						w.Header().Set(k, v)
 					}
@@ -299,44 +232,8 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 	}
 }
 
-// TestFetchEmptyFile: an empty core is served and checked in every encoding
-// (the zstd encoder writes nothing at all for it).
-func TestFetchEmptyFile(t *testing.T) {
-	f := newFixture(t)
-	path := filepath.Join(t.TempDir(), "core")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	reg := serve.NewRegistry()
-	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino}) //nolint:unconvert
-	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: f.tlsDir, Logger: logr.Discard()}, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = srv.Serve(ctx) }()
-	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
-		s, err := f.client.Fetch(ctx, "https://"+srv.Addr(), "core-1", c, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadAll(s); err != nil {
-			t.Errorf("%s: %v", c, err)
-		}
-		if s.RawSize != 0 || s.SHA256 != sha256Hex(nil) {
-			t.Errorf("%s: raw %d bytes sha256 %s", c, s.RawSize, s.SHA256)
-		}
-		s.Close()
-	}
-}
-
 func crc32cHex(b []byte) string {
-	h := serve.NewStreamChecksum()
+	h := wire.NewStreamChecksum()
 	h.Write(b)
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -1,0 +1,156 @@
+package wire
+
+import (
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+func TestValidName(t *testing.T) {
+	cases := []struct {
+		name string
+		want bool
+	}{
+		{"core-1", true},
+		{"p1.node-a.core-12345", true},
+		{"a", true},
+		{"0", true},
+		{string(make([]byte, 0)), false},
+		{"-a", false},
+		{"a-", false},
+		{"a..b", false},
+		{".a", false},
+		{"a.", false},
+		{"..", false},
+		{"../etc/passwd", false},
+		{"a/b", false},
+		{"a%2Fb", false},
+		{"a\x00b", false},
+		{"Core", false},
+		{"a_b", false},
+		{"a b", false},
+		{"ä", false},
+		{string(make253('a')), true},
+		{string(make253('a')) + "a", false},
+	}
+	for _, tc := range cases {
+		if got := ValidName(tc.name); got != tc.want {
+			t.Errorf("ValidName(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func make253(c byte) []byte {
+	b := make([]byte, maxNameLen)
+	for i := range b {
+		b[i] = c
+	}
+	return b
+}
+
+func FuzzValidName(f *testing.F) {
+	for _, s := range []string{"core-1", "a.b", "../x", "a%2Fb", "a\x00", "-", "A"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if !ValidName(name) {
+			return
+		}
+		if len(name) > maxNameLen {
+			t.Fatal("accepted a name over 253 bytes")
+		}
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if c == '/' || c == 0 || c == '%' || c == '\\' || (c >= 'A' && c <= 'Z') || c >= 0x80 {
+				t.Fatalf("accepted %q", name)
+			}
+		}
+		if name == "." || name == ".." || filepath.Base(name) != name || filepath.Clean(name) != name {
+			t.Fatalf("accepted a path-like name %q", name)
+		}
+		for i := 0; i+1 < len(name); i++ {
+			if name[i] == '.' && name[i+1] == '.' {
+				t.Fatalf("accepted %q with ..", name)
+			}
+		}
+	})
+}
+
+func TestParseCompression(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Compression
+		ok   bool
+	}{
+		{"", CompressionZstd, true},
+		{"zstd", CompressionZstd, true},
+		{"gzip", CompressionGzip, true},
+		{"none", CompressionNone, true},
+		{"Zstd", "", false},
+		{"br", "", false},
+	} {
+		got, ok := ParseCompression(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("ParseCompression(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestFromAPI(t *testing.T) {
+	for api, want := range map[coredogv1.Compression]Compression{
+		coredogv1.CompressionZstd: CompressionZstd,
+		coredogv1.CompressionGzip: CompressionGzip,
+		coredogv1.CompressionNone: CompressionNone,
+		"":                        CompressionZstd,
+	} {
+		if got := FromAPI(api); got != want {
+			t.Errorf("FromAPI(%q) = %q, want %q", api, got, want)
+		}
+	}
+}
+
+func TestStreamChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		declared []string
+		want     bool
+	}{
+		{"all four", []string{RawSizeTrailer, RawSHA256Trailer, StreamSizeTrailer, StreamCRC32CTrailer}, true},
+		{"raw only, an older agent", []string{RawSizeTrailer, RawSHA256Trailer}, false},
+		{"size without checksum", []string{RawSizeTrailer, RawSHA256Trailer, StreamSizeTrailer}, false},
+		{"none", nil, false},
+	} {
+		h := http.Header{}
+		for _, k := range tc.declared {
+			h[http.CanonicalHeaderKey(k)] = nil
+		}
+		if got := StreamChecked(h); got != tc.want {
+			t.Errorf("%s: StreamChecked = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestFramed(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		c             Compression
+		head          []byte
+		sent, rawSize int64
+		want          bool
+	}{
+		{"zstd frame", CompressionZstd, []byte{0x28, 0xb5, 0x2f, 0xfd}, 10, 100, true},
+		{"zstd, empty file", CompressionZstd, nil, 0, 0, true},
+		{"zstd, gzip bytes", CompressionZstd, []byte{0x1f, 0x8b, 8, 0}, 10, 100, false},
+		{"zstd, nothing sent for a file", CompressionZstd, nil, 0, 5, false},
+		{"gzip member", CompressionGzip, []byte{0x1f, 0x8b, 8, 0}, 10, 100, true},
+		{"gzip, raw bytes", CompressionGzip, []byte("core"), 10, 100, false},
+		{"none, whole", CompressionNone, []byte("core"), 100, 100, true},
+		{"none, short", CompressionNone, []byte("core"), 99, 100, false},
+	} {
+		if got := tc.c.Framed(tc.head, tc.sent, tc.rawSize); got != tc.want {
+			t.Errorf("%s: Framed = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
