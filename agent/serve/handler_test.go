@@ -219,5 +219,4 @@ func TestHandlerChecksPeerName(t *testing.T) {
 	}
 }
 
-
 var _ io.ReaderAt = (*failingSource)(nil)

@@ -21,9 +21,9 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/coredog/coredog/internal/wire"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/pki"
+	"github.com/coredog/coredog/internal/wire"
 )
 
 type fixture struct {
