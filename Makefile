@@ -47,6 +47,14 @@ build: ## bin/manager, bin/agent and bin/kubectl-coredog.
 vet:
 	$(GO) vet ./...
 
+.PHONY: lint
+lint: ## golangci-lint with .golangci.yml: the kubebuilder scaffold's linters, modernize, and depguard rules for the boundaries between manager, agent and plugin (built once by hack/golangci-lint.sh).
+	@lint="$$(hack/golangci-lint.sh)"; "$$lint" run ./...
+
+.PHONY: lint-fix
+lint-fix: ## The same, applying the fixes the linters offer (formatting, modernize).
+	@lint="$$(hack/golangci-lint.sh)"; "$$lint" run --fix ./...
+
 .PHONY: envtest
 envtest: ## Build (once) and print the envtest binaries' directory.
 	@hack/envtest.sh
@@ -61,7 +69,7 @@ demo: build ## Run CoreDog end to end on this machine: control plane, manager, a
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries when missing).
+test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries when missing).
 	@assets="$$(hack/envtest.sh)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 	@echo "Fuzzing each target for $(TEST_FUZZ_TIME) (make fuzz FUZZ_TIME=10m for longer)"
