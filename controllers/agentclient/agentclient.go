@@ -46,6 +46,10 @@ var ErrIntegrity = errors.New("dump failed its integrity check")
 // ErrNotServed is returned when the agent does not have the dump (404).
 var ErrNotServed = errors.New("the agent does not serve this dump")
 
+// ErrRefused is returned for any other answer than 200 and 404, redirects
+// included; the error names the status code only.
+var ErrRefused = errors.New("the agent refused the download")
+
 // Credentials are what the controller presents to one policy's agents.
 type Credentials struct {
 	Policy string
@@ -96,8 +100,15 @@ func New(c *Credentials) (*Client, error) {
 		// transport decode it.
 		DisableCompression: true,
 	}
-	return &Client{http: &http.Client{Transport: transport}}, nil
+	return &Client{http: &http.Client{Transport: transport, CheckRedirect: refuseRedirect}}, nil
 }
+
+// refuseRedirect keeps the client on the agent it dialled. An agent is
+// hostile input: following its redirect would present the controller's
+// client certificate to another node's agent (and store that node's dump
+// under the first one's CoreDump), or send requests anywhere in the
+// cluster. A redirect is answered as the error status it is.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Close drops idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
@@ -164,9 +175,11 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 		resp.Body.Close()
 		return nil, fmt.Errorf("%w: %s at %s", ErrNotServed, name, base.Host)
 	default:
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		// Only the status code: the reason phrase and the body are the
+		// agent's words, and errors end up in the CoreDump's status, which
+		// every agent can read.
 		resp.Body.Close()
-		return nil, fmt.Errorf("fetching %s from %s: %s: %s", name, base.Host, resp.Status, msg)
+		return nil, fmt.Errorf("%w: %s from %s answered HTTP %d", ErrRefused, name, base.Host, resp.StatusCode)
 	}
 	if got := resp.Header.Get(wire.CompressionHeader); got != string(mode) {
 		resp.Body.Close()

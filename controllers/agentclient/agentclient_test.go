@@ -242,3 +242,59 @@ func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// TestFetchFollowsNoRedirectAndQuotesNoBody is the attack of an agent that
+// holds its policy's serving key: it answers a download with a redirect to
+// another agent of the same policy (whose dump it wants stored under its own
+// CoreDump) and puts text of its choosing in the body. The client must not
+// dial the target, and the error must carry neither the body nor the reason
+// phrase.
+func TestFetchFollowsNoRedirectAndQuotesNoBody(t *testing.T) {
+	f := newFixture(t)
+	kp, err := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startTLS := func(h http.HandlerFunc) *httptest.Server {
+		srv := httptest.NewUnstartedServer(h)
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	victimDialled := make(chan struct{}, 16)
+	victim := startTLS(func(w http.ResponseWriter, r *http.Request) {
+		victimDialled <- struct{}{}
+		w.Header().Set(wire.CompressionHeader, "zstd")
+	})
+	const planted = "token=s3cr3t <script>"
+	for _, status := range []int{http.StatusFound, http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect, http.StatusInternalServerError, http.StatusTeapot} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			forger := startTLS(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Location", victim.URL+r.URL.RequestURI())
+				w.WriteHeader(status)
+				_, _ = io.WriteString(w, planted)
+			})
+			s, err := f.client.Fetch(context.Background(), forger.URL, "core-1", coredogv1.CompressionZstd, 10)
+			if err == nil {
+				s.Close()
+				t.Fatal("a redirect or error status was taken as a dump")
+			}
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("err = %v, want ErrRefused", err)
+			}
+			if msg := err.Error(); strings.Contains(msg, "s3cr3t") || strings.Contains(msg, "<script>") || strings.Contains(msg, victim.Listener.Addr().String()) || strings.Contains(msg, http.StatusText(status)) {
+				t.Fatalf("the error quotes the agent's answer: %q", msg)
+			}
+			select {
+			case <-victimDialled:
+				t.Fatal("the client followed the redirect to another agent")
+			default:
+			}
+		})
+	}
+}
