@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -203,14 +205,46 @@ func truncateBytes(s string, n int) string {
 	return s[:n]
 }
 
-// shellQuote quotes s for a POSIX shell when it needs it.
+// shellQuote quotes s for a POSIX shell when it needs it. Values come from
+// the node and the crashed program (its name, its command line): whatever
+// they hold, the quoted word is one argument, never a command. Control
+// characters and invalid UTF-8 are written as $'\xHH' escapes (bash, zsh,
+// ksh and dash 0.5.12+ read them), so that a printed command is one line
+// that shows what it holds.
 func shellQuote(s string) string {
 	if s != "" && strings.IndexFunc(s, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@=,+%", r))
 	}) < 0 {
 		return s
 	}
+	if safe(s) != s {
+		return ansiCQuote(s)
+	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// ansiCQuote is $'...' quoting: printable runes as they are, but for ' and
+// \; every other byte as \xHH.
+func ansiCQuote(s string) string {
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '\'' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == utf8.RuneError && n <= 1, !unicode.IsPrint(r) && r != ' ':
+			for _, c := range []byte(s[i : i+n]) {
+				fmt.Fprintf(&b, "\\x%02x", c)
+			}
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	b.WriteByte('\'')
+	return b.String()
 }
 
 // gdbCommand is the gdb command line inside the debug pod.
@@ -235,7 +269,7 @@ func RenderDebugSteps(w io.Writer, p DebugPlan, debuggerImage string) {
 	pod := shellQuote(p.PodName)
 	fmt.Fprintf(w, "# Debug CoreDump %s in a pod on the image that crashed.\n", p.DumpName)
 	if p.ImageNote != "" {
-		fmt.Fprintf(w, "# The image is %s.\n", p.ImageNote)
+		fmt.Fprintf(w, "# The image is %s.\n", safe(p.ImageNote))
 	}
 	fmt.Fprintf(w, "\n# 1. Fetch the dump with your own storage credentials (its SHA-256 is checked):\n")
 	fmt.Fprintf(w, "kubectl coredog download %s -n %s -o core\n", shellQuote(p.DumpName), shellQuote(p.DumpNamespace))
@@ -250,7 +284,7 @@ func RenderDebugSteps(w io.Writer, p DebugPlan, debuggerImage string) {
 	fmt.Fprintf(w, "kubectl cp core %s/%s:%s\n", shellQuote(p.Namespace), pod, remoteCorePath)
 	fmt.Fprintf(w, "kubectl exec -it %s %s -- %s\n", ns, pod, p.gdbCommand())
 	if !p.ExecutableExact {
-		fmt.Fprintf(w, "#    The dump names the program %s but not its path: find it with `kubectl exec %s %s -- sh -c 'command -v %s'`.\n", shellQuote(p.Executable), ns, pod, p.Executable)
+		fmt.Fprintf(w, "#    The dump names the program %s but not its path; find it with: kubectl exec %s %s -- sh -c %s\n", shellQuote(p.Executable), ns, pod, shellQuote("command -v "+shellQuote(p.Executable)))
 	}
 	renderNoGDB(w, p, debuggerImage, "core")
 	fmt.Fprintf(w, "\n# When done:\nkubectl delete pod %s %s\n", ns, pod)
@@ -274,7 +308,7 @@ func renderNoGDB(w io.Writer, p DebugPlan, debuggerImage, local string) {
 	if local != "" {
 		fmt.Fprintf(w, "#   then, from another terminal: kubectl cp %s %s/%s:%s -c coredog-gdb\n", shellQuote(local), shellQuote(p.Namespace), pod, remoteCorePath)
 	}
-	fmt.Fprintf(w, "#   and in that shell:           gdb -ex 'set sysroot /proc/1/root' /proc/1/root%s %s\n", exe, remoteCorePath)
+	fmt.Fprintf(w, "#   and in that shell:           gdb -ex 'set sysroot /proc/1/root' %s %s\n", shellQuote("/proc/1/root"+exe), remoteCorePath)
 	if p.TargetPod != "" && p.TargetContainer != "" {
 		fmt.Fprintf(w, "# If the image has no sleep (distroless, scratch) the pod cannot idle; attach to the\n")
 		fmt.Fprintf(w, "# crashed pod itself while it still runs, and find the program's PID with ps:\n")
@@ -408,11 +442,11 @@ func (a *app) debugRun(ctx context.Context, cd *coredogv1.CoreDump, plan DebugPl
 		fmt.Fprintf(a.stdout, "\n# When done:\nkubectl delete pod %s %s\n", ns, pod)
 		return nil
 	}
-	fmt.Fprintf(a.stdout, "The dump is at %s in pod %s/%s (image %s).\n", remoteCorePath, plan.Namespace, plan.PodName, plan.Image)
+	fmt.Fprintf(a.stdout, "The dump is at %s in pod %s/%s (image %s).\n", remoteCorePath, safe(plan.Namespace), safe(plan.PodName), safe(plan.Image))
 	if a.hasProgram(ctx, plan, "gdb") {
 		fmt.Fprintf(a.stdout, "\n# Open it:\nkubectl exec -it %s %s -- %s\n", ns, pod, plan.gdbCommand())
 		if !plan.ExecutableExact {
-			fmt.Fprintf(a.stdout, "#   The dump names the program %s but not its path: find it with `command -v %s` in the pod.\n", shellQuote(plan.Executable), plan.Executable)
+			fmt.Fprintf(a.stdout, "#   The dump names the program %s but not its path; find it in the pod with: command -v %s\n", shellQuote(plan.Executable), shellQuote(plan.Executable))
 		}
 	} else {
 		fmt.Fprintf(a.stdout, "\nThe image has no gdb on its PATH.\n")

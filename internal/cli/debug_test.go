@@ -75,6 +75,9 @@ func TestShellQuote(t *testing.T) {
 		"it's":            `'it'\''s'`,
 		"":                "''",
 		"$(rm -rf /)":     "'$(rm -rf /)'",
+		"a\nb":            `$'a\x0ab'`,
+		"it's\x1b[2J":     `$'it\'s\x1b[2J'`,
+		"\xff\\":          `$'\xff\\'`,
 	} {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
