@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		ready:    make(chan struct{}),
 	}
 	a.pending = newRetryQueue(a.createCoreDump, log)
-	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits, Logger: log.WithName("nodeguard")})
+	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits})
 
 	if restore, err := a.setCorePattern(); err != nil {
 		return err

@@ -61,7 +61,7 @@ func (a *Agent) release(name, why string) {
 	}
 	_ = os.Remove(cgroupSidecar(entry.Path))
 	a.detector.Forget(entry.Path)
-	a.metrics.localBytes.Set(float64(a.guard.LocalBytes()))
+	a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	a.log.Info("Deleted local core file", "name", name, "why", why)
 }
 
@@ -199,7 +199,7 @@ func (a *Agent) renewLease(ctx context.Context) error {
 		agentlease.AnnotationEndpoint:    a.endpoint,
 		agentlease.AnnotationMode:        a.detector.Mode(),
 		agentlease.AnnotationCorePattern: a.cfg.CorePattern,
-		agentlease.AnnotationLocalBytes:  strconv.FormatInt(a.guard.LocalBytes(), 10),
+		agentlease.AnnotationLocalBytes:  strconv.FormatInt(a.guard.Usage(), 10),
 	}
 	lease, err := a.client.getLease(ctx, a.cfg.Namespace, name)
 	if apierrors.IsNotFound(err) {
