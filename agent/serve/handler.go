@@ -146,14 +146,10 @@ type handler struct {
 
 var _ http.Handler = (*handler)(nil)
 
-// NewHandler returns the routes without TLS: GET /v1/dumps/{name} and GET
+// newHandler returns the routes without TLS: GET /v1/dumps/{name} and GET
 // /healthz. When a request did come over TLS, the client certificate's common
 // name is checked again here (403 if wrong); NewServer already refuses such
-// handshakes.
-func NewHandler(opts Options) http.Handler {
-	return newHandler(opts.withDefaults())
-}
-
+// handshakes. opts must have its defaults.
 func newHandler(opts Options) *handler {
 	return &handler{
 		reg:      opts.Registry,

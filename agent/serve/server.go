@@ -31,7 +31,7 @@ type Server struct {
 }
 
 // NewServer listens on addr (which may be "127.0.0.1:0") and prepares to serve
-// NewHandler(opts) with TLS 1.2 or later, requiring a client certificate
+// the dump routes with TLS 1.2 or later, requiring a client certificate
 // signed by TLSDir's ca.crt with ClientCommonName. It fails if the TLS
 // material cannot be loaded now; later changes are picked up on the next
 // handshake. The listener is released when Serve returns.
