@@ -258,7 +258,7 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	}
 	src, err := h.open(entry)
 	if err != nil {
-		h.log.V(1).Info("Not serving core dump", "name", name, "path", entry.Path, "reason", err.Error())
+		h.log.V(1).Info("Not serving core dump", "name", name, "path", entry.Path, "err", err.Error())
 		notFound(w)
 		return http.StatusNotFound
 	}
@@ -293,7 +293,7 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	case errors.Is(err, errRead):
 		log.Error(err, "Aborting core dump download")
 	case err != nil:
-		log.V(1).Info("Client stopped reading core dump", "error", err.Error())
+		log.V(1).Info("Client stopped reading core dump", "err", err.Error())
 	default:
 		if res.raw != entry.Size {
 			log.Info("Served core dump of a different size than registered", "registeredBytes", entry.Size)

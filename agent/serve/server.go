@@ -92,7 +92,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		// Cut the downloads that did not finish in time; their handlers see
 		// the request context end and close their files. The controller
 		// retries, so this is not the caller's error.
-		s.log.Info("Cutting core dump downloads still running at shutdown", "error", err.Error())
+		s.log.Info("Cutting core dump downloads still running at shutdown", "err", err.Error())
 		_ = s.srv.Close()
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
@@ -106,6 +106,6 @@ func (s *Server) Serve(ctx context.Context) error {
 type logWriter struct{ log logr.Logger }
 
 func (w logWriter) Write(p []byte) (int, error) {
-	w.log.V(1).Info("HTTP server error", "error", strings.TrimSpace(string(p)))
+	w.log.V(1).Info("HTTP server error", "err", strings.TrimSpace(string(p)))
 	return len(p), nil
 }
