@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		ready:    make(chan struct{}),
 	}
 	a.pending = newRetryQueue(a.createCoreDump, log)
-	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits, Logger: log.WithName("nodeguard")})
+	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits})
 
 	if restore, err := a.setCorePattern(); err != nil {
 		return err
@@ -268,7 +268,17 @@ func advertisedEndpoint(advertise, listenAddr string) (string, error) {
 
 // nodeSelector selects this agent's CoreDumps by the CRD's selectable fields.
 func (a *Agent) nodeSelector() fields.Selector {
-	return fields.SelectorFromSet(fields.Set{"spec.nodeName": a.cfg.NodeName, "spec.policyName": a.cfg.Policy})
+	return dumpSelector(a.cfg.NodeName, a.cfg.Policy)
+}
+
+// dumpSelector selects the CoreDumps of node under policy. The terms are
+// in a fixed order (fields.SelectorFromSet ranges over a map), so that the
+// request's query string is the same on every run.
+func dumpSelector(node, policy string) fields.Selector {
+	return fields.AndSelectors(
+		fields.OneTermEqualSelector("spec.nodeName", node),
+		fields.OneTermEqualSelector("spec.policyName", policy),
+	)
 }
 
 // setCorePattern writes kernel.core_pattern in Manage and Pipe modes and

@@ -153,7 +153,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		a.detector.Forget(f.Path)
 	} else {
 		a.registry.Add(serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size})
-		a.metrics.localBytes.Set(float64(a.guard.LocalBytes()))
+		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
 	if err := a.createCoreDump(ctx, cd); err != nil {
 		log.Info("Cannot create the CoreDump yet; retrying in the background", "name", name, "err", err.Error())

@@ -183,3 +183,28 @@ func (s *dumpStore) Replace(list []any, _ string) error {
 	s.syncOnce.Do(func() { close(s.synced) })
 	return nil
 }
+
+// cachedDump is what a watch-list's first snapshot keeps of each CoreDump
+// until dumpStore.Replace has read it: the agent acts only on its name,
+// phase and deletion. Namespace and ResourceVersion stay because the
+// reflector keys and orders the snapshot by them.
+type cachedDump struct {
+	metav1.ObjectMeta
+	phase coredogv1.Phase
+}
+
+// trimCoreDump is the watch-list's transform. It may be handed what it
+// returned before, so it lets a cachedDump through.
+func trimCoreDump(obj any) (any, error) {
+	cd, ok := obj.(*coredogv1.CoreDump)
+	if !ok {
+		return obj, nil
+	}
+	return &cachedDump{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: cd.Name, Namespace: cd.Namespace, ResourceVersion: cd.ResourceVersion,
+			DeletionTimestamp: cd.DeletionTimestamp,
+		},
+		phase: cd.Status.Phase,
+	}, nil
+}

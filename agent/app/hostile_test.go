@@ -18,8 +18,8 @@ import (
 
 	"github.com/coredog/coredog/agent/app"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/test/procio"
 	"github.com/coredog/coredog/internal/scheme"
+	"github.com/coredog/coredog/test/procio"
 )
 
 const hugeSparse = 100 << 30

@@ -14,7 +14,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -98,7 +97,7 @@ func TestKubeClientRequests(t *testing.T) {
 	if err != nil || got.Status.Phase != coredogv1.PhaseUploaded {
 		t.Errorf("get: %v, %+v", err, got.Status)
 	}
-	sel := fields.SelectorFromSet(fields.Set{"spec.nodeName": "n", "spec.policyName": "p"}).String()
+	sel := dumpSelector("n", "p").String()
 	list, err := k.listDumps(ctx, "ns", metav1.ListOptions{FieldSelector: sel, ResourceVersion: "0"})
 	if err != nil || list.ResourceVersion != "7" {
 		t.Errorf("list: %v, %+v", err, list)

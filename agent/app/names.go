@@ -74,8 +74,6 @@ func (s *nameSet) has(name string) bool {
 	return found
 }
 
-func (s *nameSet) len() int { return len(s.own) + len(s.other) }
-
 // each calls f with every name in the set, in no particular order.
 func (s *nameSet) each(f func(name string)) {
 	for id := range s.own {

@@ -103,9 +103,6 @@ func ParsePattern(pattern string) (*Pattern, error) {
 // namespace, which the agent needs to find the process in /proc.
 func (p *Pattern) HasHostPID() bool { return p.has['P'] }
 
-// HasSpecifier reports whether the pattern contains the specifier c (for example 't').
-func (p *Pattern) HasSpecifier(c byte) bool { return c != '%' && p.has[c] }
-
 // String returns the pattern as given to ParsePattern.
 func (p *Pattern) String() string { return p.src }
 

@@ -20,7 +20,7 @@ const DefaultSysctlPath = "/proc/sys/kernel/core_pattern"
 // write is silently truncated, which would send cores to some other file.
 const maxLen = 127
 
-// maxRead bounds what Current reads; a real core_pattern is under 128 bytes,
+// maxRead bounds what read reads; a real core_pattern is under 128 bytes,
 // so anything longer is not a core_pattern file.
 const maxRead = 4096
 
@@ -219,11 +219,7 @@ func (m *Manager) dropState() {
 	}
 }
 
-// Current reads the sysctl file, without the trailing newline the kernel adds.
-func (m *Manager) Current() (string, error) {
-	return m.read()
-}
-
+// read reads the sysctl file, without the trailing newline the kernel adds.
 func (m *Manager) read() (string, error) {
 	f, err := os.Open(m.path)
 	if err != nil {

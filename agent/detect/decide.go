@@ -43,17 +43,6 @@ const (
 	pidGone
 )
 
-func (p pidState) String() string {
-	switch p {
-	case pidAlive:
-		return "alive"
-	case pidGone:
-		return "gone"
-	default:
-		return "unknown"
-	}
-}
-
 // fileState is the history of one path while it is pending, reduced to what
 // the decision needs.
 type fileState struct {

@@ -404,7 +404,7 @@ func (d *Detector) stopWatching() {
 // a tree watched in part would miss files silently.
 func (d *Detector) fallBackToPolling(cause error) {
 	d.stopWatching()
-	d.log.Info("Cannot watch the core directory, polling only", "reason", cause.Error(), "interval", d.pollInterval().String())
+	d.log.Info("Cannot watch the core directory, polling only", "err", cause.Error(), "interval", d.pollInterval().String())
 }
 
 // watch adds a watch on dir, a directory under Dir, if we are watching.

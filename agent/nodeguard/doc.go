@@ -1,17 +1,15 @@
 // Package nodeguard keeps core files from filling a node's disk, the way
 // systemd-coredump's MaxUse and KeepFree do.
 //
-// It owns two things: the decision (Plan) of whether a new core may stay on
-// the node and which already uploaded cores must go first to make room, and
-// the bookkeeping (Guard) of the core files the agent has registered, including
-// deleting them. Plan is a pure function; Guard adds a lock, a live statfs and
-// os.Remove around it.
+// It owns the decision of whether a new core may stay on the node under the
+// policy's maxNodeUsage and minNodeFree (ParseMinFree reads the latter), and
+// the count (Guard) of the bytes the admitted cores use, including deleting a
+// core's file when the caller is done with it. The decision is a pure
+// function; Guard adds a lock, a live statfs and os.Remove around it.
 //
 // It must not touch anything it was not handed: it never scans the core
-// directory, never deletes a file that is not tracked, and never deletes a
-// tracked file to make room unless that file's CoreDump is Uploaded or Skipped
-// (DeleteFile, which the caller calls when a CoreDump is finished or deleted,
-// is the only other way a file goes). It does not talk to the API server:
-// turning a refusal into a CoreDump with reason QuotaExceeded, and removing
-// the refused file, belong to the caller.
+// directory and never deletes a file to make room. A file goes only through
+// DeleteFile, which the caller calls when a CoreDump is final or deleted. It
+// does not talk to the API server: turning a refusal into a CoreDump with
+// reason QuotaExceeded, and removing the refused file, belong to the caller.
 package nodeguard

@@ -9,9 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	testingclock "k8s.io/utils/clock/testing"
 )
 
 // fakeDisk is a file system of capacity bytes whose free space is what the
@@ -54,11 +51,9 @@ func exists(t *testing.T, path string) bool {
 
 // step is one event in a Guard's life; exactly one of its actions is set.
 type step struct {
-	write    int    // write a core of this size named name, then Admit it
-	track    int    // write a core of this size named name, then Track it
-	uploaded bool   // MarkUploaded(name)
-	del      bool   // DeleteFile(name)
-	name     string // the core the step is about
+	write int    // write a core of this size named name, then Admit it
+	del   bool   // DeleteFile(name)
+	name  string // the core the step is about
 
 	wantAdmit  bool
 	wantReason string   // substring of a refusal
@@ -81,29 +76,22 @@ func TestGuard(t *testing.T) {
 				{name: "a", write: 1000, wantAdmit: true, wantUsage: 1000},
 				{name: "b", write: 1000, wantAdmit: true, wantUsage: 2000},
 				{name: "c", write: 1000, wantAdmit: true, wantUsage: 3000},
-				{name: "c", uploaded: true, wantUsage: 3000},
-				{name: "a", uploaded: true, wantUsage: 3000},
-				// a is older than c, so a goes first; b is not uploaded and stays.
-				{name: "d", write: 1000, wantAdmit: true, wantGone: []string{"a"}, wantUsage: 3000},
-				{name: "e", write: 1000, wantAdmit: true, wantGone: []string{"a", "c"}, wantUsage: 3000},
-				// Only b, d and e are left and none is uploaded: f is refused
-				// but Admit leaves it for the caller to remove.
-				{name: "f", write: 1000, wantReason: "maxNodeUsage", wantGone: []string{"a", "c"}, wantUsage: 3000},
-				{name: "b", del: true, wantGone: []string{"a", "b", "c"}, wantUsage: 2000},
-				{name: "b", del: true, wantGone: []string{"a", "b", "c"}, wantUsage: 2000},
-				{name: "f", write: 1000, wantAdmit: true, wantGone: []string{"a", "b", "c"}, wantUsage: 3000},
+				// d is refused but Admit leaves it for the caller to remove,
+				// and deletes nothing else to make room.
+				{name: "d", write: 1000, wantReason: "maxNodeUsage", wantUsage: 3000},
+				{name: "b", del: true, wantGone: []string{"b"}, wantUsage: 2000},
+				{name: "b", del: true, wantGone: []string{"b"}, wantUsage: 2000},
+				{name: "d", write: 1000, wantAdmit: true, wantGone: []string{"b"}, wantUsage: 3000},
 			},
 		},
 		{
 			// Usage is kept as a running total: a name admitted again is
-			// counted once, with its new size, and is no longer uploaded.
-			name:     "admitting a tracked name again replaces it",
+			// counted once, with its new size.
+			name:     "admitting a kept name again replaces it",
 			limits:   Limits{MaxUsage: 1000},
 			capacity: 1 << 40,
 			steps: []step{
 				{name: "a", write: 1000, wantAdmit: true, wantUsage: 1000},
-				{name: "a", uploaded: true, wantUsage: 1000},
-				{name: "a", uploaded: true, wantUsage: 1000},
 				{name: "a", write: 500, wantAdmit: true, wantUsage: 500},
 				{name: "b", write: 600, wantReason: "maxNodeUsage", wantUsage: 500},
 				{name: "b", write: 500, wantAdmit: true, wantUsage: 1000},
@@ -112,18 +100,15 @@ func TestGuard(t *testing.T) {
 		},
 		{
 			// The new file is already on the fake disk when Admit measures
-			// it; counting it a second time would delete a or refuse c.
+			// it; counting it a second time would refuse c.
 			name:     "minFree counts the new file once",
 			limits:   Limits{MinFree: 4000},
 			capacity: 10000,
 			steps: []step{
-				{name: "a", track: 2000, wantUsage: 2000},
-				{name: "a", uploaded: true, wantUsage: 2000},
-				{name: "b", track: 2000, wantUsage: 4000},
+				{name: "a", write: 2000, wantAdmit: true, wantUsage: 2000},
+				{name: "b", write: 2000, wantAdmit: true, wantUsage: 4000},
 				{name: "c", write: 2000, wantAdmit: true, wantUsage: 6000}, // free now exactly 4000
-				{name: "d", write: 1000, wantAdmit: true, wantGone: []string{"a"}, wantUsage: 5000},
-				{name: "e", write: 1000, wantAdmit: true, wantGone: []string{"a"}, wantUsage: 6000},
-				{name: "f", write: 1000, wantReason: "minNodeFree", wantGone: []string{"a"}, wantUsage: 6000},
+				{name: "d", write: 1000, wantReason: "minNodeFree", wantUsage: 6000},
 			},
 		},
 		{
@@ -133,22 +118,17 @@ func TestGuard(t *testing.T) {
 			steps: []step{
 				{name: "a", write: 2000, wantAdmit: true, wantUsage: 2000},
 				{name: "b", write: 2000, wantAdmit: true, wantUsage: 4000},
-				{name: "a", uploaded: true, wantUsage: 4000},
-				{name: "b", uploaded: true, wantUsage: 4000},
-				{name: "c", write: 4000, wantAdmit: true, wantGone: []string{"a", "b"}, wantUsage: 4000},
-				{name: "d", write: 1500, wantReason: "minNodeFree (50% = 4.9Ki)", wantGone: []string{"a", "b"}, wantUsage: 4000},
+				{name: "c", write: 1500, wantReason: "minNodeFree (50% = 4.9Ki)", wantUsage: 4000},
+				{name: "a", del: true, wantGone: []string{"a"}, wantUsage: 2000},
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			clk := testingclock.NewFakePassiveClock(t0)
-			g := NewGuard(Options{Dir: dir, Limits: tt.limits, Statfs: fakeDisk(tt.capacity), Clock: clk})
-			everUploaded := map[string]bool{}
+			g := NewGuard(Options{Dir: dir, Limits: tt.limits, Statfs: fakeDisk(tt.capacity)})
 			written := map[string]bool{}
 			for i, s := range tt.steps {
-				clk.SetTime(clk.Now().Add(time.Second))
 				desc := fmt.Sprintf("step %d (%s)", i, s.name)
 				switch {
 				case s.write > 0:
@@ -163,73 +143,45 @@ func TestGuard(t *testing.T) {
 					if !exists(t, path) {
 						t.Errorf("%s: Admit removed the new file", desc)
 					}
-				case s.track > 0:
-					g.Track(LocalFile{Name: s.name, Path: writeCore(t, dir, s.name, s.track), Size: int64(s.track)})
-				case s.uploaded:
-					everUploaded[s.name] = true
-					if !g.MarkUploaded(s.name) {
-						t.Fatalf("%s: MarkUploaded: not tracked", desc)
-					}
+					written[s.name] = true
 				case s.del:
 					if err := g.DeleteFile(s.name); err != nil {
 						t.Fatalf("%s: DeleteFile: %v", desc, err)
 					}
-				}
-
-				if s.write > 0 || s.track > 0 {
-					written[s.name] = true
 				}
 				for name := range written {
 					if want, got := !slices.Contains(s.wantGone, name), exists(t, filepath.Join(dir, name)); got != want {
 						t.Errorf("%s: %s on disk = %v, want %v", desc, name, got, want)
 					}
 				}
-				for _, gone := range s.wantGone {
-					if !everUploaded[gone] && !(s.del && gone == s.name) && !deletedEarlier(tt.steps[:i], gone) {
-						t.Errorf("%s: %s was removed but never uploaded", desc, gone)
-					}
-				}
 				if got := g.Usage(); got != s.wantUsage {
 					t.Errorf("%s: Usage = %d, want %d", desc, got, s.wantUsage)
-				}
-				if g.LocalBytes() != g.Usage() {
-					t.Errorf("%s: LocalBytes %d != Usage %d", desc, g.LocalBytes(), g.Usage())
 				}
 			}
 		})
 	}
 }
 
-func deletedEarlier(steps []step, name string) bool {
-	for _, s := range steps {
-		if s.del && s.name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func TestGuardNeverDeletesFilesNotUploaded(t *testing.T) {
+func TestGuardNeverDeletesToMakeRoom(t *testing.T) {
 	dir := t.TempDir()
-	g := NewGuard(Options{Dir: dir, Limits: Limits{MaxUsage: 1, MinFree: 1 << 40}, Statfs: fakeDisk(1 << 30)})
+	g := NewGuard(Options{Dir: dir, Limits: Limits{MaxUsage: 500, MinFree: 1 << 40}, Statfs: fakeDisk(1 << 30)})
 	var paths []string
-	for i := range 5 {
-		name := fmt.Sprintf("pending-%d", i)
-		p := writeCore(t, dir, name, 100)
-		paths = append(paths, p)
-		g.Track(LocalFile{Name: name, Path: p, Size: 100})
-	}
 	for i := range 3 {
 		name := fmt.Sprintf("new-%d", i)
-		admit, reason, err := g.Admit(name, writeCore(t, dir, name, 100), 100)
+		p := writeCore(t, dir, name, 100)
+		paths = append(paths, p)
+		admit, reason, err := g.Admit(name, p, 100)
 		if err != nil || admit || reason == "" {
 			t.Fatalf("Admit(%s) = %v, %q, %v; want a refusal", name, admit, reason, err)
 		}
 	}
 	for _, p := range paths {
 		if !exists(t, p) {
-			t.Errorf("%s was deleted although it was never uploaded", p)
+			t.Errorf("%s was deleted by Admit", p)
 		}
+	}
+	if g.Usage() != 0 {
+		t.Errorf("Usage = %d, want 0: refused files are not counted", g.Usage())
 	}
 }
 
@@ -244,7 +196,7 @@ func TestGuardAdmitErrors(t *testing.T) {
 			t.Fatalf("Admit = %v, %v; want the statfs error", admit, err)
 		}
 		if g.Usage() != 0 {
-			t.Errorf("a failed Admit tracked the file")
+			t.Errorf("a failed Admit kept the file")
 		}
 	})
 	t.Run("statfs is not needed without free-space limits", func(t *testing.T) {
@@ -255,60 +207,46 @@ func TestGuardAdmitErrors(t *testing.T) {
 			t.Fatalf("Admit = %v, %v", admit, err)
 		}
 	})
-	t.Run("a planned file that is already gone is fine", func(t *testing.T) {
-		dir := t.TempDir()
-		g := NewGuard(Options{Dir: dir, Limits: Limits{MaxUsage: 100}, Statfs: fakeDisk(1 << 30)})
-		g.Track(LocalFile{Name: "gone", Path: filepath.Join(dir, "gone"), Size: 100, Uploaded: true})
-		if admit, _, err := g.Admit("a", writeCore(t, dir, "a", 10), 10); err != nil || !admit {
-			t.Fatalf("Admit = %v, %v", admit, err)
-		}
-		if g.Usage() != 10 {
-			t.Errorf("Usage = %d, want 10: the gone file should be untracked", g.Usage())
+}
+
+func TestGuardDeleteFile(t *testing.T) {
+	t.Run("an unknown name is not an error", func(t *testing.T) {
+		g := NewGuard(Options{Dir: t.TempDir()})
+		if err := g.DeleteFile("a"); err != nil {
+			t.Errorf("DeleteFile of a name never admitted: %v", err)
 		}
 	})
-	t.Run("a planned deletion that fails refuses the new file", func(t *testing.T) {
+	t.Run("a file that is already gone is forgotten", func(t *testing.T) {
+		dir := t.TempDir()
+		g := NewGuard(Options{Dir: dir})
+		if admit, _, err := g.Admit("gone", filepath.Join(dir, "gone"), 100); err != nil || !admit {
+			t.Fatalf("Admit = %v, %v", admit, err)
+		}
+		if err := g.DeleteFile("gone"); err != nil {
+			t.Fatalf("DeleteFile: %v", err)
+		}
+		if g.Usage() != 0 {
+			t.Errorf("Usage = %d, want 0", g.Usage())
+		}
+	})
+	t.Run("a file that cannot be deleted stays counted", func(t *testing.T) {
 		dir := t.TempDir()
 		// A non-empty directory cannot be removed, even by root.
 		stuck := filepath.Join(dir, "stuck")
 		if err := os.MkdirAll(filepath.Join(stuck, "x"), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		g := NewGuard(Options{Dir: dir, Limits: Limits{MaxUsage: 100}})
-		g.Track(LocalFile{Name: "stuck", Path: stuck, Size: 100, Uploaded: true})
-		admit, _, err := g.Admit("a", writeCore(t, dir, "a", 10), 10)
-		if err == nil || admit {
-			t.Fatalf("Admit = %v, %v; want an error", admit, err)
-		}
-		if g.Usage() != 100 {
-			t.Errorf("Usage = %d, want 100: stuck stays tracked and a is not admitted", g.Usage())
+		g := NewGuard(Options{Dir: dir})
+		if admit, _, err := g.Admit("stuck", stuck, 100); err != nil || !admit {
+			t.Fatalf("Admit = %v, %v", admit, err)
 		}
 		if err := g.DeleteFile("stuck"); err == nil {
 			t.Errorf("DeleteFile of a directory with contents succeeded")
 		}
+		if g.Usage() != 100 {
+			t.Errorf("Usage = %d, want 100: stuck stays counted", g.Usage())
+		}
 	})
-}
-
-func TestGuardTrackAndUntrack(t *testing.T) {
-	clk := testingclock.NewFakePassiveClock(t0)
-	g := NewGuard(Options{Dir: t.TempDir(), Clock: clk})
-	g.Track(LocalFile{Name: "a", Path: "/nonexistent/a", Size: 5})
-	if f := g.files["a"]; !f.Added.Equal(t0) {
-		t.Errorf("Added = %v, want the clock's %v", f.Added, t0)
-	}
-	g.Track(LocalFile{Name: "a", Path: "/nonexistent/a", Size: 7})
-	if g.Usage() != 7 {
-		t.Errorf("Usage = %d after re-tracking, want 7", g.Usage())
-	}
-	if g.MarkUploaded("unknown") {
-		t.Errorf("MarkUploaded of an unknown name reported success")
-	}
-	g.Untrack("a")
-	if g.Usage() != 0 {
-		t.Errorf("Usage = %d after Untrack, want 0", g.Usage())
-	}
-	if err := g.DeleteFile("a"); err != nil {
-		t.Errorf("DeleteFile of an untracked name: %v", err)
-	}
 }
 
 // TestGuardConcurrent is for the race detector: admissions from many
@@ -335,14 +273,11 @@ func TestGuardConcurrent(t *testing.T) {
 				if u := g.Usage(); u > maxUsage {
 					t.Errorf("Usage = %d, over %d", u, maxUsage)
 				}
-				if admit && i%2 == 0 {
-					g.MarkUploaded(name)
-				} else if admit && i%3 == 0 {
+				if admit && i%3 == 0 {
 					if err := g.DeleteFile(name); err != nil {
 						t.Error(err)
 					}
 				}
-				_ = g.LocalBytes()
 			}
 		})
 	}

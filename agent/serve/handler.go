@@ -95,14 +95,10 @@ type handler struct {
 
 var _ http.Handler = (*handler)(nil)
 
-// NewHandler returns the routes without TLS: GET /v1/dumps/{name} and GET
+// newHandler returns the routes without TLS: GET /v1/dumps/{name} and GET
 // /healthz. When a request did come over TLS, the client certificate's common
 // name is checked again here (403 if wrong); NewServer already refuses such
-// handshakes.
-func NewHandler(opts Options) http.Handler {
-	return newHandler(opts.withDefaults())
-}
-
+// handshakes. opts must have its defaults.
 func newHandler(opts Options) *handler {
 	return &handler{
 		reg:      opts.Registry,
@@ -211,7 +207,7 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	}
 	src, err := h.open(entry)
 	if err != nil {
-		h.log.V(1).Info("Not serving core dump", "name", name, "path", entry.Path, "reason", err.Error())
+		h.log.V(1).Info("Not serving core dump", "name", name, "path", entry.Path, "err", err.Error())
 		notFound(w)
 		return http.StatusNotFound
 	}
@@ -246,7 +242,7 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	case errors.Is(err, errRead):
 		log.Error(err, "Aborting core dump download")
 	case err != nil:
-		log.V(1).Info("Client stopped reading core dump", "error", err.Error())
+		log.V(1).Info("Client stopped reading core dump", "err", err.Error())
 	default:
 		if res.raw != entry.Size {
 			log.Info("Served core dump of a different size than registered", "registeredBytes", entry.Size)

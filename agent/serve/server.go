@@ -31,7 +31,7 @@ type Server struct {
 }
 
 // NewServer listens on addr (which may be "127.0.0.1:0") and prepares to serve
-// NewHandler(opts) with TLS 1.2 or later, requiring a client certificate
+// the dump routes with TLS 1.2 or later, requiring a client certificate
 // signed by TLSDir's ca.crt with ClientCommonName. It fails if the TLS
 // material cannot be loaded now; later changes are picked up on the next
 // handshake. The listener is released when Serve returns.
@@ -92,7 +92,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		// Cut the downloads that did not finish in time; their handlers see
 		// the request context end and close their files. The controller
 		// retries, so this is not the caller's error.
-		s.log.Info("Cutting core dump downloads still running at shutdown", "error", err.Error())
+		s.log.Info("Cutting core dump downloads still running at shutdown", "err", err.Error())
 		_ = s.srv.Close()
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
@@ -106,6 +106,6 @@ func (s *Server) Serve(ctx context.Context) error {
 type logWriter struct{ log logr.Logger }
 
 func (w logWriter) Write(p []byte) (int, error) {
-	w.log.V(1).Info("HTTP server error", "error", strings.TrimSpace(string(p)))
+	w.log.V(1).Info("HTTP server error", "err", strings.TrimSpace(string(p)))
 	return len(p), nil
 }

@@ -13,14 +13,12 @@ import (
 // copyData feeds the file's data regions into s and zeros for its holes, so
 // that a mostly-empty 100 GiB core costs hashing and compressing zeros but not
 // 100 GiB of reads. Each data region is read exactly, up to the hole after
-// it, and holes are cleared in the buffer instead: reading whole buffers
-// through the holes between regions read nearly every hole of a core-like
-// file (zero runs of a few pages to a few MiB), and a hole read costs the
-// kernel zeroing page-cache pages. Data and zeros share the buffer, which
-// goes to s only when full, so scattered zero pages cost two seeks each but
-// never a small write. It returns the offset it got to; anything it could
-// not walk (a filesystem without SEEK_DATA, a seek error) is left to the
-// plain read from that offset.
+// it, and holes are cleared in the buffer instead, since a hole read costs
+// the kernel zeroing page-cache pages (docs/decisions.md). Data and zeros
+// share the buffer, which goes to s only when full, so scattered zero pages
+// cost two seeks each but never a small write. It returns the offset it got
+// to; anything it could not walk (a filesystem without SEEK_DATA, a seek
+// error) is left to the plain read from that offset.
 func copyData(f source, s *sink) (int64, error) {
 	w := &regionWriter{f: f, s: s}
 	err := w.walk()

@@ -15,10 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// zstdWindow bounds the encoder's memory per download (about 3 MiB allocated
-// at 1 MiB). On core-like data 4 MiB and 8 MiB windows gained 0.2% in ratio
-// for three to five times the memory, and MaxParallel encoders must fit next
-// to the workloads on the node.
+// zstdWindow bounds the encoder's memory per download: larger windows gain
+// little ratio for much more memory, and MaxParallel encoders must fit next
+// to the workloads on the node (docs/decisions.md).
 const zstdWindow = wire.ZstdWindow
 
 // errRead marks a failure to read the dump, as opposed to the client going away.
@@ -282,8 +281,7 @@ func newEncoder(c wire.Compression, w io.Writer) (io.WriteCloser, error) {
 		enc, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
 			// One block at a time on the sink's goroutine: memory stays at
-			// one window per download. Its own async mode allocated per
-			// block and was slower than the sender stage.
+			// one window per download (docs/decisions.md).
 			zstd.WithEncoderConcurrency(1),
 			zstd.WithWindowSize(zstdWindow),
 		)

@@ -76,7 +76,7 @@ func (t *tlsReloader) config() *tls.Config {
 	defer t.mu.Unlock()
 	m, err := readTLSMaterial(t.dir)
 	if err != nil {
-		t.log.V(1).Info("Keeping previous TLS material", "error", err.Error())
+		t.log.V(1).Info("Keeping previous TLS material", "err", err.Error())
 		return t.cfg
 	}
 	if m.equal(t.current) || m.equal(t.tried) {

@@ -5,7 +5,6 @@
 package agentset
 
 import (
-	"fmt"
 	"path"
 	"sort"
 	"strconv"
@@ -276,10 +275,4 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
-}
-
-// CorePattern is what a Manage policy's agents write to kernel.core_pattern.
-func CorePattern(p *coredogv1.CoreDumpPolicy) string {
-	return fmt.Sprintf("%s/%s", orDefault(p.Spec.HostPath, coredogv1.DefaultHostPath),
-		orDefault(p.Spec.FileNamePattern, coredogv1.DefaultFileNamePattern))
 }

@@ -1,22 +1,19 @@
 package nodeguard
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"math"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // Limits are a node's disk limits for cores. A zero field means no limit.
 type Limits struct {
-	// MaxUsage is the number of bytes all tracked cores together may use.
+	// MaxUsage is the number of bytes all admitted cores together may use.
 	MaxUsage int64
 	// MinFree is the number of bytes of the file system to keep free.
 	MinFree int64
@@ -82,21 +79,6 @@ func ParseMinFree(s string) (bytes int64, percent int, err error) {
 	return q.Value(), 0, nil
 }
 
-// LocalFile is a core file on the node that the agent has registered.
-type LocalFile struct {
-	// Name is the CoreDump's name, or any other unique key.
-	Name string
-	// Path is where the file is.
-	Path string
-	// Size is the file's size in bytes.
-	Size int64
-	// Uploaded is true once the file's CoreDump is Uploaded or Skipped: from
-	// then on the file may be deleted to make room.
-	Uploaded bool
-	// Added is when the agent registered the file; the oldest go first.
-	Added time.Time
-}
-
 // FSStat describes the file system that holds the core directory.
 type FSStat struct {
 	// Total is the file system's size in bytes.
@@ -105,68 +87,25 @@ type FSStat struct {
 	Free int64
 }
 
-// Plan decides whether a new core of n bytes may stay on the node. files are
-// the cores already tracked (not the new one); fs.Free is the free space as if
-// the new file had not been written yet, so Plan subtracts n from it.
-//
-// When the new core fits only after deleting some uploaded cores, deleteFirst
-// lists them, oldest first, and no more than needed; deleting them counts as
-// freeing their Size. A file that is not Uploaded is never in deleteFirst. When
-// even deleting every uploaded core is not enough, Plan refuses with nothing to
-// delete, because deleting would not save the new core, and reason names the
-// limit that is in the way.
-func Plan(files []LocalFile, fs FSStat, limits Limits, n int64) (deleteFirst []LocalFile, admit bool, reason string) {
-	var usage int64
-	var candidates []LocalFile
-	for _, f := range files {
-		usage += max(f.Size, 0)
-		if f.Uploaded {
-			candidates = append(candidates, f)
-		}
-	}
-	return plan(usage, candidates, fs, limits, n)
-}
-
-// plan is Plan for files that use usage bytes together, of which candidates
-// are the Uploaded ones.
-func plan(usage int64, candidates []LocalFile, fs FSStat, limits Limits, n int64) (deleteFirst []LocalFile, admit bool, reason string) {
+// decide reports whether a new core of n bytes may stay on the node, where
+// the cores already kept use usage bytes together. fs.Free is the free space
+// as if the new file had not been written yet, so decide subtracts n from it.
+// A refusal's reason names the limit that is in the way.
+func decide(usage int64, fs FSStat, limits Limits, n int64) (admit bool, reason string) {
 	if n < 0 {
-		return nil, false, fmt.Sprintf("invalid core size %d", n)
+		return false, fmt.Sprintf("invalid core size %d", n)
 	}
 	if limits.MaxUsage > 0 && n > limits.MaxUsage {
-		return nil, false, fmt.Sprintf("the core alone (%s) is larger than maxNodeUsage (%s)",
+		return false, fmt.Sprintf("the core alone (%s) is larger than maxNodeUsage (%s)",
 			formatBytes(n), formatBytes(limits.MaxUsage))
 	}
-	var deletable int64
-	for _, f := range candidates {
-		deletable += max(f.Size, 0)
-	}
 	keep := limits.keepFree(fs.Total)
-
-	overUsage := func(freed int64) bool {
-		return limits.MaxUsage > 0 && usage-freed+n > limits.MaxUsage
+	overUsage := limits.MaxUsage > 0 && usage+n > limits.MaxUsage
+	underFree := keep > 0 && fs.Free-n < keep
+	if overUsage || underFree {
+		return false, refusal(usage+n, fs.Free-n, keep, limits, overUsage, underFree)
 	}
-	underFree := func(freed int64) bool {
-		return keep > 0 && fs.Free+freed-n < keep
-	}
-
-	if overUsage(deletable) || underFree(deletable) {
-		return nil, false, refusal(usage-deletable+n, fs.Free+deletable-n, keep, limits, overUsage(deletable), underFree(deletable))
-	}
-
-	// Name breaks ties so that the plan does not depend on the order of files.
-	slices.SortFunc(candidates, func(a, b LocalFile) int {
-		return cmp.Or(a.Added.Compare(b.Added), cmp.Compare(a.Name, b.Name))
-	})
-	var freed int64
-	for _, f := range candidates {
-		if !overUsage(freed) && !underFree(freed) {
-			break
-		}
-		deleteFirst = append(deleteFirst, f)
-		freed += max(f.Size, 0)
-	}
-	return deleteFirst, true, ""
+	return true, ""
 }
 
 // refusal says which limit stands in the way, in the policy's own field names
@@ -181,7 +120,7 @@ func refusal(usage, free, keep int64, limits Limits, overUsage, underFree bool) 
 		parts = append(parts, fmt.Sprintf("free space would be %s, under minNodeFree (%s)",
 			formatBytes(max(free, 0)), describeKeep(keep, limits)))
 	}
-	return strings.Join(parts, "; ") + ", even after deleting every uploaded core"
+	return strings.Join(parts, "; ")
 }
 
 func describeKeep(keep int64, limits Limits) string {
