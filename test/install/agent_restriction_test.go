@@ -64,25 +64,56 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			onA, onB := agent("node-a"), agent("node-b")
 
 			// The policy takes effect once the API server has loaded it.
-			foreign := lease(src.namespace, agentlease.Name("p1", "node-b"))
+			foreign := lease(src.namespace, agentlease.Name("p1", "node-b"), "node-b")
 			waitForbidden(ctx, t, "node-a creating node-b's Lease", onA, admin, foreign)
 
-			own := lease(src.namespace, agentlease.Name("p1", "node-a"))
+			own := lease(src.namespace, agentlease.Name("p1", "node-a"), "node-a")
 			must(t, onA.Create(ctx, own))
-			own.Spec.HolderIdentity = ptrTo("agent-a")
+			own.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
 			must(t, onA.Update(ctx, own))
+			// A Lease is held in its writer's node's name: the manager checks
+			// the holder against the node it expects.
+			own.Spec.HolderIdentity = ptrTo("node-b")
+			expectForbidden(t, "node-a holding its Lease in node-b's name", onA.Update(ctx, own))
+			own.Spec.HolderIdentity = nil
+			expectForbidden(t, "node-a's Lease without a holder", onA.Update(ctx, own))
+			expectForbidden(t, "node-a creating a Lease held by node-b", onA.Create(ctx, lease(src.namespace, agentlease.Name("p9", "node-a"), "node-b")))
 
 			must(t, onB.Create(ctx, foreign))
-			foreign.Spec.HolderIdentity = ptrTo("agent-a")
+			foreign.Spec.HolderIdentity = ptrTo("node-a")
 			expectForbidden(t, "node-a updating node-b's Lease", onA.Update(ctx, foreign))
 
-			must(t, onA.Create(ctx, coreDump(src.namespace, "cd-a", "node-a")))
-			expectForbidden(t, "node-a creating a CoreDump of node-b", onA.Create(ctx, coreDump(src.namespace, "cd-b", "node-b")))
+			must(t, onA.Create(ctx, coreDump(src.namespace, "core-0123456789abcdef0123", "node-a")))
+			expectForbidden(t, "node-a creating a CoreDump of node-b", onA.Create(ctx, coreDump(src.namespace, "core-0123456789abcdef0124", "node-b")))
+			// A CoreDump is named as agents name them, and carries nothing
+			// the manager owns.
+			for _, tc := range []struct {
+				what string
+				edit func(*coredogv1.CoreDump)
+			}{
+				{"a name of its choosing", func(cd *coredogv1.CoreDump) { cd.Name = "victim-dump" }},
+				{"a longer hash", func(cd *coredogv1.CoreDump) { cd.Name = "core-0123456789abcdef012500" }},
+				{"a hash with a suffix", func(cd *coredogv1.CoreDump) { cd.Name = "core-0123456789abcdef0125.x" }},
+				{"the manager's notified annotation", func(cd *coredogv1.CoreDump) {
+					cd.Annotations = map[string]string{coredogv1.AnnotationNotified: "true"}
+				}},
+				{"the manager's pod label", func(cd *coredogv1.CoreDump) {
+					cd.Labels = map[string]string{coredogv1.LabelPod: "web-0"}
+				}},
+				{"a finalizer", func(cd *coredogv1.CoreDump) { cd.Finalizers = []string{"example.com/hold"} }},
+			} {
+				cd := coreDump(src.namespace, "core-0123456789abcdef0125", "node-a")
+				tc.edit(cd)
+				expectForbidden(t, "node-a creating a CoreDump with "+tc.what, onA.Create(ctx, cd))
+			}
+			withLabels := coreDump(src.namespace, "core-0123456789abcdef0126", "node-a")
+			withLabels.Labels = map[string]string{coredogv1.LabelNode: "node-a", coredogv1.LabelPolicy: "p1", "team": "a"}
+			must(t, onA.Create(ctx, withLabels))
 
 			// A node named like the manager's Lease suffix still cannot take it.
 			onDot := agent("coredog.io")
-			must(t, onDot.Create(ctx, lease(src.namespace, agentlease.Name("p1", "coredog.io"))))
-			leader := lease(src.namespace, "coredog-controller.coredog.io")
+			must(t, onDot.Create(ctx, lease(src.namespace, agentlease.Name("p1", "coredog.io"), "coredog.io")))
+			leader := lease(src.namespace, "coredog-controller.coredog.io", "coredog.io")
 			expectForbidden(t, "an agent creating the leader-election Lease", onDot.Create(ctx, leader))
 
 			// Node names too long for "<policy>.<node>" use the hashed form.
@@ -91,12 +122,12 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			if !strings.Contains(hashed, ".node-") {
 				t.Fatalf("agentlease.Name did not hash a %d-character node name: %s", len(long), hashed)
 			}
-			must(t, onLong.Create(ctx, lease(src.namespace, hashed)))
-			expectForbidden(t, "node-a creating a hashed Lease name", onA.Create(ctx, lease(src.namespace, agentlease.Name("p2", long))))
+			must(t, onLong.Create(ctx, lease(src.namespace, hashed, long)))
+			expectForbidden(t, "node-a creating a hashed Lease name", onA.Create(ctx, lease(src.namespace, agentlease.Name("p2", long), "node-a")))
 
 			// A token of the ServiceAccount that no pod holds.
 			unbound := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "")
-			expectForbidden(t, "a token not bound to a pod", unbound.Create(ctx, lease(src.namespace, agentlease.Name("p3", "node-a"))))
+			expectForbidden(t, "a token not bound to a pod", unbound.Create(ctx, lease(src.namespace, agentlease.Name("p3", "node-a"), "node-a")))
 		})
 	}
 }
@@ -139,8 +170,9 @@ func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace,
 	return c
 }
 
-func lease(namespace, name string) *coordinationv1.Lease {
-	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+// lease is a Lease held in the name of node, as agents write them.
+func lease(namespace, name, node string) *coordinationv1.Lease {
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptrTo(node)}}
 }
 
 func coreDump(namespace, name, node string) *coredogv1.CoreDump {
