@@ -12,13 +12,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -27,36 +27,8 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/podresolve"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/controllers/throttle"
-)
-
-// Event reasons.
-const (
-	// EventCoreDumped is recorded on the pod that crashed (and on the CoreDump when no pod is known).
-	EventCoreDumped = "CoreDumped"
-	// EventUploadFailed is recorded on a CoreDump whose upload failed for good.
-	EventUploadFailed = "UploadFailed"
-	// EventUploadRetrying is recorded on a CoreDump whose uploads keep
-	// failing (warnAfterAttempts in a row), once: a store that is down or a
-	// bucket that is gone would otherwise show only in the status until the
-	// last attempt, hours later.
-	EventUploadRetrying = "UploadRetrying"
-	// EventThrottled is recorded on a CoreDump the rate limit refused.
-	EventThrottled = "Throttled"
-	// EventCleanupFailed is recorded when stored objects could not be deleted.
-	EventCleanupFailed = "CleanupFailed"
-)
-
-// Reasons on CoreDump status and conditions, besides the skip reasons in the API package.
-const (
-	ReasonUploaded       = "Uploaded"
-	ReasonUploadPending  = "UploadPending"
-	ReasonUploadRetrying = "UploadRetrying"
-	ReasonUploadFailed   = "UploadFailed"
-	ReasonPolicyNotFound = "PolicyNotFound"
-	ReasonResolved       = "Resolved"
-	ReasonUnresolved     = "Unresolved"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // Indexes on cached objects.
@@ -149,12 +121,12 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 	cd.Status.ObservedGeneration = cd.Generation
 	r.setLabels(&cd)
-	if terminal(cd.Status.Phase) {
+	if cd.Status.Phase.IsFinal() {
 		return r.notify(ctx, &cd, policy, untilExpiry), nil
 	}
 	if policy == nil {
 		cd.Status.Message = fmt.Sprintf("CoreDumpPolicy %s does not exist; the dump waits on node %s", cd.Spec.PolicyName, cd.Spec.NodeName)
-		cd.Status.Reason = ReasonPolicyNotFound
+		cd.Status.Reason = coredogv1.ReasonPolicyNotFound
 		return ctrl.Result{RequeueAfter: time.Minute}, nil
 	}
 	if cd.Status.Pod == nil {
@@ -172,7 +144,7 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if reason != "" {
 			r.finish(ctx, &cd, coredogv1.PhaseSkipped, reason, msg)
 			if reason == coredogv1.ReasonThrottled {
-				r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventThrottled, "Throttle", "%s", msg)
+				r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventThrottled, "Throttle", "%s", msg)
 			}
 			return untilExpiry, nil
 		}
@@ -180,16 +152,16 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if err != nil {
 			// A template that renders an unsafe key for this dump: nothing to retry.
 			r.finish(ctx, &cd, coredogv1.PhaseFailed, coredogv1.ReasonInvalidKeyTemplate, err.Error())
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", err.Error())
+			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", err.Error())
 			return untilExpiry, nil
 		}
 		// The key is fixed before the first attempt, so that every retry,
 		// by this manager or the next leader, writes the same objects.
 		cd.Status.Phase = coredogv1.PhaseUploading
 		cd.Status.Storage = key
-		cd.Status.Reason = ReasonUploadPending
+		cd.Status.Reason = coredogv1.ReasonUploadPending
 		cd.Status.Message = "Waiting to stream the dump from its agent into " + key.URL
-		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadPending, cd.Status.Message)
+		setCondition(&cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadPending, cd.Status.Message)
 		return ctrl.Result{Requeue: true}, nil
 	}
 
@@ -214,17 +186,17 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if cd.Status.Attempts >= r.MaxAttempts {
 			cd.Status.NextAttemptAt = nil
 			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
-			r.finish(ctx, &cd, coredogv1.PhaseFailed, ReasonUploadFailed, msg)
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", msg)
+			r.finish(ctx, &cd, coredogv1.PhaseFailed, coredogv1.ReasonUploadFailed, msg)
+			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", msg)
 			return untilExpiry, nil
 		}
 		delay := backoff(cd.Status.Attempts)
 		cd.Status.NextAttemptAt = &metav1.Time{Time: r.now().Add(delay)}
-		cd.Status.Reason = ReasonUploadRetrying
+		cd.Status.Reason = coredogv1.ReasonUploadRetrying
 		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
-		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadRetrying, cd.Status.Message)
+		setCondition(&cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadRetrying, cd.Status.Message)
 		if cd.Status.Attempts == min(warnAfterAttempts, r.MaxAttempts-1) {
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadRetrying, "Upload",
+			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadRetrying, "Upload",
 				"Upload failed %d times; the dump stays on node %s and is retried with backoff (up to %d attempts): %v",
 				cd.Status.Attempts, cd.Spec.NodeName, r.MaxAttempts, err)
 		}
@@ -234,8 +206,8 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	cd.Status.NextAttemptAt = nil
 	cd.Status.Attempts++
 	cd.Status.Storage = stored
-	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), crashTime(&cd), stored.UploadedAt.Time)
-	r.finish(ctx, &cd, coredogv1.PhaseUploaded, ReasonUploaded, "Stored at "+stored.URL)
+	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), cd.CrashTime(), stored.UploadedAt.Time)
+	r.finish(ctx, &cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)
 	return untilExpiry, nil
 }
 
@@ -246,7 +218,7 @@ func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump,
 	if phase == coredogv1.PhaseUploaded {
 		status = metav1.ConditionTrue
 	}
-	r.setCondition(cd, coredogv1.ConditionUploaded, status, reason, msg)
+	setCondition(cd, r.now(), coredogv1.ConditionUploaded, status, reason, msg)
 	ns := ""
 	if cd.Status.Pod != nil {
 		ns = cd.Status.Pod.Namespace
@@ -342,16 +314,16 @@ func (r *CoreDumpReconciler) tellPod(ctx context.Context, cd *coredogv1.CoreDump
 	}
 	ref := cd.Status.Pod
 	if ref == nil || ref.Name == "" {
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, EventCoreDumped, "Capture", "%s on node %s; owner unknown; %s", what, cd.Spec.NodeName, where)
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "%s on node %s; owner unknown; %s", what, cd.Spec.NodeName, where)
 		return
 	}
 	var pod corev1.Pod
 	if err := r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod); err != nil || string(pod.UID) != ref.UID {
 		// The pod is gone (or was replaced); the CoreDump keeps the record.
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, EventCoreDumped, "Capture", "%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
 		return
 	}
-	r.Recorder.Eventf(&pod, cd, corev1.EventTypeNormal, EventCoreDumped, "Capture", "Container %s: %s; core dump %s %s", orUnknown(ref.Container), what, cd.Name, where)
+	r.Recorder.Eventf(&pod, cd, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "Container %s: %s; core dump %s %s", orUnknown(ref.Container), what, cd.Name, where)
 }
 
 func (r *CoreDumpReconciler) policy(ctx context.Context, name string) (*coredogv1.CoreDumpPolicy, error) {
@@ -386,7 +358,7 @@ func (r *CoreDumpReconciler) resolvePod(ctx context.Context, cd *coredogv1.CoreD
 	res := podresolve.Resolve(crash, pods.Items, terminationWindow)
 	ref := &coredogv1.PodReference{ResolvedBy: res.ResolvedBy}
 	status := metav1.ConditionFalse
-	reason := ReasonUnresolved
+	reason := coredogv1.ReasonUnresolved
 	if res.Pod != nil {
 		ref.Namespace, ref.Name, ref.UID = res.Pod.Namespace, res.Pod.Name, string(res.Pod.UID)
 		ref.Container, ref.Image, ref.ImageID = res.Container, res.Image, res.ImageID
@@ -395,10 +367,10 @@ func (r *CoreDumpReconciler) resolvePod(ctx context.Context, cd *coredogv1.CoreD
 			return fmt.Errorf("resolving the workload of pod %s: %w", klog.KObj(res.Pod), err)
 		}
 		ref.WorkloadKind, ref.WorkloadName = w.Kind, w.Name
-		status, reason = metav1.ConditionTrue, ReasonResolved
+		status, reason = metav1.ConditionTrue, coredogv1.ReasonResolved
 	}
 	cd.Status.Pod = ref
-	r.setCondition(cd, coredogv1.ConditionPodResolved, status, reason, res.Message)
+	setCondition(cd, r.now(), coredogv1.ConditionPodResolved, status, reason, res.Message)
 	return nil
 }
 
@@ -421,7 +393,7 @@ func (r *CoreDumpReconciler) decide(ctx context.Context, cd *coredogv1.CoreDump,
 	if !ok {
 		rl := p.Spec.Limits.RateLimit
 		return coredogv1.ReasonThrottled, fmt.Sprintf("More than %d dumps of %s with signature %s within %s; counted, not stored",
-			derefInt32(rl.Count, 5), workloadOf(cd), cd.Spec.Signature, durationOr(rl.Window, time.Hour)), nil
+			ptr.Deref(rl.Count, coredogv1.DefaultRateLimitCount), workloadOf(cd), cd.Spec.Signature, durationOr(rl.Window, coredogv1.DefaultRateLimitWindow)), nil
 	}
 	return "", "", nil
 }
@@ -481,7 +453,7 @@ func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.
 	for i := range list.Items {
 		others = append(others, throttleDump(&list.Items[i]))
 	}
-	return throttle.Allowed(throttleDump(cd), others, int(derefInt32(rl.Count, 5)), durationOr(rl.Window, time.Hour)), nil
+	return throttle.Allowed(throttleDump(cd), others, int(ptr.Deref(rl.Count, coredogv1.DefaultRateLimitCount)), durationOr(rl.Window, coredogv1.DefaultRateLimitWindow)), nil
 }
 
 func throttleDump(cd *coredogv1.CoreDump) throttle.Dump {
@@ -525,7 +497,7 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 			ctrl.LoggerFrom(ctx).Info("Deleting stored objects failed; retrying", "attempt", n, "err", err.Error())
 			return ctrl.Result{RequeueAfter: backoff(int32(n))}, nil
 		}
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventCleanupFailed, "Delete",
 			"Giving up deleting the stored dump after %d attempts; remove it by hand: %v", n, err)
 	}
 	r.mu.Lock()
@@ -598,13 +570,6 @@ func (r *CoreDumpReconciler) writeBack(ctx context.Context, orig, cd *coredogv1.
 	return errors.Join(errs...)
 }
 
-func (r *CoreDumpReconciler) setCondition(cd *coredogv1.CoreDump, typ string, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&cd.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: truncate(msg, 32768),
-		ObservedGeneration: cd.Generation, LastTransitionTime: metav1.NewTime(r.now()),
-	})
-}
-
 func (r *CoreDumpReconciler) now() time.Time {
 	if r.Clock == nil {
 		return time.Now()
@@ -639,10 +604,6 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	})
 }
 
-func terminal(p coredogv1.Phase) bool {
-	return p == coredogv1.PhaseUploaded || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseFailed
-}
-
 // backoff is 1s, 2s, 4s, ... capped at five minutes.
 func backoff(attempt int32) time.Duration {
 	if attempt < 1 {
@@ -657,9 +618,9 @@ func backoff(attempt int32) time.Duration {
 
 func ttlOf(p *coredogv1.CoreDumpPolicy) time.Duration {
 	if p == nil {
-		return 720 * time.Hour
+		return coredogv1.DefaultRetentionTTL
 	}
-	return durationOr(p.Spec.Retention.TTL, 720*time.Hour)
+	return durationOr(p.Spec.Retention.TTL, coredogv1.DefaultRetentionTTL)
 }
 
 func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
@@ -667,20 +628,6 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 		return def
 	}
 	return d.Duration
-}
-
-func derefInt32(p *int32, def int32) int32 {
-	if p == nil {
-		return def
-	}
-	return *p
-}
-
-func crashTime(cd *coredogv1.CoreDump) time.Time {
-	if t := cd.Spec.Process.DumpedAt; t != nil {
-		return t.Time
-	}
-	return cd.Spec.DetectedAt.Time
 }
 
 func orUnknown(s string) string {

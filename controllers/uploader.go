@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,9 +19,9 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentclient"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // OpenStoreFunc opens a store; tests may swap it.
@@ -81,7 +82,7 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	f := storage.KeyFields{
 		Node: cd.Spec.NodeName, Executable: cd.Spec.Process.Executable, Signal: int(cd.Spec.Process.Signal),
 		SignalName: cd.Spec.Process.SignalName, Signature: cd.Spec.Signature, Name: cd.Name,
-		Time: crashTime(cd).UTC().Format(timeLayout),
+		Time: cd.CrashTime().UTC().Format(timeLayout),
 	}
 	if ref := cd.Status.Pod; ref != nil {
 		f.Namespace, f.Pod, f.Container = ref.Namespace, ref.Name, ref.Container
@@ -93,10 +94,7 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	if err != nil {
 		return nil, err
 	}
-	compression := p.Spec.Storage.Compression
-	if compression == "" {
-		compression = coredogv1.CompressionZstd
-	}
+	compression := cmp.Or(p.Spec.Storage.Compression, coredogv1.DefaultCompression)
 	key += extension(compression)
 	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
 }

@@ -19,7 +19,7 @@ import (
 
 // done reports whether the node's copy of a dump may go.
 func done(cd *coredogv1.CoreDump) bool {
-	return cd.Status.Phase == coredogv1.PhaseUploaded || cd.Status.Phase == coredogv1.PhaseSkipped
+	return cd.Status.Phase.NodeMayRelease()
 }
 
 // cachedDump is what a watch-list's first snapshot keeps of each CoreDump

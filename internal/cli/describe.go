@@ -18,11 +18,6 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
-// eventCoreDumped is the reason of the controller's event on a crashed pod
-// (controllers.EventCoreDumped; not imported, to keep the controller's
-// dependencies out of the plugin).
-const eventCoreDumped = "CoreDumped"
-
 func describeCommand() command {
 	return command{
 		name:    "describe",
@@ -137,7 +132,7 @@ func (a *app) dumpEvents(ctx context.Context, cd *coredogv1.CoreDump) ([]eventsv
 	}
 	if p := podRef(cd); p.Name != "" && p.Namespace != "" {
 		var onPod eventsv1.EventList
-		err := c.List(ctx, &onPod, client.InNamespace(p.Namespace), client.MatchingFields{"regarding.name": p.Name, "reason": eventCoreDumped})
+		err := c.List(ctx, &onPod, client.InNamespace(p.Namespace), client.MatchingFields{"regarding.name": p.Name, "reason": coredogv1.EventCoreDumped})
 		if err != nil {
 			return out, apiError(err, "listing the pod's events")
 		}
@@ -219,7 +214,7 @@ func RenderDescription(w io.Writer, d Description, now time.Time) {
 	if cd.Status.Message != "" {
 		p.line(0, "Message", cd.Status.Message)
 	}
-	crashed := metav1.NewTime(crashTime(cd))
+	crashed := metav1.NewTime(cd.CrashTime())
 	p.line(0, "Crashed", when(&crashed))
 	p.line(0, "Node", cd.Spec.NodeName)
 	p.line(0, "Policy", cd.Spec.PolicyName)

@@ -52,7 +52,7 @@ func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 			workloads[key] = map[string]bool{}
 			keys = append(keys, key)
 		}
-		t := crashTime(cd)
+		t := cd.CrashTime()
 		if g.Count == 0 || t.Before(g.FirstSeen) {
 			g.FirstSeen = t
 		}
@@ -99,7 +99,7 @@ func affected(cd *coredogv1.CoreDump) string {
 // next to the prompt), then by namespace and name.
 func sortDumps(dumps []coredogv1.CoreDump) {
 	sort.SliceStable(dumps, func(i, j int) bool {
-		ti, tj := crashTime(&dumps[i]), crashTime(&dumps[j])
+		ti, tj := dumps[i].CrashTime(), dumps[j].CrashTime()
 		if !ti.Equal(tj) {
 			return ti.Before(tj)
 		}

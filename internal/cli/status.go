@@ -162,7 +162,7 @@ func RenderStatus(w io.Writer, r StatusReport, now time.Time) {
 			if p.Name != "" {
 				pod = p.Namespace + "/" + p.Name
 			}
-			row(tw, "  "+qualifiedName(cd, r.WithNamespace), pod, cd.Spec.NodeName, phase(cd), age(now, crashTime(cd)),
+			row(tw, "  "+qualifiedName(cd, r.WithNamespace), pod, cd.Spec.NodeName, phase(cd), age(now, cd.CrashTime()),
 				strconv.Itoa(int(cd.Status.Attempts)), orNone(truncate(cd.Status.Message, maxMessage), "-"))
 		}
 		tw.Flush()

@@ -54,7 +54,7 @@ func sfWaitRetrying(t *testing.T, n *node, files []fxFile, min int32, timeout ti
 			cd := byFile[f.name][0]
 			g.Expect(cd.Status.Phase).To(Equal(coredogv1.PhaseUploading), "%s: %s", f.name, cd.Status.Message)
 			g.Expect(cd.Status.Attempts).To(BeNumerically(">=", min), "%s: %s", f.name, cd.Status.Message)
-			g.Expect(cd.Status.Reason).To(Equal(controllers.ReasonUploadRetrying))
+			g.Expect(cd.Status.Reason).To(Equal(coredogv1.ReasonUploadRetrying))
 			msgs[f.name] = cd.Status.Message
 		}
 	}).WithTimeout(timeout).WithPolling(200 * time.Millisecond).Should(Succeed())
@@ -260,7 +260,7 @@ func TestFaultStorageBucketDeleted(t *testing.T) {
 	}
 	var warnings map[string][]string
 	NewWithT(t).Eventually(func(g Gomega) {
-		warnings = sfWarnings(g, controllers.EventUploadRetrying)
+		warnings = sfWarnings(g, coredogv1.EventUploadRetrying)
 		byFile := n.dumpsByFile(g)
 		for _, f := range files {
 			g.Expect(warnings[byFile[f.name][0].Name]).To(HaveLen(1), "Warning events on the CoreDump of %s", f.name)
