@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -296,7 +295,7 @@ func storedDumpLink(u *Uploader) notify.LinkFunc {
 func dumpsSharingBudget(c client.Reader, namespace string) notify.PeersFunc {
 	return func(ctx context.Context, cd *coredogv1.CoreDump) ([]coredogv1.CoreDump, error) {
 		var list coredogv1.CoreDumpList
-		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)}); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexDumpSigKey: throttle.Key(cd)}); err != nil {
 			return nil, err
 		}
 		return list.Items, nil
@@ -391,9 +390,9 @@ func (r *CoreDumpReconciler) decide(ctx context.Context, cd *coredogv1.CoreDump,
 		return "", "", err
 	}
 	if !ok {
-		rl := p.Spec.Limits.RateLimit
+		count, window := throttle.Limit(p)
 		return coredogv1.ReasonThrottled, fmt.Sprintf("More than %d dumps of %s with signature %s within %s; counted, not stored",
-			ptr.Deref(rl.Count, coredogv1.DefaultRateLimitCount), workloadOf(cd), cd.Spec.Signature, durationOr(rl.Window, coredogv1.DefaultRateLimitWindow)), nil
+			count, throttle.Workload(cd), cd.Spec.Signature, window), nil
 	}
 	return "", "", nil
 }
@@ -441,43 +440,19 @@ func (r *CoreDumpReconciler) selected(ctx context.Context, cd *coredogv1.CoreDum
 }
 
 func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (bool, error) {
-	rl := p.Spec.Limits.RateLimit
 	var list coredogv1.CoreDumpList
 	// Read-only and without copies: a crash loop or a mass crash puts
 	// thousands of dumps under one key, and each decision reads them all.
-	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)},
+	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: throttle.Key(cd)},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return false, fmt.Errorf("listing dumps with the same signature: %w", err)
 	}
 	others := make([]throttle.Dump, 0, len(list.Items))
 	for i := range list.Items {
-		others = append(others, throttleDump(&list.Items[i]))
+		others = append(others, throttle.Of(&list.Items[i]))
 	}
-	return throttle.Allowed(throttleDump(cd), others, int(ptr.Deref(rl.Count, coredogv1.DefaultRateLimitCount)), durationOr(rl.Window, coredogv1.DefaultRateLimitWindow)), nil
-}
-
-func throttleDump(cd *coredogv1.CoreDump) throttle.Dump {
-	p := cd.Status.Phase
-	return throttle.Dump{Name: cd.Name, Created: cd.CreationTimestamp.Time, Key: rateKey(cd),
-		Excluded: p == coredogv1.PhaseSkipped,
-		Spent:    p == coredogv1.PhaseUploading || p == coredogv1.PhaseUploaded || p == coredogv1.PhaseFailed}
-}
-
-// rateKey is the rate-limit budget a dump draws on: its policy, workload and signature.
-func rateKey(cd *coredogv1.CoreDump) string {
-	return cd.Spec.PolicyName + "|" + workloadOf(cd) + "|" + cd.Spec.Signature
-}
-
-func workloadOf(cd *coredogv1.CoreDump) string {
-	ref := cd.Status.Pod
-	switch {
-	case ref == nil || ref.Name == "":
-		return "unresolved on " + cd.Spec.NodeName
-	case ref.WorkloadKind == "" || ref.WorkloadKind == "Pod":
-		return ref.Namespace + "/Pod/" + ref.Name
-	default:
-		return ref.Namespace + "/" + ref.WorkloadKind + "/" + ref.WorkloadName
-	}
+	count, window := throttle.Limit(p)
+	return throttle.Allowed(throttle.Of(cd), others, int(count), window), nil
 }
 
 // reconcileDelete removes the stored objects, then the finalizer.
@@ -600,7 +575,7 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return err
 	}
 	return idx.IndexField(ctx, &coredogv1.CoreDump{}, indexDumpSigKey, func(o client.Object) []string {
-		return []string{rateKey(o.(*coredogv1.CoreDump))}
+		return []string{throttle.Key(o.(*coredogv1.CoreDump))}
 	})
 }
 
