@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +26,7 @@ import (
 	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/podresolve"
 	"github.com/coredog/coredog/controllers/throttle"
-	"github.com/coredog/coredog/internal/storage"
+	"github.com/coredog/coredog/controllers/upload"
 )
 
 // Indexes on cached objects.
@@ -39,6 +38,9 @@ const (
 	backoffBase       = time.Second
 	backoffCap        = 5 * time.Minute
 	cleanupGiveUp     = 10
+	// startUploadDelay brings a dump that just went Uploading back for its
+	// first attempt; the status patch's watch event usually comes first.
+	startUploadDelay = 10 * time.Millisecond
 	// warnAfterAttempts failed uploads in a row raise a Warning event: one
 	// failed attempt is mostly a blip (an agent restarting), three span
 	// several seconds of backoff.
@@ -57,16 +59,13 @@ type CoreDumpReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Namespace string
-	Uploader  *Uploader
+	Uploader  *upload.Uploader
 	// MaxAttempts is how many failed uploads make a dump Failed.
 	MaxAttempts int32
 	// MaxConcurrent bounds parallel reconciles, and so parallel uploads.
 	MaxConcurrent int
-	// StallTimeout gives up an upload attempt that made no progress for
-	// this long (see DefaultUploadStallTimeout); 0 means the default.
-	StallTimeout time.Duration
-	Clock        clock.PassiveClock
-	Metrics      *Metrics
+	Clock         clock.PassiveClock
+	Metrics       *Metrics
 	// Notifier tells the policy's notification sinks about dumps in a final
 	// phase; nil sends none.
 	Notifier *notify.Notifier
@@ -84,9 +83,10 @@ type CoreDumpReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get
 
-// Reconcile moves one CoreDump along.
+// Reconcile moves one CoreDump along: finalizer first, deletion, then the
+// function of the dump's phase; status, labels and annotations are written
+// once, at the end, when they changed.
 func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	log := ctrl.LoggerFrom(ctx)
 	var cd coredogv1.CoreDump
 	if err := r.Get(ctx, req.NamespacedName, &cd); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -106,12 +106,18 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	orig := cd.DeepCopy()
 	defer func() { retErr = errors.Join(retErr, r.writeBack(ctx, orig, &cd)) }()
+	return r.reconcileNormal(ctx, &cd, policy)
+}
 
+// reconcileNormal deletes a dump whose retention has passed, and otherwise
+// hands it to the function of its phase. Every phase but Uploading's backoff
+// comes back at the latest when the retention ends.
+func (r *CoreDumpReconciler) reconcileNormal(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
 	now := r.now()
 	expires := cd.CreationTimestamp.Add(ttlOf(policy))
 	if !now.Before(expires) {
-		log.Info("Deleting CoreDump: its retention has passed", "ttl", ttlOf(policy).String())
-		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &cd))
+		ctrl.LoggerFrom(ctx).Info("Deleting CoreDump: its retention has passed", "ttl", ttlOf(policy).String())
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, cd))
 	}
 	untilExpiry := ctrl.Result{RequeueAfter: expires.Sub(now)}
 
@@ -119,9 +125,9 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		cd.Status.Phase = coredogv1.PhasePending
 	}
 	cd.Status.ObservedGeneration = cd.Generation
-	r.setLabels(&cd)
+	r.setLabels(cd)
 	if cd.Status.Phase.IsFinal() {
-		return r.notify(ctx, &cd, policy, untilExpiry), nil
+		return r.reconcileFinal(ctx, cd, policy, untilExpiry), nil
 	}
 	if policy == nil {
 		cd.Status.Message = fmt.Sprintf("CoreDumpPolicy %s does not exist; the dump waits on node %s", cd.Spec.PolicyName, cd.Spec.NodeName)
@@ -129,84 +135,88 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: time.Minute}, nil
 	}
 	if cd.Status.Pod == nil {
-		if err := r.resolvePod(ctx, &cd); err != nil {
+		if err := r.resolvePod(ctx, cd); err != nil {
 			return ctrl.Result{}, err
 		}
-		r.setLabels(&cd)
+		r.setLabels(cd)
 	}
-
 	if cd.Status.Phase == coredogv1.PhasePending {
-		reason, msg, err := r.decide(ctx, &cd, policy)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		if reason != "" {
-			r.finish(ctx, &cd, coredogv1.PhaseSkipped, reason, msg)
-			if reason == coredogv1.ReasonThrottled {
-				r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventThrottled, "Throttle", "%s", msg)
-			}
-			return untilExpiry, nil
-		}
-		key, err := r.Uploader.Key(&cd, policy)
-		if err != nil {
-			// A template that renders an unsafe key for this dump: nothing to retry.
-			r.finish(ctx, &cd, coredogv1.PhaseFailed, coredogv1.ReasonInvalidKeyTemplate, err.Error())
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", err.Error())
-			return untilExpiry, nil
-		}
-		// The key is fixed before the first attempt, so that every retry,
-		// by this manager or the next leader, writes the same objects.
-		cd.Status.Phase = coredogv1.PhaseUploading
-		cd.Status.Storage = key
-		cd.Status.Reason = coredogv1.ReasonUploadPending
-		cd.Status.Message = "Waiting to stream the dump from its agent into " + key.URL
-		setCondition(&cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadPending, cd.Status.Message)
-		return ctrl.Result{Requeue: true}, nil
+		return r.reconcilePending(ctx, cd, policy, untilExpiry)
 	}
+	return r.reconcileUploading(ctx, cd, policy, untilExpiry)
+}
 
-	// Uploading. The failed attempt's status update comes back as a watch
-	// event that reconciles the dump at once: the backoff is waited out here.
+// reconcilePending applies the policy's filters and limits: a dump they
+// refuse is Skipped; one they keep gets its storage key and goes Uploading.
+func (r *CoreDumpReconciler) reconcilePending(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, untilExpiry ctrl.Result) (ctrl.Result, error) {
+	reason, msg, err := r.decide(ctx, cd, policy)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if reason != "" {
+		r.finish(ctx, cd, coredogv1.PhaseSkipped, reason, msg)
+		if reason == coredogv1.ReasonThrottled {
+			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventThrottled, "Throttle", "%s", msg)
+		}
+		return untilExpiry, nil
+	}
+	key, err := r.Uploader.Key(cd, policy)
+	if err != nil {
+		// A template that renders an unsafe key for this dump: nothing to retry.
+		r.finish(ctx, cd, coredogv1.PhaseFailed, coredogv1.ReasonInvalidKeyTemplate, err.Error())
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", err.Error())
+		return untilExpiry, nil
+	}
+	// The key is fixed before the first attempt, so that every retry,
+	// by this manager or the next leader, writes the same objects.
+	cd.Status.Phase = coredogv1.PhaseUploading
+	cd.Status.Storage = key
+	cd.Status.Reason = coredogv1.ReasonUploadPending
+	cd.Status.Message = "Waiting to stream the dump from its agent into " + key.URL
+	setCondition(cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadPending, cd.Status.Message)
+	return ctrl.Result{RequeueAfter: startUploadDelay}, nil
+}
+
+// reconcileUploading makes one upload attempt once the backoff of the last
+// failed one has passed: success makes the dump Uploaded, the last allowed
+// failure Failed, any other failure schedules the next attempt.
+func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, untilExpiry ctrl.Result) (ctrl.Result, error) {
+	// The failed attempt's status update comes back as a watch event that
+	// reconciles the dump at once: the backoff is waited out here.
 	if at := cd.Status.NextAttemptAt; at != nil {
 		if wait := at.Sub(r.now()); wait > 0 {
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 	}
 	start := r.now()
-	stall := r.StallTimeout
-	if stall <= 0 {
-		stall = DefaultUploadStallTimeout
-	}
-	actx, stop := watchStall(ctx, stall)
-	stored, err := r.Uploader.Upload(actx, &cd, policy)
-	err = stallError(actx, err)
-	stop()
+	stored, err := r.Uploader.Upload(ctx, cd, policy)
 	if err != nil {
 		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {
 			cd.Status.NextAttemptAt = nil
 			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
-			r.finish(ctx, &cd, coredogv1.PhaseFailed, coredogv1.ReasonUploadFailed, msg)
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", msg)
+			r.finish(ctx, cd, coredogv1.PhaseFailed, coredogv1.ReasonUploadFailed, msg)
+			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", msg)
 			return untilExpiry, nil
 		}
 		delay := backoff(cd.Status.Attempts)
 		cd.Status.NextAttemptAt = &metav1.Time{Time: r.now().Add(delay)}
 		cd.Status.Reason = coredogv1.ReasonUploadRetrying
 		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
-		setCondition(&cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadRetrying, cd.Status.Message)
+		setCondition(cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadRetrying, cd.Status.Message)
 		if cd.Status.Attempts == min(warnAfterAttempts, r.MaxAttempts-1) {
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadRetrying, "Upload",
+			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadRetrying, "Upload",
 				"Upload failed %d times; the dump stays on node %s and is retried with backoff (up to %d attempts): %v",
 				cd.Status.Attempts, cd.Spec.NodeName, r.MaxAttempts, err)
 		}
-		log.Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
+		ctrl.LoggerFrom(ctx).Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
 		return ctrl.Result{RequeueAfter: delay}, nil
 	}
 	cd.Status.NextAttemptAt = nil
 	cd.Status.Attempts++
 	cd.Status.Storage = stored
 	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), cd.CrashTime(), stored.UploadedAt.Time)
-	r.finish(ctx, &cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)
+	r.finish(ctx, cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)
 	return untilExpiry, nil
 }
 
@@ -242,14 +252,14 @@ func (r *CoreDumpReconciler) markNotificationsDue(ctx context.Context, cd *cored
 	r.Notifier.MarkDue(ctx, cd, p)
 }
 
-// notify queues the notifications a dump in its final phase still owes.
-// It never fails or delays the reconcile: notification trouble only shows
-// in the policy's NotificationsReady condition and in the log.
-func (r *CoreDumpReconciler) notify(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, res ctrl.Result) ctrl.Result {
+// reconcileFinal queues the notifications a dump in its final phase still
+// owes. It never fails or delays the reconcile: notification trouble only
+// shows in the policy's NotificationsReady condition and in the log.
+func (r *CoreDumpReconciler) reconcileFinal(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, res ctrl.Result) ctrl.Result {
 	if r.Notifier == nil || p == nil {
 		return res
 	}
-	wait, err := r.Notifier.Reconcile(ctx, cd, p)
+	wait, err := r.Notifier.QueuePending(ctx, cd, p)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Info("Queueing notifications failed; trying again later", "err", err.Error())
 		wait = 30 * time.Second
@@ -258,36 +268,6 @@ func (r *CoreDumpReconciler) notify(ctx context.Context, cd *coredogv1.CoreDump,
 		res.RequeueAfter = wait
 	}
 	return res
-}
-
-// storedDumpLink signs a download link for a stored dump with the policy's
-// storage credentials; stores that cannot sign (file://) give the stored
-// location, which does not expire.
-func storedDumpLink(u *Uploader) notify.LinkFunc {
-	return func(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, expiry time.Duration) (string, time.Time, error) {
-		st := cd.Status.Storage
-		if st == nil || st.Key == "" {
-			return "", time.Time{}, errors.New("the dump is not stored")
-		}
-		loc, store, err := u.open(ctx, p)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		defer store.Close()
-		key, ok := strings.CutPrefix(st.Key, loc.Prefix)
-		if !ok || loc.ObjectURL(key) != st.URL {
-			return "", time.Time{}, fmt.Errorf("the policy's storage moved; %s cannot be signed", st.URL)
-		}
-		expires := u.now().Add(expiry)
-		link, err := store.SignedURL(ctx, key, expiry)
-		if errors.Is(err, storage.ErrSignedURLUnsupported) {
-			return st.URL, time.Time{}, nil
-		}
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		return link, expires, nil
-	}
 }
 
 // dumpsSharingBudget lists the CoreDumps that draw on the same rate-limit

@@ -246,12 +246,12 @@ func (n *Notifier) MarkDue(ctx context.Context, cd *coredogv1.CoreDump, p *cored
 	cd.Annotations[coredogv1.AnnotationNotify] = joinList(due)
 }
 
-// Reconcile queues the notifications a CoreDump in its final phase still
+// QueuePending queues the notifications a CoreDump in its final phase still
 // owes. It never blocks and never sends; it returns when the dump should
 // be looked at again (0: not for notifications). It may set the
 // coredog.io/notify-summarized-by annotation on a throttled dump, which the
 // caller writes.
-func (n *Notifier) Reconcile(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (time.Duration, error) {
+func (n *Notifier) QueuePending(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (time.Duration, error) {
 	pending := n.pendingSinks(cd, p)
 	if len(pending) == 0 {
 		return 0, nil

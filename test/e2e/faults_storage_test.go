@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/controllers"
+	"github.com/coredog/coredog/controllers/upload"
 	"github.com/coredog/coredog/test/localcluster"
 )
 
@@ -334,7 +334,7 @@ func sfRestartManager(t *testing.T, extra ...string) {
 // to the file, nothing else in the bucket, the node's file deleted.
 func TestFaultStorageHangs(t *testing.T) {
 	g := NewWithT(t)
-	stall := faultScale(10*time.Second, controllers.DefaultUploadStallTimeout)
+	stall := faultScale(10*time.Second, upload.DefaultStallTimeout)
 	if !fullFaults() {
 		sfRestartManager(t, "--upload-stall-timeout", stall.String())
 	}
@@ -352,7 +352,7 @@ func TestFaultStorageHangs(t *testing.T) {
 			break
 		}
 	}
-	g.Expect(gaveUp).To(ContainSubstring(controllers.ErrUploadStalled.Error()), "the first attempt should be given up as stalled")
+	g.Expect(gaveUp).To(ContainSubstring(upload.ErrStalled.Error()), "the first attempt should be given up as stalled")
 	g.Expect(rule.Fired()).To(Equal(1))
 	cd := out.dumps[f.name]
 	t.Logf("Uploaded %s after the drop (attempts %d), with the stall timeout at %s", out.converged.Round(time.Millisecond), cd.Status.Attempts, stall)
