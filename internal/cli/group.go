@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -70,7 +72,10 @@ func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 	groups := make([]Group, 0, len(keys))
 	for _, k := range keys {
 		g := byKey[k]
-		g.Workloads = sortedKeys(workloads[k])
+		g.Workloads = slices.Sorted(maps.Keys(workloads[k]))
+		if g.Workloads == nil {
+			g.Workloads = []string{} // -o json prints [], not null, for no known workload
+		}
 		groups = append(groups, *g)
 	}
 	sort.SliceStable(groups, func(i, j int) bool {
