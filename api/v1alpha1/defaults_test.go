@@ -34,6 +34,7 @@ func TestDefaultsMatchCRD(t *testing.T) {
 		{spec + "limits.rateLimit.count", DefaultRateLimitCount},
 		{spec + "limits.rateLimit.window", DefaultRateLimitWindow},
 		{spec + "retention.ttl", DefaultRetentionTTL},
+		{sink + "on", DefaultNotifyOn()},
 		{sink + "linkExpiry", DefaultLinkExpiry},
 		{sink + "secretRef.key", DefaultSinkURLKey},
 		{sink + "signingSecretRef.key", DefaultSigningSecretKey},
@@ -48,6 +49,10 @@ func TestDefaultsMatchCRD(t *testing.T) {
 			d, err := time.ParseDuration(fmt.Sprint(got))
 			if err != nil || d != want {
 				t.Errorf("%s: the CRD's default is %v, the Go constant %v", tc.path, got, want)
+			}
+		case []NotificationTrigger:
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%s: the CRD's default is %v, the Go default %v", tc.path, got, want)
 			}
 		case int32:
 			if n, ok := got.(float64); !ok || n != float64(want) {

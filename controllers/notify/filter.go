@@ -12,10 +12,6 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
-// DefaultOn are the phases a sink notifies when its spec names none (the
-// API server defaults them too).
-var DefaultOn = []coredogv1.NotificationTrigger{coredogv1.NotifyOnUploaded, coredogv1.NotifyOnFailed}
-
 // TriggerOf is the trigger a CoreDump in its final phase fires; false for
 // dumps that never notify: not final yet, or left out by the policy's
 // selectors (NotSelected), which promise to ignore those pods.
@@ -41,7 +37,7 @@ func Matches(s *coredogv1.NotificationSink, cd *coredogv1.CoreDump, nsLabels map
 	}
 	on := s.On
 	if len(on) == 0 {
-		on = DefaultOn
+		on = coredogv1.DefaultNotifyOn()
 	}
 	if !slices.Contains(on, trigger) {
 		return false, nil
