@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,36 +25,8 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/podresolve"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/controllers/throttle"
-)
-
-// Event reasons.
-const (
-	// EventCoreDumped is recorded on the pod that crashed (and on the CoreDump when no pod is known).
-	EventCoreDumped = "CoreDumped"
-	// EventUploadFailed is recorded on a CoreDump whose upload failed for good.
-	EventUploadFailed = "UploadFailed"
-	// EventUploadRetrying is recorded on a CoreDump whose uploads keep
-	// failing (warnAfterAttempts in a row), once: a store that is down or a
-	// bucket that is gone would otherwise show only in the status until the
-	// last attempt, hours later.
-	EventUploadRetrying = "UploadRetrying"
-	// EventThrottled is recorded on a CoreDump the rate limit refused.
-	EventThrottled = "Throttled"
-	// EventCleanupFailed is recorded when stored objects could not be deleted.
-	EventCleanupFailed = "CleanupFailed"
-)
-
-// Reasons on CoreDump status and conditions, besides the skip reasons in the API package.
-const (
-	ReasonUploaded       = "Uploaded"
-	ReasonUploadPending  = "UploadPending"
-	ReasonUploadRetrying = "UploadRetrying"
-	ReasonUploadFailed   = "UploadFailed"
-	ReasonPolicyNotFound = "PolicyNotFound"
-	ReasonResolved       = "Resolved"
-	ReasonUnresolved     = "Unresolved"
+	"github.com/coredog/coredog/controllers/upload"
 )
 
 // Indexes on cached objects.
@@ -68,6 +38,9 @@ const (
 	backoffBase       = time.Second
 	backoffCap        = 5 * time.Minute
 	cleanupGiveUp     = 10
+	// startUploadDelay brings a dump that just went Uploading back for its
+	// first attempt; the status patch's watch event usually comes first.
+	startUploadDelay = 10 * time.Millisecond
 	// warnAfterAttempts failed uploads in a row raise a Warning event: one
 	// failed attempt is mostly a blip (an agent restarting), three span
 	// several seconds of backoff.
@@ -86,16 +59,13 @@ type CoreDumpReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Namespace string
-	Uploader  *Uploader
+	Uploader  *upload.Uploader
 	// MaxAttempts is how many failed uploads make a dump Failed.
 	MaxAttempts int32
 	// MaxConcurrent bounds parallel reconciles, and so parallel uploads.
 	MaxConcurrent int
-	// StallTimeout gives up an upload attempt that made no progress for
-	// this long (see DefaultUploadStallTimeout); 0 means the default.
-	StallTimeout time.Duration
-	Clock        clock.PassiveClock
-	Metrics      *Metrics
+	Clock         clock.PassiveClock
+	Metrics       *Metrics
 	// Notifier tells the policy's notification sinks about dumps in a final
 	// phase; nil sends none.
 	Notifier *notify.Notifier
@@ -113,9 +83,10 @@ type CoreDumpReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get
 
-// Reconcile moves one CoreDump along.
+// Reconcile moves one CoreDump along: finalizer first, deletion, then the
+// function of the dump's phase; status, labels and annotations are written
+// once, at the end, when they changed.
 func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	log := ctrl.LoggerFrom(ctx)
 	var cd coredogv1.CoreDump
 	if err := r.Get(ctx, req.NamespacedName, &cd); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -135,12 +106,18 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	orig := cd.DeepCopy()
 	defer func() { retErr = errors.Join(retErr, r.writeBack(ctx, orig, &cd)) }()
+	return r.reconcileNormal(ctx, &cd, policy)
+}
 
+// reconcileNormal deletes a dump whose retention has passed, and otherwise
+// hands it to the function of its phase. Every phase but Uploading's backoff
+// comes back at the latest when the retention ends.
+func (r *CoreDumpReconciler) reconcileNormal(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
 	now := r.now()
 	expires := cd.CreationTimestamp.Add(ttlOf(policy))
 	if !now.Before(expires) {
-		log.Info("Deleting CoreDump: its retention has passed", "ttl", ttlOf(policy).String())
-		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, &cd))
+		ctrl.LoggerFrom(ctx).Info("Deleting CoreDump: its retention has passed", "ttl", ttlOf(policy).String())
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, cd))
 	}
 	untilExpiry := ctrl.Result{RequeueAfter: expires.Sub(now)}
 
@@ -148,94 +125,98 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		cd.Status.Phase = coredogv1.PhasePending
 	}
 	cd.Status.ObservedGeneration = cd.Generation
-	r.setLabels(&cd)
-	if terminal(cd.Status.Phase) {
-		return r.notify(ctx, &cd, policy, untilExpiry), nil
+	r.setLabels(cd)
+	if cd.Status.Phase.IsFinal() {
+		return r.reconcileFinal(ctx, cd, policy, untilExpiry), nil
 	}
 	if policy == nil {
 		cd.Status.Message = fmt.Sprintf("CoreDumpPolicy %s does not exist; the dump waits on node %s", cd.Spec.PolicyName, cd.Spec.NodeName)
-		cd.Status.Reason = ReasonPolicyNotFound
+		cd.Status.Reason = coredogv1.ReasonPolicyNotFound
 		return ctrl.Result{RequeueAfter: time.Minute}, nil
 	}
 	if cd.Status.Pod == nil {
-		if err := r.resolvePod(ctx, &cd); err != nil {
+		if err := r.resolvePod(ctx, cd); err != nil {
 			return ctrl.Result{}, err
 		}
-		r.setLabels(&cd)
+		r.setLabels(cd)
 	}
-
 	if cd.Status.Phase == coredogv1.PhasePending {
-		reason, msg, err := r.decide(ctx, &cd, policy)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		if reason != "" {
-			r.finish(ctx, &cd, coredogv1.PhaseSkipped, reason, msg)
-			if reason == coredogv1.ReasonThrottled {
-				r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventThrottled, "Throttle", "%s", msg)
-			}
-			return untilExpiry, nil
-		}
-		key, err := r.Uploader.Key(&cd, policy)
-		if err != nil {
-			// A template that renders an unsafe key for this dump: nothing to retry.
-			r.finish(ctx, &cd, coredogv1.PhaseFailed, coredogv1.ReasonInvalidKeyTemplate, err.Error())
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", err.Error())
-			return untilExpiry, nil
-		}
-		// The key is fixed before the first attempt, so that every retry,
-		// by this manager or the next leader, writes the same objects.
-		cd.Status.Phase = coredogv1.PhaseUploading
-		cd.Status.Storage = key
-		cd.Status.Reason = ReasonUploadPending
-		cd.Status.Message = "Waiting to stream the dump from its agent into " + key.URL
-		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadPending, cd.Status.Message)
-		return ctrl.Result{Requeue: true}, nil
+		return r.reconcilePending(ctx, cd, policy, untilExpiry)
 	}
+	return r.reconcileUploading(ctx, cd, policy, untilExpiry)
+}
 
-	// Uploading. The failed attempt's status update comes back as a watch
-	// event that reconciles the dump at once: the backoff is waited out here.
+// reconcilePending applies the policy's filters and limits: a dump they
+// refuse is Skipped; one they keep gets its storage key and goes Uploading.
+func (r *CoreDumpReconciler) reconcilePending(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, untilExpiry ctrl.Result) (ctrl.Result, error) {
+	reason, msg, err := r.decide(ctx, cd, policy)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if reason != "" {
+		r.finish(ctx, cd, coredogv1.PhaseSkipped, reason, msg)
+		if reason == coredogv1.ReasonThrottled {
+			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventThrottled, "Throttle", "%s", msg)
+		}
+		return untilExpiry, nil
+	}
+	key, err := r.Uploader.Key(cd, policy)
+	if err != nil {
+		// A template that renders an unsafe key for this dump: nothing to retry.
+		r.finish(ctx, cd, coredogv1.PhaseFailed, coredogv1.ReasonInvalidKeyTemplate, err.Error())
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", err.Error())
+		return untilExpiry, nil
+	}
+	// The key is fixed before the first attempt, so that every retry,
+	// by this manager or the next leader, writes the same objects.
+	cd.Status.Phase = coredogv1.PhaseUploading
+	cd.Status.Storage = key
+	cd.Status.Reason = coredogv1.ReasonUploadPending
+	cd.Status.Message = "Waiting to stream the dump from its agent into " + key.URL
+	setCondition(cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadPending, cd.Status.Message)
+	return ctrl.Result{RequeueAfter: startUploadDelay}, nil
+}
+
+// reconcileUploading makes one upload attempt once the backoff of the last
+// failed one has passed: success makes the dump Uploaded, the last allowed
+// failure Failed, any other failure schedules the next attempt.
+func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, untilExpiry ctrl.Result) (ctrl.Result, error) {
+	// The failed attempt's status update comes back as a watch event that
+	// reconciles the dump at once: the backoff is waited out here.
 	if at := cd.Status.NextAttemptAt; at != nil {
 		if wait := at.Sub(r.now()); wait > 0 {
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 	}
 	start := r.now()
-	stall := r.StallTimeout
-	if stall <= 0 {
-		stall = DefaultUploadStallTimeout
-	}
-	actx, stop := watchStall(ctx, stall)
-	stored, err := r.Uploader.Upload(actx, &cd, policy)
-	err = stallError(actx, err)
-	stop()
+	stored, err := r.Uploader.Upload(ctx, cd, policy)
 	if err != nil {
 		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {
 			cd.Status.NextAttemptAt = nil
 			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
-			r.finish(ctx, &cd, coredogv1.PhaseFailed, ReasonUploadFailed, msg)
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadFailed, "Upload", "%s", msg)
+			r.finish(ctx, cd, coredogv1.PhaseFailed, coredogv1.ReasonUploadFailed, msg)
+			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", msg)
 			return untilExpiry, nil
 		}
 		delay := backoff(cd.Status.Attempts)
 		cd.Status.NextAttemptAt = &metav1.Time{Time: r.now().Add(delay)}
-		cd.Status.Reason = ReasonUploadRetrying
+		cd.Status.Reason = coredogv1.ReasonUploadRetrying
 		cd.Status.Message = fmt.Sprintf("Attempt %d failed, retrying in %s: %v", cd.Status.Attempts, delay, err)
-		r.setCondition(&cd, coredogv1.ConditionUploaded, metav1.ConditionFalse, ReasonUploadRetrying, cd.Status.Message)
+		setCondition(cd, r.now(), coredogv1.ConditionUploaded, metav1.ConditionFalse, coredogv1.ReasonUploadRetrying, cd.Status.Message)
 		if cd.Status.Attempts == min(warnAfterAttempts, r.MaxAttempts-1) {
-			r.Recorder.Eventf(&cd, nil, corev1.EventTypeWarning, EventUploadRetrying, "Upload",
+			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadRetrying, "Upload",
 				"Upload failed %d times; the dump stays on node %s and is retried with backoff (up to %d attempts): %v",
 				cd.Status.Attempts, cd.Spec.NodeName, r.MaxAttempts, err)
 		}
-		log.Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
+		ctrl.LoggerFrom(ctx).Info("Upload failed; retrying", "attempt", cd.Status.Attempts, "retryIn", delay.String(), "err", err.Error())
 		return ctrl.Result{RequeueAfter: delay}, nil
 	}
 	cd.Status.NextAttemptAt = nil
 	cd.Status.Attempts++
 	cd.Status.Storage = stored
-	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), crashTime(&cd), stored.UploadedAt.Time)
-	r.finish(ctx, &cd, coredogv1.PhaseUploaded, ReasonUploaded, "Stored at "+stored.URL)
+	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), cd.CrashTime(), stored.UploadedAt.Time)
+	r.finish(ctx, cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)
 	return untilExpiry, nil
 }
 
@@ -246,7 +227,7 @@ func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump,
 	if phase == coredogv1.PhaseUploaded {
 		status = metav1.ConditionTrue
 	}
-	r.setCondition(cd, coredogv1.ConditionUploaded, status, reason, msg)
+	setCondition(cd, r.now(), coredogv1.ConditionUploaded, status, reason, msg)
 	ns := ""
 	if cd.Status.Pod != nil {
 		ns = cd.Status.Pod.Namespace
@@ -271,14 +252,14 @@ func (r *CoreDumpReconciler) markNotificationsDue(ctx context.Context, cd *cored
 	r.Notifier.MarkDue(ctx, cd, p)
 }
 
-// notify queues the notifications a dump in its final phase still owes.
-// It never fails or delays the reconcile: notification trouble only shows
-// in the policy's NotificationsReady condition and in the log.
-func (r *CoreDumpReconciler) notify(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, res ctrl.Result) ctrl.Result {
+// reconcileFinal queues the notifications a dump in its final phase still
+// owes. It never fails or delays the reconcile: notification trouble only
+// shows in the policy's NotificationsReady condition and in the log.
+func (r *CoreDumpReconciler) reconcileFinal(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, res ctrl.Result) ctrl.Result {
 	if r.Notifier == nil || p == nil {
 		return res
 	}
-	wait, err := r.Notifier.Reconcile(ctx, cd, p)
+	wait, err := r.Notifier.QueuePending(ctx, cd, p)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Info("Queueing notifications failed; trying again later", "err", err.Error())
 		wait = 30 * time.Second
@@ -289,42 +270,12 @@ func (r *CoreDumpReconciler) notify(ctx context.Context, cd *coredogv1.CoreDump,
 	return res
 }
 
-// storedDumpLink signs a download link for a stored dump with the policy's
-// storage credentials; stores that cannot sign (file://) give the stored
-// location, which does not expire.
-func storedDumpLink(u *Uploader) notify.LinkFunc {
-	return func(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, expiry time.Duration) (string, time.Time, error) {
-		st := cd.Status.Storage
-		if st == nil || st.Key == "" {
-			return "", time.Time{}, errors.New("the dump is not stored")
-		}
-		loc, store, err := u.open(ctx, p)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		defer store.Close()
-		key, ok := strings.CutPrefix(st.Key, loc.Prefix)
-		if !ok || loc.ObjectURL(key) != st.URL {
-			return "", time.Time{}, fmt.Errorf("the policy's storage moved; %s cannot be signed", st.URL)
-		}
-		expires := u.now().Add(expiry)
-		link, err := store.SignedURL(ctx, key, expiry)
-		if errors.Is(err, storage.ErrSignedURLUnsupported) {
-			return st.URL, time.Time{}, nil
-		}
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		return link, expires, nil
-	}
-}
-
 // dumpsSharingBudget lists the CoreDumps that draw on the same rate-limit
 // budget as cd, for throttled dumps' once-per-window notifications.
 func dumpsSharingBudget(c client.Reader, namespace string) notify.PeersFunc {
 	return func(ctx context.Context, cd *coredogv1.CoreDump) ([]coredogv1.CoreDump, error) {
 		var list coredogv1.CoreDumpList
-		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)}); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexDumpSigKey: throttle.Key(cd)}); err != nil {
 			return nil, err
 		}
 		return list.Items, nil
@@ -342,16 +293,16 @@ func (r *CoreDumpReconciler) tellPod(ctx context.Context, cd *coredogv1.CoreDump
 	}
 	ref := cd.Status.Pod
 	if ref == nil || ref.Name == "" {
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, EventCoreDumped, "Capture", "%s on node %s; owner unknown; %s", what, cd.Spec.NodeName, where)
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "%s on node %s; owner unknown; %s", what, cd.Spec.NodeName, where)
 		return
 	}
 	var pod corev1.Pod
 	if err := r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod); err != nil || string(pod.UID) != ref.UID {
 		// The pod is gone (or was replaced); the CoreDump keeps the record.
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, EventCoreDumped, "Capture", "%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
 		return
 	}
-	r.Recorder.Eventf(&pod, cd, corev1.EventTypeNormal, EventCoreDumped, "Capture", "Container %s: %s; core dump %s %s", orUnknown(ref.Container), what, cd.Name, where)
+	r.Recorder.Eventf(&pod, cd, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "Container %s: %s; core dump %s %s", orUnknown(ref.Container), what, cd.Name, where)
 }
 
 func (r *CoreDumpReconciler) policy(ctx context.Context, name string) (*coredogv1.CoreDumpPolicy, error) {
@@ -386,7 +337,7 @@ func (r *CoreDumpReconciler) resolvePod(ctx context.Context, cd *coredogv1.CoreD
 	res := podresolve.Resolve(crash, pods.Items, terminationWindow)
 	ref := &coredogv1.PodReference{ResolvedBy: res.ResolvedBy}
 	status := metav1.ConditionFalse
-	reason := ReasonUnresolved
+	reason := coredogv1.ReasonUnresolved
 	if res.Pod != nil {
 		ref.Namespace, ref.Name, ref.UID = res.Pod.Namespace, res.Pod.Name, string(res.Pod.UID)
 		ref.Container, ref.Image, ref.ImageID = res.Container, res.Image, res.ImageID
@@ -395,10 +346,10 @@ func (r *CoreDumpReconciler) resolvePod(ctx context.Context, cd *coredogv1.CoreD
 			return fmt.Errorf("resolving the workload of pod %s: %w", klog.KObj(res.Pod), err)
 		}
 		ref.WorkloadKind, ref.WorkloadName = w.Kind, w.Name
-		status, reason = metav1.ConditionTrue, ReasonResolved
+		status, reason = metav1.ConditionTrue, coredogv1.ReasonResolved
 	}
 	cd.Status.Pod = ref
-	r.setCondition(cd, coredogv1.ConditionPodResolved, status, reason, res.Message)
+	setCondition(cd, r.now(), coredogv1.ConditionPodResolved, status, reason, res.Message)
 	return nil
 }
 
@@ -419,9 +370,9 @@ func (r *CoreDumpReconciler) decide(ctx context.Context, cd *coredogv1.CoreDump,
 		return "", "", err
 	}
 	if !ok {
-		rl := p.Spec.Limits.RateLimit
+		count, window := throttle.Limit(p)
 		return coredogv1.ReasonThrottled, fmt.Sprintf("More than %d dumps of %s with signature %s within %s; counted, not stored",
-			derefInt32(rl.Count, 5), workloadOf(cd), cd.Spec.Signature, durationOr(rl.Window, time.Hour)), nil
+			count, throttle.Workload(cd), cd.Spec.Signature, window), nil
 	}
 	return "", "", nil
 }
@@ -469,43 +420,19 @@ func (r *CoreDumpReconciler) selected(ctx context.Context, cd *coredogv1.CoreDum
 }
 
 func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (bool, error) {
-	rl := p.Spec.Limits.RateLimit
 	var list coredogv1.CoreDumpList
 	// Read-only and without copies: a crash loop or a mass crash puts
 	// thousands of dumps under one key, and each decision reads them all.
-	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: rateKey(cd)},
+	if err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.MatchingFields{indexDumpSigKey: throttle.Key(cd)},
 		client.UnsafeDisableDeepCopy); err != nil {
 		return false, fmt.Errorf("listing dumps with the same signature: %w", err)
 	}
 	others := make([]throttle.Dump, 0, len(list.Items))
 	for i := range list.Items {
-		others = append(others, throttleDump(&list.Items[i]))
+		others = append(others, throttle.Of(&list.Items[i]))
 	}
-	return throttle.Allowed(throttleDump(cd), others, int(derefInt32(rl.Count, 5)), durationOr(rl.Window, time.Hour)), nil
-}
-
-func throttleDump(cd *coredogv1.CoreDump) throttle.Dump {
-	p := cd.Status.Phase
-	return throttle.Dump{Name: cd.Name, Created: cd.CreationTimestamp.Time, Key: rateKey(cd),
-		Excluded: p == coredogv1.PhaseSkipped,
-		Spent:    p == coredogv1.PhaseUploading || p == coredogv1.PhaseUploaded || p == coredogv1.PhaseFailed}
-}
-
-// rateKey is the rate-limit budget a dump draws on: its policy, workload and signature.
-func rateKey(cd *coredogv1.CoreDump) string {
-	return cd.Spec.PolicyName + "|" + workloadOf(cd) + "|" + cd.Spec.Signature
-}
-
-func workloadOf(cd *coredogv1.CoreDump) string {
-	ref := cd.Status.Pod
-	switch {
-	case ref == nil || ref.Name == "":
-		return "unresolved on " + cd.Spec.NodeName
-	case ref.WorkloadKind == "" || ref.WorkloadKind == "Pod":
-		return ref.Namespace + "/Pod/" + ref.Name
-	default:
-		return ref.Namespace + "/" + ref.WorkloadKind + "/" + ref.WorkloadName
-	}
+	count, window := throttle.Limit(p)
+	return throttle.Allowed(throttle.Of(cd), others, int(count), window), nil
 }
 
 // reconcileDelete removes the stored objects, then the finalizer.
@@ -525,7 +452,7 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 			ctrl.LoggerFrom(ctx).Info("Deleting stored objects failed; retrying", "attempt", n, "err", err.Error())
 			return ctrl.Result{RequeueAfter: backoff(int32(n))}, nil
 		}
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, EventCleanupFailed, "Delete",
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventCleanupFailed, "Delete",
 			"Giving up deleting the stored dump after %d attempts; remove it by hand: %v", n, err)
 	}
 	r.mu.Lock()
@@ -598,13 +525,6 @@ func (r *CoreDumpReconciler) writeBack(ctx context.Context, orig, cd *coredogv1.
 	return errors.Join(errs...)
 }
 
-func (r *CoreDumpReconciler) setCondition(cd *coredogv1.CoreDump, typ string, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&cd.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: truncate(msg, 32768),
-		ObservedGeneration: cd.Generation, LastTransitionTime: metav1.NewTime(r.now()),
-	})
-}
-
 func (r *CoreDumpReconciler) now() time.Time {
 	if r.Clock == nil {
 		return time.Now()
@@ -635,12 +555,8 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return err
 	}
 	return idx.IndexField(ctx, &coredogv1.CoreDump{}, indexDumpSigKey, func(o client.Object) []string {
-		return []string{rateKey(o.(*coredogv1.CoreDump))}
+		return []string{throttle.Key(o.(*coredogv1.CoreDump))}
 	})
-}
-
-func terminal(p coredogv1.Phase) bool {
-	return p == coredogv1.PhaseUploaded || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseFailed
 }
 
 // backoff is 1s, 2s, 4s, ... capped at five minutes.
@@ -657,9 +573,9 @@ func backoff(attempt int32) time.Duration {
 
 func ttlOf(p *coredogv1.CoreDumpPolicy) time.Duration {
 	if p == nil {
-		return 720 * time.Hour
+		return coredogv1.DefaultRetentionTTL
 	}
-	return durationOr(p.Spec.Retention.TTL, 720*time.Hour)
+	return durationOr(p.Spec.Retention.TTL, coredogv1.DefaultRetentionTTL)
 }
 
 func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
@@ -667,20 +583,6 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 		return def
 	}
 	return d.Duration
-}
-
-func derefInt32(p *int32, def int32) int32 {
-	if p == nil {
-		return def
-	}
-	return *p
-}
-
-func crashTime(cd *coredogv1.CoreDump) time.Time {
-	if t := cd.Spec.Process.DumpedAt; t != nil {
-		return t.Time
-	}
-	return cd.Spec.DetectedAt.Time
 }
 
 func orUnknown(s string) string {

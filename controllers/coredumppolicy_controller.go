@@ -105,16 +105,16 @@ func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	if winner, lost := Conflicts(all.Items)[p.Name]; lost {
 		msg := fmt.Sprintf("CoreDumpPolicy %s, which is older, already runs agents for an overlapping set of nodes and hostPath %s; this policy runs none until the overlap is removed (make the nodeSelectors disjoint or use another hostPath)", winner, hostPath(&p))
-		r.setCondition(&p, coredogv1.ConditionConflict, metav1.ConditionTrue, coredogv1.ReasonOverlap, msg)
-		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonOverlap, msg)
+		setCondition(&p, r.now(), coredogv1.ConditionConflict, metav1.ConditionTrue, coredogv1.ReasonOverlap, msg)
+		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonOverlap, msg)
 		p.Status.DesiredAgents, p.Status.ReadyAgents = 0, 0
 		return ctrl.Result{}, r.deleteDaemonSet(ctx, &p)
 	}
-	r.setCondition(&p, coredogv1.ConditionConflict, metav1.ConditionFalse, coredogv1.ReasonNoOverlap, "No older policy overlaps this one")
+	setCondition(&p, r.now(), coredogv1.ConditionConflict, metav1.ConditionFalse, coredogv1.ReasonNoOverlap, "No older policy overlaps this one")
 
 	tlsHash, err := r.ensureTLS(ctx, &p)
 	if err != nil {
-		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonTLSFailed, err.Error())
+		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonTLSFailed, err.Error())
 		return ctrl.Result{}, err
 	}
 	ds := agentset.RenderDaemonSet(&p, agentset.Options{
@@ -139,16 +139,16 @@ func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	switch {
 	case !storageOK:
 		c := meta.FindStatusCondition(p.Status.Conditions, coredogv1.ConditionStorageValid)
-		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonStorageInvalid,
+		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonStorageInvalid,
 			"Agents capture dumps but none can be stored: "+c.Message)
 	case live.Status.DesiredNumberScheduled == 0:
-		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonNoNodes,
+		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonNoNodes,
 			"No node runs an agent yet: check the policy's nodeSelector and tolerations")
 	case live.Status.NumberReady < live.Status.DesiredNumberScheduled || live.Status.ObservedGeneration < live.Generation:
-		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonAgentsNotReady,
+		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonAgentsNotReady,
 			fmt.Sprintf("%d of %d agents are ready", live.Status.NumberReady, live.Status.DesiredNumberScheduled))
 	default:
-		r.setCondition(&p, coredogv1.ConditionReady, metav1.ConditionTrue, coredogv1.ReasonAgentsReady,
+		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionTrue, coredogv1.ReasonAgentsReady,
 			fmt.Sprintf("All %d agents are ready", live.Status.NumberReady))
 	}
 	log.V(1).Info("Reconciled policy", "desired", p.Status.DesiredAgents, "ready", p.Status.ReadyAgents)
@@ -159,10 +159,10 @@ func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 func (r *CoreDumpPolicyReconciler) checkStorage(ctx context.Context, p *coredogv1.CoreDumpPolicy) bool {
 	reason, msg := validateStorage(ctx, r.Client, r.Namespace, p.Spec.Storage)
 	if reason != coredogv1.ReasonStorageValid {
-		r.setCondition(p, coredogv1.ConditionStorageValid, metav1.ConditionFalse, reason, msg)
+		setCondition(p, r.now(), coredogv1.ConditionStorageValid, metav1.ConditionFalse, reason, msg)
 		return false
 	}
-	r.setCondition(p, coredogv1.ConditionStorageValid, metav1.ConditionTrue, reason, msg)
+	setCondition(p, r.now(), coredogv1.ConditionStorageValid, metav1.ConditionTrue, reason, msg)
 	return true
 }
 
@@ -177,7 +177,7 @@ func (r *CoreDumpPolicyReconciler) checkNotifications(ctx context.Context, p *co
 		meta.RemoveStatusCondition(&p.Status.Conditions, coredogv1.ConditionNotificationsReady)
 		return
 	}
-	r.setCondition(p, coredogv1.ConditionNotificationsReady, status, reason, msg)
+	setCondition(p, r.now(), coredogv1.ConditionNotificationsReady, status, reason, msg)
 }
 
 // countDumps fills the policy's dump counters from its CoreDumps.
@@ -269,13 +269,6 @@ func (r *CoreDumpPolicyReconciler) apply(ctx context.Context, p *coredogv1.CoreD
 		return fmt.Errorf("applying %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
 	}
 	return nil
-}
-
-func (r *CoreDumpPolicyReconciler) setCondition(p *coredogv1.CoreDumpPolicy, typ string, status metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: truncate(msg, 32768),
-		ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(r.now()),
-	})
 }
 
 func (r *CoreDumpPolicyReconciler) now() time.Time {
@@ -383,10 +376,3 @@ func (r *CoreDumpPolicyReconciler) policiesForSecret(ctx context.Context, obj cl
 }
 
 func ctrlLog(ctx context.Context) logr.Logger { return ctrl.LoggerFrom(ctx) }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}

@@ -16,8 +16,9 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/notify"
-	"github.com/coredog/coredog/internal/storage"
+	"github.com/coredog/coredog/controllers/upload"
 	"github.com/coredog/coredog/internal/scheme"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // Defaults of the manager's flags.
@@ -50,10 +51,10 @@ type Options struct {
 	// MaxUploadAttempts is how many failed attempts make a dump Failed.
 	MaxUploadAttempts int
 	// UploadStallTimeout gives up an upload attempt that made no progress
-	// for this long; 0 means DefaultUploadStallTimeout.
+	// for this long; 0 means upload.DefaultStallTimeout.
 	UploadStallTimeout time.Duration
 	// OpenStore opens storage; nil means storage.Open.
-	OpenStore OpenStoreFunc
+	OpenStore upload.OpenStoreFunc
 	// ClusterName names the cluster in notifications; may be empty.
 	ClusterName string
 	// Notifications tunes notification delivery; zero values take the defaults.
@@ -113,20 +114,19 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.OpenStore == nil {
 		o.OpenStore = storage.Open
 	}
-	if o.UploadStallTimeout <= 0 {
-		o.UploadStallTimeout = DefaultUploadStallTimeout
-	}
-	o.OpenStore = reportingProgress(o.OpenStore)
 	if err := setupIndexes(context.Background(), mgr); err != nil {
 		return fmt.Errorf("setting up indexes: %w", err)
 	}
-	uploader := &Uploader{Client: mgr.GetClient(), Leases: mgr.GetAPIReader(), Namespace: o.Namespace, OpenStore: o.OpenStore}
+	uploader := &upload.Uploader{
+		Client: mgr.GetClient(), Leases: mgr.GetAPIReader(), Namespace: o.Namespace,
+		OpenStore: o.OpenStore, StallTimeout: o.UploadStallTimeout,
+	}
 	notifier := notify.New(notify.Config{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Namespace: o.Namespace,
 		Cluster:   o.ClusterName,
-		Link:      storedDumpLink(uploader),
+		Link:      uploader.SignedLink,
 		Peers:     dumpsSharingBudget(mgr.GetClient(), o.Namespace),
 		Options:   o.Notifications,
 	})
@@ -152,7 +152,6 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Namespace:     o.Namespace,
 		MaxAttempts:   int32(o.MaxUploadAttempts),
 		MaxConcurrent: o.MaxConcurrentUploads,
-		StallTimeout:  o.UploadStallTimeout,
 		Metrics:       managerMetrics(),
 		Uploader:      uploader,
 		Notifier:      notifier,

@@ -240,7 +240,7 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 	if p.Signal < 0 || p.Signal > 128 {
 		p.Signal = 0
 	}
-	p.SignalName = corefile.SignalName(int(p.Signal))
+	p.SignalName = coredogv1.SignalNameOf(int(p.Signal))
 	dumped := f.ModTime
 	if !fields.Time.IsZero() {
 		dumped = fields.Time

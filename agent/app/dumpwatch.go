@@ -113,7 +113,7 @@ func dumpFacts(obj any) (name, doneWhy string, ok bool) {
 	switch {
 	case deleting:
 		doneWhy = "its CoreDump was deleted"
-	case phase == coredogv1.PhaseUploaded || phase == coredogv1.PhaseSkipped:
+	case phase.NodeMayRelease():
 		doneWhy = "its CoreDump is " + string(phase)
 	}
 	return name, doneWhy, true

@@ -8,7 +8,7 @@ import (
 
 // done reports whether the node's copy of a dump may go.
 func done(cd *coredogv1.CoreDump) bool {
-	return cd.Status.Phase == coredogv1.PhaseUploaded || cd.Status.Phase == coredogv1.PhaseSkipped
+	return cd.Status.Phase.NodeMayRelease()
 }
 
 // release deletes the local file of a dump and stops serving it.

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,11 +40,35 @@ const (
 )
 
 // Defaults that the schema applies; exported so that code paths that build a
-// policy by hand (tests, the agent's flags) agree with the API server.
+// policy by hand (tests, the agent's flags) or read one that predates a
+// default agree with the API server. Each +kubebuilder:default marker below
+// repeats its value as a literal (markers cannot name Go constants);
+// TestDefaultsMatchCRD checks that the generated CRD and these agree.
 const (
-	DefaultHostPath        = "/var/lib/coredog/cores"
+	// DefaultHostPath is spec.hostPath's default.
+	DefaultHostPath = "/var/lib/coredog/cores"
+	// DefaultFileNamePattern is spec.fileNamePattern's default.
 	DefaultFileNamePattern = "core.%h.%e.%P.%s.%t"
-	DefaultKeyTemplate     = "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}"
+	// DefaultCorePattern is spec.corePattern's default.
+	DefaultCorePattern = CorePatternObserve
+	// DefaultPollInterval is spec.detection.pollInterval's default.
+	DefaultPollInterval = 10 * time.Second
+	// DefaultSettleTime is spec.detection.settleTime's default.
+	DefaultSettleTime = 2 * time.Second
+	// DefaultKeyTemplate is spec.storage.keyTemplate's default.
+	DefaultKeyTemplate = "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}"
+	// DefaultCompression is spec.storage.compression's default.
+	DefaultCompression = CompressionZstd
+	// DefaultMaxNodeUsage is spec.limits.maxNodeUsage's default.
+	DefaultMaxNodeUsage = "10Gi"
+	// DefaultMinNodeFree is spec.limits.minNodeFree's default.
+	DefaultMinNodeFree = "5%"
+	// DefaultRateLimitCount is spec.limits.rateLimit.count's default.
+	DefaultRateLimitCount int32 = 5
+	// DefaultRateLimitWindow is spec.limits.rateLimit.window's default.
+	DefaultRateLimitWindow = time.Hour
+	// DefaultRetentionTTL is spec.retention.ttl's default.
+	DefaultRetentionTTL = 720 * time.Hour
 	// MaxCorePatternBytes is the kernel's limit on core_pattern (CORENAME_MAX_SIZE is 128 with the NUL).
 	MaxCorePatternBytes = 127
 )

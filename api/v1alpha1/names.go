@@ -122,6 +122,42 @@ const (
 	ReasonThrottled = "Throttled"
 	// ReasonQuotaExceeded: keeping the file would break the node disk guard.
 	ReasonQuotaExceeded = "QuotaExceeded"
+	// ReasonUploaded: the store confirmed the write (status.reason of an
+	// Uploaded dump and the Uploaded condition's reason).
+	ReasonUploaded = "Uploaded"
+	// ReasonUploadPending: the storage key is fixed and the first upload
+	// attempt is due.
+	ReasonUploadPending = "UploadPending"
+	// ReasonUploadRetrying: an upload attempt failed; the next one waits out
+	// a backoff (status.nextAttemptAt).
+	ReasonUploadRetrying = "UploadRetrying"
+	// ReasonUploadFailed: every upload attempt failed; the dump is Failed.
+	ReasonUploadFailed = "UploadFailed"
+	// ReasonPolicyNotFound: the dump's CoreDumpPolicy does not exist; the
+	// dump waits on its node.
+	ReasonPolicyNotFound = "PolicyNotFound"
+	// ReasonResolved: the PodResolved condition's reason when the owning pod was found.
+	ReasonResolved = "Resolved"
+	// ReasonUnresolved: the PodResolved condition's reason when no single pod
+	// could be named (see the condition's message for the candidates).
+	ReasonUnresolved = "Unresolved"
+)
+
+// Event reasons the controller records; the CLI and the tests look events up by them.
+const (
+	// EventCoreDumped is recorded on the pod that crashed (and on the CoreDump when no pod is known).
+	EventCoreDumped = "CoreDumped"
+	// EventUploadFailed is recorded on a CoreDump whose upload failed for good.
+	EventUploadFailed = "UploadFailed"
+	// EventUploadRetrying is recorded on a CoreDump whose uploads keep
+	// failing (several attempts in a row), once: a store that is down or a
+	// bucket that is gone would otherwise show only in the status until the
+	// last attempt, hours later.
+	EventUploadRetrying = "UploadRetrying"
+	// EventThrottled is recorded on a CoreDump the rate limit refused.
+	EventThrottled = "Throttled"
+	// EventCleanupFailed is recorded when stored objects could not be deleted.
+	EventCleanupFailed = "CleanupFailed"
 )
 
 // labelValueRE is what Kubernetes accepts as a label value.

@@ -52,6 +52,12 @@ const (
 // +kubebuilder:validation:Pattern=`^SIG[A-Z0-9]{1,13}$`
 type SignalName string
 
+// DefaultNotifyOn is a sink's spec.notifications[].on default: the final
+// phases that notify when the sink names none.
+func DefaultNotifyOn() []NotificationTrigger {
+	return []NotificationTrigger{NotifyOnUploaded, NotifyOnFailed}
+}
+
 // Notification defaults and limits.
 const (
 	// DefaultLinkExpiry is how long a pre-signed download link works.

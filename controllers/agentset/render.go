@@ -5,6 +5,7 @@
 package agentset
 
 import (
+	"cmp"
 	"path"
 	"sort"
 	"strconv"
@@ -89,11 +90,11 @@ func DefaultResources() corev1.ResourceRequirements {
 // defaults so that a hand-built policy renders the same way.
 func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSet {
 	spec := p.Spec
-	hostPath := orDefault(spec.HostPath, coredogv1.DefaultHostPath)
-	pattern := orDefault(spec.FileNamePattern, coredogv1.DefaultFileNamePattern)
+	hostPath := cmp.Or(spec.HostPath, coredogv1.DefaultHostPath)
+	pattern := cmp.Or(spec.FileNamePattern, coredogv1.DefaultFileNamePattern)
 	// Both modes that write kernel.core_pattern need a writable /proc/sys.
 	manage := spec.CorePattern == coredogv1.CorePatternManage || spec.CorePattern == coredogv1.CorePatternPipe
-	image := orDefault(spec.Agent.Image, opts.DefaultImage)
+	image := cmp.Or(spec.Agent.Image, opts.DefaultImage)
 
 	resources := spec.Agent.Resources
 	if len(resources.Requests) == 0 && len(resources.Limits) == 0 {
@@ -270,9 +271,3 @@ func probe(path string, period int32) *corev1.Probe {
 	}
 }
 
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}

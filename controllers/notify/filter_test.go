@@ -2,7 +2,6 @@ package notify
 
 import (
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -60,52 +59,6 @@ func TestMatches(t *testing.T) {
 	bad := coredogv1.NotificationSink{Name: "bad", NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Sometimes"}}}}
 	if ok, err := Matches(&bad, dumpIn(coredogv1.PhaseUploaded, "", "SIGSEGV", "a"), map[string]string{}); ok || err == nil {
 		t.Errorf("an invalid selector matched (%v, %v)", ok, err)
-	}
-}
-
-func TestThrottleWindow(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(name string, sec int, throttled bool) Peer {
-		return Peer{Name: name, Created: t0.Add(time.Duration(sec) * time.Second), Throttled: throttled, Decided: true}
-	}
-	const window = 10 * time.Second
-	// a stored; b, c throttled in b's window; d stored; e throttled after it
-	// closed, opening the next one with f.
-	peers := []Peer{at("a", 0, false), at("b", 1, true), at("c", 5, true), at("d", 9, false), at("e", 11, true), at("f", 20, true), at("g", 21, true)}
-	cases := []struct {
-		d          Peer
-		wantLeader string
-		wantCount  int
-		ready      bool
-	}{
-		{peers[1], "b", 2, true},
-		{peers[2], "b", 2, true},
-		{peers[4], "e", 2, true}, // e and f: f is 9s after e
-		{peers[5], "e", 2, true},
-		{peers[6], "g", 1, true}, // 10s after e: a new window
-	}
-	for _, tc := range cases {
-		w, ready := ThrottleWindow(tc.d, peers, window)
-		if ready != tc.ready || w.Leader.Name != tc.wantLeader || w.Count != tc.wantCount {
-			t.Errorf("%s: leader %s count %d ready %v, want %s %d %v", tc.d.Name, w.Leader.Name, w.Count, ready, tc.wantLeader, tc.wantCount, tc.ready)
-		}
-	}
-	if w, _ := ThrottleWindow(peers[1], peers, window); !w.Until.Equal(t0.Add(11 * time.Second)) {
-		t.Errorf("window of b closes at %v", w.Until)
-	}
-
-	// An earlier dump not decided yet may be throttled: wait for it.
-	undecided := append([]Peer{{Name: "0", Created: t0.Add(-time.Second)}}, peers...)
-	if _, ready := ThrottleWindow(peers[2], undecided, window); ready {
-		t.Error("ready while an earlier dump is undecided")
-	}
-	// The same second orders by name, as the rate limit does.
-	same := []Peer{at("y", 3, true), at("x", 3, true)}
-	if w, _ := ThrottleWindow(same[0], same, window); w.Leader.Name != "x" || w.Count != 2 {
-		t.Errorf("leader %s count %d, want x 2", w.Leader.Name, w.Count)
-	}
-	if !Undecided([]Peer{{Name: "p", Created: t0}}, t0.Add(time.Second)) || Undecided([]Peer{{Name: "p", Created: t0.Add(time.Minute)}}, t0.Add(time.Second)) {
-		t.Error("Undecided")
 	}
 }
 

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -92,7 +93,7 @@ func (m *Message) CloudEventType() string {
 
 // Title is one line that says what happened.
 func (m *Message) Title() string {
-	what := fmt.Sprintf("%s killed by %s", or(clean(m.Executable, 80), "a process"), or(m.Signal, "an unknown signal"))
+	what := fmt.Sprintf("%s killed by %s", cmp.Or(clean(m.Executable, 80), "a process"), cmp.Or(m.Signal, "an unknown signal"))
 	where := "on node " + clean(m.Node, 80)
 	if m.Pod != "" {
 		where = "in " + clean(m.Namespace+"/"+m.Pod, 120)
@@ -210,13 +211,6 @@ func defang(s string) string {
 // slackEscape escapes the three characters Slack's mrkdwn gives meaning to.
 func slackEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func plural(n int, one, many string) string {

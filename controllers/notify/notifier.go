@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/throttle"
 )
 
 // LinkFunc returns a download link for a stored dump, valid for expiry, and
@@ -245,12 +246,12 @@ func (n *Notifier) MarkDue(ctx context.Context, cd *coredogv1.CoreDump, p *cored
 	cd.Annotations[coredogv1.AnnotationNotify] = joinList(due)
 }
 
-// Reconcile queues the notifications a CoreDump in its final phase still
+// QueuePending queues the notifications a CoreDump in its final phase still
 // owes. It never blocks and never sends; it returns when the dump should
 // be looked at again (0: not for notifications). It may set the
 // coredog.io/notify-summarized-by annotation on a throttled dump, which the
 // caller writes.
-func (n *Notifier) Reconcile(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (time.Duration, error) {
+func (n *Notifier) QueuePending(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (time.Duration, error) {
 	pending := n.pendingSinks(cd, p)
 	if len(pending) == 0 {
 		return 0, nil
@@ -306,16 +307,12 @@ func (n *Notifier) message(ctx context.Context, cd *coredogv1.CoreDump, p *cored
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing dumps of the same rate-limit budget: %w", err)
 	}
-	peers := make([]Peer, 0, len(list))
+	budget := make([]throttle.Dump, 0, len(list))
 	for i := range list {
-		peers = append(peers, PeerOf(&list[i]))
+		budget = append(budget, throttle.Of(&list[i]))
 	}
-	rl := p.Spec.Limits.RateLimit
-	window := time.Hour
-	if rl.Window != nil && rl.Window.Duration > 0 {
-		window = rl.Window.Duration
-	}
-	w, ready := ThrottleWindow(PeerOf(cd), peers, window)
+	limit, window := throttle.Limit(p)
+	w, ready := throttle.WindowOf(throttle.Of(cd), budget, window)
 	if !ready {
 		return nil, undecidedRetry, nil
 	}
@@ -329,12 +326,8 @@ func (n *Notifier) message(ctx context.Context, cd *coredogv1.CoreDump, p *cored
 	if wait := w.Until.Sub(n.opts.Now()); wait > 0 {
 		return nil, wait + time.Second, nil
 	}
-	if Undecided(peers, w.Until) {
+	if throttle.Undecided(budget, w.Until) {
 		return nil, undecidedRetry, nil
-	}
-	limit := int32(5)
-	if rl.Count != nil {
-		limit = *rl.Count
 	}
 	m.Event = EventThrottled
 	m.Throttled = &ThrottleSummary{Count: w.Count, Since: w.Leader.Created, Until: w.Until, Limit: limit, Window: window}

@@ -138,7 +138,7 @@ func TestRetriesWithBackoffThenDeliversOnce(t *testing.T) {
 	e.start()
 
 	stale := e.dump("d1")
-	if wait, err := e.n.Reconcile(context.Background(), stale, p); wait != 0 || err != nil {
+	if wait, err := e.n.QueuePending(context.Background(), stale, p); wait != 0 || err != nil {
 		t.Fatalf("Reconcile = %v, %v", wait, err)
 	}
 	eventually(t, "the notification is recorded", func() bool {
@@ -163,10 +163,10 @@ func TestRetriesWithBackoffThenDeliversOnce(t *testing.T) {
 	}
 
 	// A re-reconcile, even from a cache that has not seen the record yet, sends nothing more.
-	if _, err := e.n.Reconcile(context.Background(), e.dump("d1"), p); err != nil {
+	if _, err := e.n.QueuePending(context.Background(), e.dump("d1"), p); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.n.Reconcile(context.Background(), stale, p); err != nil {
+	if _, err := e.n.QueuePending(context.Background(), stale, p); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -188,7 +188,7 @@ func TestGivesUpAndReportsWithoutSecrets(t *testing.T) {
 	e := newEnv(t, Options{Attempts: 3}, nil, p, sinkSecret("hook", c.srv.URL+"/services/"+token),
 		sinkSecret("good", good.srv.URL), uploadedDump("d1", "good,hook"))
 	e.start()
-	if _, err := e.n.Reconcile(context.Background(), e.dump("d1"), p); err != nil {
+	if _, err := e.n.QueuePending(context.Background(), e.dump("d1"), p); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the failure is recorded", func() bool {
@@ -262,13 +262,13 @@ func TestQueueIsBounded(t *testing.T) {
 	p := policyWith(hook("hook", coredogv1.NotificationWebhook))
 	e := newEnv(t, Options{QueueSize: 1}, nil, p, uploadedDump("d1", "hook"), uploadedDump("d2", "hook"))
 	// Not started: nothing drains the queue.
-	if wait, _ := e.n.Reconcile(context.Background(), e.dump("d1"), p); wait != 0 {
+	if wait, _ := e.n.QueuePending(context.Background(), e.dump("d1"), p); wait != 0 {
 		t.Errorf("first: wait %v", wait)
 	}
-	if wait, _ := e.n.Reconcile(context.Background(), e.dump("d1"), p); wait != 0 {
+	if wait, _ := e.n.QueuePending(context.Background(), e.dump("d1"), p); wait != 0 {
 		t.Errorf("a job already queued is not queued twice, and not refused: wait %v", wait)
 	}
-	if wait, _ := e.n.Reconcile(context.Background(), e.dump("d2"), p); wait != queueFullRetry {
+	if wait, _ := e.n.QueuePending(context.Background(), e.dump("d2"), p); wait != queueFullRetry {
 		t.Errorf("second: wait %v, want %v", wait, queueFullRetry)
 	}
 }
@@ -332,13 +332,13 @@ func TestThrottledDumpsNotifyOncePerWindow(t *testing.T) {
 	e.clock.Set(t0.Add(5 * time.Second))
 
 	d3 := e.dump("d3")
-	if wait, err := e.n.Reconcile(context.Background(), d3, p); wait != 0 || err != nil {
+	if wait, err := e.n.QueuePending(context.Background(), d3, p); wait != 0 || err != nil {
 		t.Fatalf("d3: %v %v", wait, err)
 	}
 	if d3.Annotations[coredogv1.AnnotationNotifySummarizedBy] != "d2" {
 		t.Errorf("d3 is not summarized by d2: %v", d3.Annotations)
 	}
-	wait, err := e.n.Reconcile(context.Background(), e.dump("d2"), p)
+	wait, err := e.n.QueuePending(context.Background(), e.dump("d2"), p)
 	if err != nil || wait != 7*time.Second {
 		t.Errorf("d2 waits %v (%v), want until its window closes (6s) and a second", wait, err)
 	}
@@ -346,7 +346,7 @@ func TestThrottledDumpsNotifyOncePerWindow(t *testing.T) {
 		t.Fatal("sent before the window closed")
 	}
 	e.clock.Set(t0.Add(11 * time.Second))
-	if wait, err := e.n.Reconcile(context.Background(), e.dump("d2"), p); wait != 0 || err != nil {
+	if wait, err := e.n.QueuePending(context.Background(), e.dump("d2"), p); wait != 0 || err != nil {
 		t.Fatalf("d2 at the window's end: %v %v", wait, err)
 	}
 	eventually(t, "the window's notification", func() bool { return e.dump("d2").Annotations[coredogv1.AnnotationNotified] == "hook" })

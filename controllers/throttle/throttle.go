@@ -1,13 +1,23 @@
-// Package throttle decides whether a dump may be stored under a policy's
-// rate limit: at most Count uploads per workload and crash signature in any
-// Window. It is pure and stateless: the verdict is computed from the
-// CoreDumps themselves, so it survives controller restarts and leader
-// changes, and it never changes for a dump as later dumps arrive.
+// Package throttle owns a policy's rate-limit budget: which dumps share one
+// (Key), how they are ordered (creation time, then name), the limit and
+// window a policy sets (Limit), whether a dump may be stored (Allowed) and
+// which window a throttled dump is counted in (WindowOf), for the
+// once-per-window notification. It is pure and stateless: every answer is
+// computed from the CoreDumps themselves, so it survives controller restarts
+// and leader changes, and it never changes for a dump as later dumps
+// arrive. It reads no objects and writes none.
 package throttle
 
-import "time"
+import (
+	"sort"
+	"time"
 
-// Dump is what the decision needs to know about one CoreDump.
+	"k8s.io/utils/ptr"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+)
+
+// Dump is what the decisions need to know about one CoreDump.
 type Dump struct {
 	Name    string
 	Created time.Time
@@ -20,40 +30,146 @@ type Dump struct {
 	// Spent is true for dumps already let through (uploading, uploaded or
 	// failed): they used the budget whatever their order.
 	Spent bool
+	// Throttled: Skipped with reason Throttled.
+	Throttled bool
+	// Decided is false while the dump may still be throttled (Pending).
+	Decided bool
+}
+
+// Of describes a CoreDump for the decisions.
+func Of(cd *coredogv1.CoreDump) Dump {
+	p := cd.Status.Phase
+	return Dump{
+		Name: cd.Name, Created: cd.CreationTimestamp.Time, Key: Key(cd),
+		Excluded:  p == coredogv1.PhaseSkipped,
+		Spent:     p == coredogv1.PhaseUploading || p == coredogv1.PhaseUploaded || p == coredogv1.PhaseFailed,
+		Throttled: p == coredogv1.PhaseSkipped && cd.Status.Reason == coredogv1.ReasonThrottled,
+		Decided:   p != "" && p != coredogv1.PhasePending,
+	}
+}
+
+// Key is the rate-limit budget a dump draws on: its policy, workload and signature.
+func Key(cd *coredogv1.CoreDump) string {
+	return cd.Spec.PolicyName + "|" + Workload(cd) + "|" + cd.Spec.Signature
+}
+
+// Workload names the workload a dump's budget belongs to, for keys and for people.
+func Workload(cd *coredogv1.CoreDump) string {
+	ref := cd.Status.Pod
+	switch {
+	case ref == nil || ref.Name == "":
+		return "unresolved on " + cd.Spec.NodeName
+	case ref.WorkloadKind == "" || ref.WorkloadKind == "Pod":
+		return ref.Namespace + "/Pod/" + ref.Name
+	default:
+		return ref.Namespace + "/" + ref.WorkloadKind + "/" + ref.WorkloadName
+	}
+}
+
+// Limit is the policy's rate limit, with the API's defaults for a policy
+// that predates them: at most count uploads per budget in any window.
+func Limit(p *coredogv1.CoreDumpPolicy) (count int32, window time.Duration) {
+	rl := p.Spec.Limits.RateLimit
+	count = ptr.Deref(rl.Count, coredogv1.DefaultRateLimitCount)
+	window = coredogv1.DefaultRateLimitWindow
+	if rl.Window != nil && rl.Window.Duration > 0 {
+		window = rl.Window.Duration
+	}
+	return count, window
 }
 
 // Allowed reports whether d may be stored, given the other dumps (which may
 // include d itself). Dumps with d's key created less than window from it
 // count against it when they were already let through (Spent), or when they
-// are undecided and ordered before it (creation time, then name): undecided
-// ones count as stored, which can only make the answer stricter. Creation
-// times have one-second resolution, so two dumps of one second are ordered
-// by name; counting every spent dump keeps a later one from slipping past an
-// earlier one that was stored already.
+// are undecided and ordered before it (Before): undecided ones count as
+// stored, which can only make the answer stricter. Creation times have
+// one-second resolution, so two dumps of one second are ordered by name;
+// counting every spent dump keeps a later one from slipping past an earlier
+// one that was stored already.
 func Allowed(d Dump, others []Dump, count int, window time.Duration) bool {
 	if count <= 0 {
 		return false
 	}
 	spent := 0
 	for _, o := range others {
-		if o.Name == d.Name || o.Key != d.Key || o.Excluded || abs(d.Created.Sub(o.Created)) >= window {
+		if o.Name == d.Name || o.Key != d.Key || o.Excluded || d.Created.Sub(o.Created).Abs() >= window {
 			continue
 		}
-		if o.Spent || before(o, d) {
+		if o.Spent || Before(o, d) {
 			spent++
 		}
 	}
 	return spent < count
 }
 
-func abs(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
+// Window is one rate-limit window of throttled dumps: the dump that opened
+// it (and carries its notification) and how many throttled dumps fall in it.
+type Window struct {
+	Leader Dump
+	Count  int
+	// Until is when the window closes: Leader.Created + the rate-limit window.
+	Until time.Time
 }
 
-func before(a, b Dump) bool {
+// WindowOf finds the window throttled dump d belongs to among the dumps of
+// its budget (which may include d). In budget order, the first throttled
+// dump opens a window of length window; a throttled dump created within it
+// belongs to it, the next one after it opens a new one. ready is false while
+// a dump ordered before d is undecided, since it may yet be throttled and
+// change the answer. Like Allowed, the result depends only on the
+// CoreDumps, so every reconcile, on any leader, agrees.
+func WindowOf(d Dump, budget []Dump, window time.Duration) (w Window, ready bool) {
+	all := make([]Dump, 0, len(budget)+1)
+	seen := false
+	for _, p := range budget {
+		if p.Name == d.Name {
+			seen = true
+			p = d
+		}
+		all = append(all, p)
+	}
+	if !seen {
+		all = append(all, d)
+	}
+	sort.Slice(all, func(i, j int) bool { return Before(all[i], all[j]) })
+	var leader *Dump
+	found := false
+	for i := range all {
+		p := all[i]
+		if !found && Before(p, d) && !p.Decided {
+			return Window{}, false
+		}
+		if !p.Throttled {
+			continue
+		}
+		if leader == nil || p.Created.Sub(leader.Created) >= window {
+			if found {
+				break // the next window
+			}
+			leader = &all[i]
+			w = Window{Leader: p, Until: p.Created.Add(window)}
+		}
+		w.Count++
+		if p.Name == d.Name {
+			found = true
+		}
+	}
+	return w, found
+}
+
+// Undecided reports whether a dump created before until may still be
+// throttled, so that a window's count is not final yet.
+func Undecided(budget []Dump, until time.Time) bool {
+	for _, p := range budget {
+		if !p.Decided && p.Created.Before(until) {
+			return true
+		}
+	}
+	return false
+}
+
+// Before is the budget's order: creation time, then name.
+func Before(a, b Dump) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.Before(b.Created)
 	}

@@ -111,7 +111,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	mustCreate(ctx, t, k8s, &eventsv1.Event{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-0.coredumped", Namespace: "team-a"},
 		EventTime:  metav1.NowMicro(), ReportingController: "coredog.io/controller", ReportingInstance: "coredog-controller-0",
-		Action: "Capture", Reason: "CoreDumped", Type: corev1.EventTypeNormal, Note: "Container app: server killed by SIGSEGV; core dump core-good stored",
+		Action: "Capture", Reason: coredogv1.EventCoreDumped, Type: corev1.EventTypeNormal, Note: "Container app: server killed by SIGSEGV; core dump core-good stored",
 		Regarding: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: "team-a", Name: "web-0"},
 		Related:   &corev1.ObjectReference{Kind: "CoreDump", APIVersion: coredogv1.GroupVersion.String(), Namespace: "coredog-system", Name: "core-good"},
 	})

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,7 +125,7 @@ func PlanDebug(cd *coredogv1.CoreDump, image, namespace, podName string) (DebugP
 	case p.Image != "":
 		plan.Image = p.Image
 	default:
-		return plan, fmt.Errorf("CoreDump %s does not know the crashed image (its pod is %s): pass --image with the image the program came from", cd.Name, orNone(string(p.ResolvedBy), "unknown"))
+		return plan, fmt.Errorf("CoreDump %s does not know the crashed image (its pod is %s): pass --image with the image the program came from", cd.Name, cmp.Or(string(p.ResolvedBy), "unknown"))
 	}
 	plan.Namespace = namespace
 	if plan.Namespace == "" {
@@ -189,13 +190,6 @@ func executablePath(cd *coredogv1.CoreDump) (string, bool) {
 		exe = "PROGRAM"
 	}
 	return exe, false
-}
-
-func orNone(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func truncateBytes(s string, n int) string {

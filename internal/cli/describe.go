@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,11 +19,6 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
-
-// eventCoreDumped is the reason of the controller's event on a crashed pod
-// (controllers.EventCoreDumped; not imported, to keep the controller's
-// dependencies out of the plugin).
-const eventCoreDumped = "CoreDumped"
 
 func describeCommand() command {
 	return command{
@@ -137,7 +134,7 @@ func (a *app) dumpEvents(ctx context.Context, cd *coredogv1.CoreDump) ([]eventsv
 	}
 	if p := podRef(cd); p.Name != "" && p.Namespace != "" {
 		var onPod eventsv1.EventList
-		err := c.List(ctx, &onPod, client.InNamespace(p.Namespace), client.MatchingFields{"regarding.name": p.Name, "reason": eventCoreDumped})
+		err := c.List(ctx, &onPod, client.InNamespace(p.Namespace), client.MatchingFields{"regarding.name": p.Name, "reason": coredogv1.EventCoreDumped})
 		if err != nil {
 			return out, apiError(err, "listing the pod's events")
 		}
@@ -219,7 +216,7 @@ func RenderDescription(w io.Writer, d Description, now time.Time) {
 	if cd.Status.Message != "" {
 		p.line(0, "Message", cd.Status.Message)
 	}
-	crashed := metav1.NewTime(crashTime(cd))
+	crashed := metav1.NewTime(cd.CrashTime())
 	p.line(0, "Crashed", when(&crashed))
 	p.line(0, "Node", cd.Spec.NodeName)
 	p.line(0, "Policy", cd.Spec.PolicyName)
@@ -386,7 +383,7 @@ func idString(id *int64) string {
 
 func joinMap(m map[string]string) string {
 	var parts []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")

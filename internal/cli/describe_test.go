@@ -24,7 +24,7 @@ func TestRenderDescriptionFull(t *testing.T) {
 	})
 	events := []eventsv1.Event{{
 		Regarding: corev1.ObjectReference{Kind: "Pod", Namespace: "team-a", Name: "web-0"},
-		Reason:    "CoreDumped", Type: "Normal", Note: "Container app: server killed by SIGSEGV",
+		Reason:    coredogv1.EventCoreDumped, Type: "Normal", Note: "Container app: server killed by SIGSEGV",
 		EventTime: metav1.NewMicroTime(now.Add(-55 * time.Minute)), ReportingController: "coredog-controller",
 		Series: &eventsv1.EventSeries{Count: 3, LastObservedTime: metav1.NewMicroTime(now.Add(-55 * time.Minute))},
 	}}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
@@ -115,7 +114,7 @@ func ParseSignal(s string) (string, error) {
 		if n <= 0 || n > 128 {
 			return "", fmt.Errorf("--signal %q: signal numbers are 1 to 128", s)
 		}
-		return corefile.SignalName(n), nil
+		return coredogv1.SignalNameOf(n), nil
 	}
 	name := strings.ToUpper(s)
 	if !strings.HasPrefix(name, "SIG") {
@@ -152,7 +151,7 @@ func (f Filter) Match(cd *coredogv1.CoreDump) bool {
 			return false
 		}
 	}
-	if !f.After.IsZero() && crashTime(cd).Before(f.After) {
+	if !f.After.IsZero() && cd.CrashTime().Before(f.After) {
 		return false
 	}
 	if f.Signal != "" && !strings.EqualFold(signalName(cd), f.Signal) {

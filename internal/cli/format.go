@@ -13,7 +13,6 @@ import (
 	"golang.org/x/term"
 	"k8s.io/apimachinery/pkg/util/duration"
 
-	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
@@ -69,19 +68,6 @@ func age(now, t time.Time) string {
 	return duration.HumanDuration(d)
 }
 
-// crashTime is when the dump happened: the time in its file name, else when
-// the agent saw the file, else when the CoreDump was created. A dump that an
-// agent found in a rescan days later still sorts and filters by its crash.
-func crashTime(cd *coredogv1.CoreDump) time.Time {
-	if t := cd.Spec.Process.DumpedAt; t != nil && !t.IsZero() {
-		return t.Time
-	}
-	if !cd.Spec.DetectedAt.IsZero() {
-		return cd.Spec.DetectedAt.Time
-	}
-	return cd.CreationTimestamp.Time
-}
-
 // displaySize is the dump's size for people.
 func displaySize(cd *coredogv1.CoreDump) string {
 	if cd.Spec.DisplaySize != "" {
@@ -95,7 +81,7 @@ func signalName(cd *coredogv1.CoreDump) string {
 	if cd.Spec.Process.SignalName != "" {
 		return cd.Spec.Process.SignalName
 	}
-	return corefile.SignalName(int(cd.Spec.Process.Signal))
+	return coredogv1.SignalNameOf(int(cd.Spec.Process.Signal))
 }
 
 // podRef is the crashed pod, or an empty reference.

@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
@@ -52,27 +50,6 @@ func TestDisplaySizeAndSignal(t *testing.T) {
 		}
 		if got := signalName(&tc.cd); got != tc.sig {
 			t.Errorf("%s: signalName = %q, want %q", tc.name, got, tc.sig)
-		}
-	}
-}
-
-func TestCrashTime(t *testing.T) {
-	created := metav1.NewTime(now)
-	detected := metav1.NewTime(now.Add(-time.Hour))
-	dumped := metav1.NewTime(now.Add(-48 * time.Hour))
-	for _, tc := range []struct {
-		name string
-		cd   coredogv1.CoreDump
-		want time.Time
-	}{
-		{"dumpedAt first", coredogv1.CoreDump{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: created},
-			Spec: coredogv1.CoreDumpSpec{DetectedAt: detected, Process: coredogv1.ProcessInfo{DumpedAt: &dumped}}}, dumped.Time},
-		{"then detectedAt", coredogv1.CoreDump{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: created},
-			Spec: coredogv1.CoreDumpSpec{DetectedAt: detected}}, detected.Time},
-		{"then creation", coredogv1.CoreDump{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: created}}, created.Time},
-	} {
-		if got := crashTime(&tc.cd); !got.Equal(tc.want) {
-			t.Errorf("%s: crashTime = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

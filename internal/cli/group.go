@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -52,7 +54,7 @@ func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 			workloads[key] = map[string]bool{}
 			keys = append(keys, key)
 		}
-		t := crashTime(cd)
+		t := cd.CrashTime()
 		if g.Count == 0 || t.Before(g.FirstSeen) {
 			g.FirstSeen = t
 		}
@@ -70,7 +72,10 @@ func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 	groups := make([]Group, 0, len(keys))
 	for _, k := range keys {
 		g := byKey[k]
-		g.Workloads = sortedKeys(workloads[k])
+		g.Workloads = slices.Sorted(maps.Keys(workloads[k]))
+		if g.Workloads == nil {
+			g.Workloads = []string{} // -o json prints [], not null, for no known workload
+		}
 		groups = append(groups, *g)
 	}
 	sort.SliceStable(groups, func(i, j int) bool {
@@ -99,7 +104,7 @@ func affected(cd *coredogv1.CoreDump) string {
 // next to the prompt), then by namespace and name.
 func sortDumps(dumps []coredogv1.CoreDump) {
 	sort.SliceStable(dumps, func(i, j int) bool {
-		ti, tj := crashTime(&dumps[i]), crashTime(&dumps[j])
+		ti, tj := dumps[i].CrashTime(), dumps[j].CrashTime()
 		if !ti.Equal(tj) {
 			return ti.Before(tj)
 		}

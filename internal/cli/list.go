@@ -177,7 +177,7 @@ func RenderList(w io.Writer, dumps []coredogv1.CoreDump, f ListFormat, now time.
 		p := podRef(cd)
 		cells := []string{
 			qualifiedName(cd, f.WithNamespace), p.Namespace, p.Name, p.Container,
-			cd.Spec.Process.Executable, signalName(cd), displaySize(cd), phase(cd), age(now, crashTime(cd)),
+			cd.Spec.Process.Executable, signalName(cd), displaySize(cd), phase(cd), age(now, cd.CrashTime()),
 		}
 		if f.Wide {
 			cells = append(cells, cd.Spec.NodeName, cd.Spec.Signature, workload(cd), location(cd))

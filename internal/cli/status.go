@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -115,7 +116,7 @@ func RenderStatus(w io.Writer, r StatusReport, now time.Time) {
 			d := p.Status.Dumps
 			row(tw, "  "+p.Name, ready, fmt.Sprintf("%d/%d", p.Status.ReadyAgents, p.Status.DesiredAgents), p.Spec.Storage.URL,
 				strconv.FormatInt(d.Captured, 10), strconv.FormatInt(d.Uploaded, 10), strconv.FormatInt(d.Skipped, 10), strconv.FormatInt(d.Failed, 10),
-				orNone(truncate(msg, maxMessage), "-"))
+				cmp.Or(truncate(msg, maxMessage), "-"))
 		}
 		tw.Flush()
 	}
@@ -162,8 +163,8 @@ func RenderStatus(w io.Writer, r StatusReport, now time.Time) {
 			if p.Name != "" {
 				pod = p.Namespace + "/" + p.Name
 			}
-			row(tw, "  "+qualifiedName(cd, r.WithNamespace), pod, cd.Spec.NodeName, phase(cd), age(now, crashTime(cd)),
-				strconv.Itoa(int(cd.Status.Attempts)), orNone(truncate(cd.Status.Message, maxMessage), "-"))
+			row(tw, "  "+qualifiedName(cd, r.WithNamespace), pod, cd.Spec.NodeName, phase(cd), age(now, cd.CrashTime()),
+				strconv.Itoa(int(cd.Status.Attempts)), cmp.Or(truncate(cd.Status.Message, maxMessage), "-"))
 		}
 		tw.Flush()
 	}

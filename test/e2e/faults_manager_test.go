@@ -16,7 +16,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/controllers"
+	"github.com/coredog/coredog/controllers/upload"
 	"github.com/coredog/coredog/test/localcluster"
 )
 
@@ -416,7 +416,7 @@ func TestFaultAgentSIGTERM(t *testing.T) {
 // the node's file deleted. Converged is from SIGCONT.
 func TestFaultAgentFrozen(t *testing.T) {
 	g := NewWithT(t)
-	stall := faultScale(8*time.Second, controllers.DefaultUploadStallTimeout)
+	stall := faultScale(8*time.Second, upload.DefaultStallTimeout)
 	frozen := faultScale(15*time.Second, 3*time.Minute)
 	if !fullFaults() {
 		sfRestartManager(t, "--upload-stall-timeout", stall.String())
@@ -442,7 +442,7 @@ func TestFaultAgentFrozen(t *testing.T) {
 	g.Eventually(func() string {
 		for _, line := range strings.Split(localcluster.TailFile(manager.LogPath, 100000), "\n") {
 			if strings.Contains(line, "Upload failed; retrying") && strings.Contains(line, cds[0].Name) &&
-				strings.Contains(line, controllers.ErrUploadStalled.Error()) {
+				strings.Contains(line, upload.ErrStalled.Error()) {
 				gaveUp = line
 			}
 		}

@@ -104,7 +104,7 @@ func nfSettle(t *testing.T, n *node, files map[string]string, accept func(*cored
 			settled := true
 			for f := range files {
 				c := res.byFile[f]
-				if len(c) != 1 || !terminalPhase(c[0].Status.Phase) {
+				if len(c) != 1 || !c[0].Status.Phase.IsFinal() {
 					settled = false
 					break
 				}
@@ -219,10 +219,6 @@ func nfWaitCounted(n *node, want int64, deadline time.Time) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-func terminalPhase(p coredogv1.Phase) bool {
-	return p == coredogv1.PhaseUploaded || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseFailed
 }
 
 // nfRequireClean fails the test when a dump was lost, stored twice or left

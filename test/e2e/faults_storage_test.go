@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/controllers"
+	"github.com/coredog/coredog/controllers/upload"
 	"github.com/coredog/coredog/test/localcluster"
 )
 
@@ -54,7 +54,7 @@ func sfWaitRetrying(t *testing.T, n *node, files []fxFile, min int32, timeout ti
 			cd := byFile[f.name][0]
 			g.Expect(cd.Status.Phase).To(Equal(coredogv1.PhaseUploading), "%s: %s", f.name, cd.Status.Message)
 			g.Expect(cd.Status.Attempts).To(BeNumerically(">=", min), "%s: %s", f.name, cd.Status.Message)
-			g.Expect(cd.Status.Reason).To(Equal(controllers.ReasonUploadRetrying))
+			g.Expect(cd.Status.Reason).To(Equal(coredogv1.ReasonUploadRetrying))
 			msgs[f.name] = cd.Status.Message
 		}
 	}).WithTimeout(timeout).WithPolling(200 * time.Millisecond).Should(Succeed())
@@ -260,7 +260,7 @@ func TestFaultStorageBucketDeleted(t *testing.T) {
 	}
 	var warnings map[string][]string
 	NewWithT(t).Eventually(func(g Gomega) {
-		warnings = sfWarnings(g, controllers.EventUploadRetrying)
+		warnings = sfWarnings(g, coredogv1.EventUploadRetrying)
 		byFile := n.dumpsByFile(g)
 		for _, f := range files {
 			g.Expect(warnings[byFile[f.name][0].Name]).To(HaveLen(1), "Warning events on the CoreDump of %s", f.name)
@@ -334,7 +334,7 @@ func sfRestartManager(t *testing.T, extra ...string) {
 // to the file, nothing else in the bucket, the node's file deleted.
 func TestFaultStorageHangs(t *testing.T) {
 	g := NewWithT(t)
-	stall := faultScale(10*time.Second, controllers.DefaultUploadStallTimeout)
+	stall := faultScale(10*time.Second, upload.DefaultStallTimeout)
 	if !fullFaults() {
 		sfRestartManager(t, "--upload-stall-timeout", stall.String())
 	}
@@ -352,7 +352,7 @@ func TestFaultStorageHangs(t *testing.T) {
 			break
 		}
 	}
-	g.Expect(gaveUp).To(ContainSubstring(controllers.ErrUploadStalled.Error()), "the first attempt should be given up as stalled")
+	g.Expect(gaveUp).To(ContainSubstring(upload.ErrStalled.Error()), "the first attempt should be given up as stalled")
 	g.Expect(rule.Fired()).To(Equal(1))
 	cd := out.dumps[f.name]
 	t.Logf("Uploaded %s after the drop (attempts %d), with the stall timeout at %s", out.converged.Round(time.Millisecond), cd.Status.Attempts, stall)

@@ -304,7 +304,7 @@ func (n *node) waitPhase(fileName string, phase coredogv1.Phase, timeout time.Du
 		byFile := n.dumpsByFile(g)
 		g.Expect(byFile[fileName]).To(HaveLen(1), "CoreDumps of %s", fileName)
 		cd = byFile[fileName][0]
-		if p := cd.Status.Phase; p != phase && (p == coredogv1.PhaseFailed || p == coredogv1.PhaseSkipped || p == coredogv1.PhaseUploaded) {
+		if p := cd.Status.Phase; p != phase && p.IsFinal() {
 			StopTrying(fmt.Sprintf("%s ended %s (%s: %s), not %s", fileName, p, cd.Status.Reason, cd.Status.Message, phase)).Now()
 		}
 		g.Expect(cd.Status.Phase).To(Equal(phase), "status of %s: %s %s", fileName, cd.Status.Reason, cd.Status.Message)

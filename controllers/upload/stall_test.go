@@ -1,4 +1,4 @@
-package controllers
+package upload
 
 import (
 	"bytes"
@@ -61,7 +61,7 @@ func TestWatchStallGivesUpAHangingWrite(t *testing.T) {
 	defer stop()
 	_, err = s.Write(actx, "k", bytes.NewReader(make([]byte, 64)), storage.WriteOptions{})
 	err = stallError(actx, err)
-	if !errors.Is(err, ErrUploadStalled) || !strings.Contains(err.Error(), "20ms") {
+	if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), "20ms") {
 		t.Fatalf("a hanging write ended with %v, want the stall named", err)
 	}
 }
@@ -70,7 +70,7 @@ func TestWatchStallStopIsNoStall(t *testing.T) {
 	actx, stop := watchStall(context.Background(), time.Hour)
 	stop()
 	<-actx.Done()
-	if err := stallError(actx, errors.New("interrupted")); errors.Is(err, ErrUploadStalled) || err.Error() != "interrupted" {
+	if err := stallError(actx, errors.New("interrupted")); errors.Is(err, ErrStalled) || err.Error() != "interrupted" {
 		t.Errorf("after stop: %v", err)
 	}
 	if err := stallError(actx, nil); err != nil {

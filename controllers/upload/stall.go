@@ -1,4 +1,4 @@
-package controllers
+package upload
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/coredog/coredog/internal/storage"
 )
 
-// DefaultUploadStallTimeout is how long an upload attempt may go without
+// DefaultStallTimeout is how long an upload attempt may go without
 // progress before it is given up and retried. Progress is a read from the
 // dump's stream, which the store paces: it reads the next part while one
 // uploads. Neither the S3 client nor the agent client bounds a request's
@@ -21,11 +21,11 @@ import (
 // would otherwise hold the attempt, and one of the --max-concurrent-uploads
 // slots, for ever. Two minutes let one part (5 to 8 MiB) take that long: an
 // upload's share of the link may drop to about 70 KB/s.
-const DefaultUploadStallTimeout = 2 * time.Minute
+const DefaultStallTimeout = 2 * time.Minute
 
-// ErrUploadStalled is the cause of an upload attempt given up for lack of
+// ErrStalled is the cause of an upload attempt given up for lack of
 // progress.
-var ErrUploadStalled = errors.New("the upload made no progress")
+var ErrStalled = errors.New("the upload made no progress")
 
 type stallKey struct{}
 
@@ -44,7 +44,7 @@ func (w *stallWatch) stalledAt(now time.Time) bool {
 }
 
 // watchStall returns the context for one upload attempt: it is cancelled,
-// with a cause wrapping ErrUploadStalled, once no write into storage has
+// with a cause wrapping ErrStalled, once no write into storage has
 // read from its source for timeout. stop ends the watch and the context.
 func watchStall(ctx context.Context, timeout time.Duration) (actx context.Context, stop func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -62,7 +62,7 @@ func watchStall(ctx context.Context, timeout time.Duration) (actx context.Contex
 				return
 			case now := <-tick.C:
 				if w.stalledAt(now) {
-					cancel(fmt.Errorf("%w for %s", ErrUploadStalled, timeout))
+					cancel(fmt.Errorf("%w for %s", ErrStalled, timeout))
 					return
 				}
 			}
@@ -79,7 +79,7 @@ func watchStall(ctx context.Context, timeout time.Duration) (actx context.Contex
 
 // stallError names the stall when it is what ended an attempt.
 func stallError(actx context.Context, err error) error {
-	if cause := context.Cause(actx); err != nil && errors.Is(cause, ErrUploadStalled) {
+	if cause := context.Cause(actx); err != nil && errors.Is(cause, ErrStalled) {
 		return fmt.Errorf("%w: %v", cause, err)
 	}
 	return err

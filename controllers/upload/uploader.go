@@ -1,7 +1,8 @@
-package controllers
+package upload
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,9 +19,9 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentclient"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // OpenStoreFunc opens a store; tests may swap it.
@@ -38,7 +39,10 @@ type Uploader struct {
 	Leases    client.Reader
 	Namespace string
 	OpenStore OpenStoreFunc
-	Now       func() time.Time
+	// StallTimeout gives up an upload attempt that made no progress for
+	// this long; 0 means DefaultStallTimeout.
+	StallTimeout time.Duration
+	Now          func() time.Time
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
@@ -81,7 +85,7 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	f := storage.KeyFields{
 		Node: cd.Spec.NodeName, Executable: cd.Spec.Process.Executable, Signal: int(cd.Spec.Process.Signal),
 		SignalName: cd.Spec.Process.SignalName, Signature: cd.Spec.Signature, Name: cd.Name,
-		Time: crashTime(cd).UTC().Format(timeLayout),
+		Time: cd.CrashTime().UTC().Format(timeLayout),
 	}
 	if ref := cd.Status.Pod; ref != nil {
 		f.Namespace, f.Pod, f.Container = ref.Namespace, ref.Name, ref.Container
@@ -93,18 +97,27 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	if err != nil {
 		return nil, err
 	}
-	compression := p.Spec.Storage.Compression
-	if compression == "" {
-		compression = coredogv1.CompressionZstd
-	}
+	compression := cmp.Or(p.Spec.Storage.Compression, coredogv1.DefaultCompression)
 	key += extension(compression)
 	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
 }
 
 // Upload streams the dump from its agent into the policy's storage, checks
 // it, writes the metadata file next to it, and returns where it is. It
-// returns only after the store confirmed both writes.
+// returns only after the store confirmed both writes. An attempt that makes
+// no progress for StallTimeout is given up with an error wrapping ErrStalled.
 func (u *Uploader) Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
+	timeout := u.StallTimeout
+	if timeout <= 0 {
+		timeout = DefaultStallTimeout
+	}
+	actx, stop := watchStall(ctx, timeout)
+	defer stop()
+	stored, err := u.upload(actx, cd, p)
+	return stored, stallError(actx, err)
+}
+
+func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
 	target := cd.Status.Storage
 	if target == nil || target.Key == "" {
 		return nil, errors.New("no storage key was decided")
@@ -233,7 +246,9 @@ func (u *Uploader) open(ctx context.Context, p *coredogv1.CoreDumpPolicy) (*stor
 		}
 		creds = s.Data
 	}
-	store, err := u.OpenStore(ctx, loc, creds)
+	// Every write reports its progress to the stall watch of the upload
+	// attempt whose context it carries (see watchStall).
+	store, err := reportingProgress(u.OpenStore)(ctx, loc, creds)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
 	}
@@ -293,4 +308,32 @@ func (u *Uploader) now() time.Time {
 		return time.Now()
 	}
 	return u.Now()
+}
+
+// SignedLink signs a download link for a stored dump with the policy's
+// storage credentials (a notify.LinkFunc); stores that cannot sign (file://)
+// give the stored location, which does not expire.
+func (u *Uploader) SignedLink(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, expiry time.Duration) (string, time.Time, error) {
+	st := cd.Status.Storage
+	if st == nil || st.Key == "" {
+		return "", time.Time{}, errors.New("the dump is not stored")
+	}
+	loc, store, err := u.open(ctx, p)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	defer store.Close()
+	key, ok := strings.CutPrefix(st.Key, loc.Prefix)
+	if !ok || loc.ObjectURL(key) != st.URL {
+		return "", time.Time{}, fmt.Errorf("the policy's storage moved; %s cannot be signed", st.URL)
+	}
+	expires := u.now().Add(expiry)
+	link, err := store.SignedURL(ctx, key, expiry)
+	if errors.Is(err, storage.ErrSignedURLUnsupported) {
+		return st.URL, time.Time{}, nil
+	}
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return link, expires, nil
 }

@@ -1,4 +1,4 @@
-package controllers_test
+package integration
 
 import (
 	"context"
@@ -45,12 +45,12 @@ func TestMain(m *testing.M) {
 
 func runSuite(m *testing.M) int {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the suite with `make test`, which builds the envtest binaries (hack/envtest.sh)")
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: this envtest suite needs a kube-apiserver and etcd; run it with `make test`, or with KUBEBUILDER_ASSETS=$(hack/envtest.sh) go test ./controllers/integration/")
 		return 1
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()

@@ -1,4 +1,4 @@
-package controllers_test
+package integration
 
 import (
 	"bytes"
@@ -27,11 +27,10 @@ import (
 	"github.com/coredog/coredog/agent/app"
 	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/controllers"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/scheme"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // dumpEnv is one policy with a real agent (in this process) on one node,
@@ -325,7 +324,7 @@ func TestStorageFailuresAreRetriedUntilUploadedOnce(t *testing.T) {
 		g.Expect(k8s.List(context.Background(), &evs, client.InNamespace(testNamespace))).To(Succeed())
 		var warnings []string
 		for _, ev := range evs.Items {
-			if ev.Reason == controllers.EventUploadRetrying && ev.Regarding.Name == cd.Name {
+			if ev.Reason == coredogv1.EventUploadRetrying && ev.Regarding.Name == cd.Name {
 				g.Expect(ev.Type).To(Equal(corev1.EventTypeWarning))
 				g.Expect(ev.Note).To(And(ContainSubstring("failed 3 times"), ContainSubstring("injected by the test")))
 				warnings = append(warnings, ev.Note)
