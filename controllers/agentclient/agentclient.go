@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
@@ -45,6 +46,13 @@ var ErrIntegrity = errors.New("dump failed its integrity check")
 
 // ErrNotServed is returned when the agent does not have the dump (404).
 var ErrNotServed = errors.New("the agent does not serve this dump")
+
+// ErrUnreachable is returned when no answer came: the connection, the TLS
+// handshake or the stream failed. The error says no more than that; the
+// transport's words (addresses, ports, "connection refused" against "i/o
+// timeout") go to the log of the context only, since the endpoint comes from
+// a Lease an agent wrote and errors reach the CoreDump's status.
+var ErrUnreachable = errors.New("the agent could not be reached")
 
 // ErrRefused is returned for any other answer than 200 and 404, redirects
 // included; the error names the status code only.
@@ -119,6 +127,7 @@ type Stream struct {
 	body     io.ReadCloser
 	resp     *http.Response
 	expected int64
+	log      logr.Logger
 
 	mode wire.Compression
 	// received and sum are the body's length and CRC-32C so far; head
@@ -165,27 +174,32 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 	if err != nil {
 		return nil, err
 	}
+	log := logr.FromContextOrDiscard(ctx)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s from %s: %w", name, base.Host, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("fetching %s: %w", name, ctx.Err())
+		}
+		log.Info("Cannot fetch a dump from its agent", "coredump", name, "endpoint", base.Host, "err", err.Error())
+		return nil, fmt.Errorf("%w: fetching %s", ErrUnreachable, name)
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s at %s", ErrNotServed, name, base.Host)
+		return nil, fmt.Errorf("%w: %s", ErrNotServed, name)
 	default:
 		// Only the status code: the reason phrase and the body are the
 		// agent's words, and errors end up in the CoreDump's status, which
 		// every agent can read.
 		resp.Body.Close()
-		return nil, fmt.Errorf("%w: %s from %s answered HTTP %d", ErrRefused, name, base.Host, resp.StatusCode)
+		return nil, fmt.Errorf("%w: %s: HTTP %d", ErrRefused, name, resp.StatusCode)
 	}
 	if got := resp.Header.Get(wire.CompressionHeader); got != string(mode) {
 		resp.Body.Close()
-		return nil, fmt.Errorf("fetching %s: agent sent %q compression, asked for %q", name, got, mode)
+		return nil, fmt.Errorf("%w: fetching %s: the agent answered in another encoding than the %s asked for", ErrIntegrity, name, mode)
 	}
-	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: wire.NewStreamChecksum()}
+	s := &Stream{body: resp.Body, resp: resp, mode: mode, expected: expectedSize, sum: wire.NewStreamChecksum(), log: log.WithValues("coredump", name, "endpoint", base.Host)}
 	if mode == wire.CompressionNone {
 		s.plain = sha256.New()
 	}
@@ -257,7 +271,8 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	if err != nil {
-		s.fail(fmt.Errorf("reading dump from agent: %w", err))
+		s.log.Info("Reading a dump from its agent failed", "err", err.Error())
+		s.fail(fmt.Errorf("%w: the stream broke off after %d bytes", ErrUnreachable, s.received))
 		return n, s.err
 	}
 	return n, nil
@@ -277,9 +292,9 @@ func (s *Stream) verify() error {
 	case serr != nil || nerr != nil || claimed == "" || sentSum == "":
 		s.fail(fmt.Errorf("%w: the agent sent no size or checksum trailer (stream cut short?)", ErrIntegrity))
 	case sent != s.received || sentSum != got:
-		s.fail(fmt.Errorf("%w: the agent sent %d bytes (crc32c %s) but %d bytes (crc32c %s) arrived", ErrIntegrity, sent, sentSum, s.received, got))
+		s.fail(fmt.Errorf("%w: the agent sent %d bytes (crc32c %s) but %d bytes (crc32c %s) arrived", ErrIntegrity, sent, shownHex(sentSum, 8), s.received, got))
 	case !isSHA256(claimed) || size < 0:
-		s.fail(fmt.Errorf("%w: the agent's raw size %d or sha256 %q is malformed", ErrIntegrity, size, claimed))
+		s.fail(fmt.Errorf("%w: the agent's raw size %d or sha256 %s is malformed", ErrIntegrity, size, shownHex(claimed, 2*sha256.Size)))
 	case !s.framed(size, claimed):
 		s.fail(fmt.Errorf("%w: %d bytes arrived that are not a %s stream of %d bytes", ErrIntegrity, s.received, s.mode, size))
 	case s.expected >= 0 && size != s.expected:
@@ -308,7 +323,7 @@ func (s *Stream) verifyDecoded() error {
 	case serr != nil || claimed == "":
 		s.fail(fmt.Errorf("%w: the agent sent no size or checksum trailer (stream cut short?)", ErrIntegrity))
 	case size != res.n || claimed != sum:
-		s.fail(fmt.Errorf("%w: the agent read %d bytes (sha256 %s) but %d bytes (sha256 %s) arrived", ErrIntegrity, size, claimed, res.n, sum))
+		s.fail(fmt.Errorf("%w: the agent read %d bytes (sha256 %s) but %d bytes (sha256 %s) arrived", ErrIntegrity, size, shownHex(claimed, 2*sha256.Size), res.n, sum))
 	case s.expected >= 0 && res.n != s.expected:
 		s.fail(fmt.Errorf("%w: the file has %d bytes but the CoreDump recorded %d: it changed after capture", ErrIntegrity, res.n, s.expected))
 	default:
@@ -330,8 +345,11 @@ func (s *Stream) framed(rawSize int64, rawSum string) bool {
 
 // isSHA256 reports whether v is a SHA-256 in lower-case hex, as it will be
 // recorded in the CoreDump's status.
-func isSHA256(v string) bool {
-	if len(v) != 2*sha256.Size {
+func isSHA256(v string) bool { return isHex(v, 2*sha256.Size) }
+
+// isHex reports whether v is n lower-case hex digits.
+func isHex(v string, n int) bool {
+	if len(v) != n {
 		return false
 	}
 	for _, c := range v {
@@ -340,6 +358,16 @@ func isSHA256(v string) bool {
 		}
 	}
 	return true
+}
+
+// shownHex is a trailer's checksum as an error may show it: the agent chose
+// it, and errors reach the CoreDump's status, so anything but n hex digits
+// is shown as "(malformed)".
+func shownHex(v string, n int) string {
+	if isHex(v, n) {
+		return v
+	}
+	return "(malformed)"
 }
 
 func (s *Stream) fail(err error) {

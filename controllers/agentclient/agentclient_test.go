@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -296,5 +297,58 @@ func TestFetchFollowsNoRedirectAndQuotesNoBody(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// TestFetchErrorsDoNotScanPorts is the attack of an agent that points its
+// Lease's endpoint at other addresses to learn, from the CoreDump's status,
+// which ports are open: a closed port, a port that accepts and hangs up, a
+// port that speaks plain HTTP, and a TLS server with another certificate
+// must all give the same error, naming no address, port or cause.
+func TestFetchErrorsDoNotScanPorts(t *testing.T) {
+	f := newFixture(t)
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hangup.Close() })
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	plain := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(plain.Close)
+	otherTLS := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(otherTLS.Close)
+
+	var first string
+	for _, addr := range []string{closedAddr, hangup.Addr().String(), plain.Listener.Addr().String(), otherTLS.Listener.Addr().String()} {
+		_, err := f.client.Fetch(context.Background(), "https://"+addr, "core-1", coredogv1.CompressionZstd, 1)
+		if !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("%s: err = %v, want ErrUnreachable", addr, err)
+		}
+		msg := err.Error()
+		_, port, _ := net.SplitHostPort(addr)
+		for _, leak := range []string{port, "127.0.0.1", "refused", "reset", "EOF", "certificate", "tls", "HTTP"} {
+			if strings.Contains(msg, leak) {
+				t.Errorf("%s: the error says %q: %s", addr, leak, msg)
+			}
+		}
+		if first == "" {
+			first = msg
+		} else if msg != first {
+			t.Errorf("errors tell endpoints apart: %q and %q", first, msg)
+		}
 	}
 }

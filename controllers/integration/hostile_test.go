@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -205,11 +206,65 @@ func TestManagerTalksOnlyToAgentsOfThePolicysCA(t *testing.T) {
 		var got coredogv1.CoreDump
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cd), &got)).To(Succeed())
 		g.Expect(got.Status.Reason).To(Equal("UploadRetrying"), "%+v", got.Status)
-		g.Expect(got.Status.Message).To(ContainSubstring("certificate"))
+		// The status says that the agent could not be reached, not why:
+		// the endpoint is the Lease writer's choice, and the cause would
+		// tell it which ports are open.
+		g.Expect(got.Status.Message).To(ContainSubstring("could not be reached"))
+		g.Expect(got.Status.Message).NotTo(ContainSubstring(srv.Listener.Addr().String()))
+		g.Expect(got.Status.Message).NotTo(ContainSubstring("certificate"))
 		g.Expect(got.Status.Attempts).To(BeNumerically(">=", 2))
 	}, 60*time.Second, interval).Should(Succeed())
 	var got coredogv1.CoreDump
 	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cd), &got)).To(Succeed())
 	g.Expect(got.Status.Phase).NotTo(Equal(coredogv1.PhaseUploaded))
 	g.Expect(requests.Load()).To(BeZero(), "requests the manager sent to a server of another CA")
+}
+
+// TestManagerUsesOnlyTheLeaseOfTheDumpsNode is the attack of node "b.c",
+// whose agent may write the Lease "<policy>.a.b.c" (its own for a policy
+// named "<policy>.a"), which is also the Lease of node "a.b.c": pointed at
+// itself, it would be handed node a.b.c's dumps. The manager must use a
+// Lease only when it is held in the name of the dump's node, and must not
+// dial the endpoint otherwise.
+func TestManagerUsesOnlyTheLeaseOfTheDumpsNode(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	p := newPolicy("suffix", "/var/lib/cores-suffix")
+	p.Spec.Storage.URL = "file://" + filepath.Join(t.TempDir(), "bucket")
+	createPolicy(t, p)
+
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	victim := "a.b.c"
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(p.Name, victim), Namespace: testNamespace,
+			Annotations: map[string]string{agentlease.AnnotationEndpoint: srv.URL}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("b.c"), RenewTime: &metav1.MicroTime{Time: time.Now()}},
+	}
+	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
+
+	cd := validCoreDump("suffix-dump")
+	cd.Namespace = testNamespace
+	cd.Spec.PolicyName, cd.Spec.NodeName = p.Name, victim
+	g.Expect(k8s.Create(ctx, cd)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
+
+	g.Eventually(func(g Gomega) {
+		var got coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cd), &got)).To(Succeed())
+		g.Expect(got.Status.Reason).To(Equal(coredogv1.ReasonUploadRetrying), "%+v", got.Status)
+		g.Expect(got.Status.Message).To(ContainSubstring("is not held by node a.b.c"))
+		g.Expect(got.Status.Attempts).To(BeNumerically(">=", 2))
+	}, 60*time.Second, interval).Should(Succeed())
+	g.Expect(conns.Load()).To(BeZero(), "connections the manager opened to the endpoint of another node's Lease")
 }

@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -101,6 +102,10 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	key += extension(compression)
 	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
 }
+
+// ErrAgentLease is returned when the agent Lease of the dump's node cannot
+// be used: held by another node, or without a valid endpoint.
+var ErrAgentLease = errors.New("the agent Lease of the dump's node cannot be used")
 
 // Upload streams the dump from its agent into the policy's storage, checks
 // it, writes the metadata file next to it, and returns where it is. It
@@ -255,16 +260,25 @@ func (u *Uploader) open(ctx context.Context, p *coredogv1.CoreDumpPolicy) (*stor
 	return loc, store, nil
 }
 
-// endpoint reads the agent's address from its Lease.
+// endpoint reads the agent's address from its Lease. The Lease must be held
+// in the name of the dump's node: the agents' admission policy makes an
+// agent hold its Lease in its own node's name, and a Lease name alone does
+// not tie it to one node (node "b.c" may write "p.a.b.c", the Lease of
+// policy "p" on node "a.b.c"; long node names are hashed). What the Lease
+// says is an agent's word: a bad endpoint is logged, not quoted in status.
 func (u *Uploader) endpoint(ctx context.Context, cd *coredogv1.CoreDump) (string, error) {
 	var lease coordinationv1.Lease
 	name := agentlease.Name(cd.Spec.PolicyName, cd.Spec.NodeName)
 	if err := u.Leases.Get(ctx, client.ObjectKey{Namespace: u.Namespace, Name: name}, &lease); err != nil {
 		return "", fmt.Errorf("finding the agent of node %s (Lease %s): %w", cd.Spec.NodeName, name, err)
 	}
+	if h := lease.Spec.HolderIdentity; h == nil || *h != cd.Spec.NodeName {
+		return "", fmt.Errorf("%w: Lease %s is not held by node %s", ErrAgentLease, name, cd.Spec.NodeName)
+	}
 	ep := lease.Annotations[agentlease.AnnotationEndpoint]
 	if _, err := agentlease.ParseEndpoint(ep); err != nil {
-		return "", err
+		ctrl.LoggerFrom(ctx).Info("Agent Lease has no usable endpoint", "lease", name, "err", err.Error())
+		return "", fmt.Errorf("%w: Lease %s has no usable endpoint", ErrAgentLease, name)
 	}
 	return ep, nil
 }
