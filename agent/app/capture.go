@@ -71,16 +71,47 @@ func (a *Agent) takeContainerID(path string) string {
 	id := a.cgroups[path]
 	delete(a.cgroups, path)
 	a.cgMu.Unlock()
-	if id != "" {
+	if a.cfg.CorePattern != string(coredogv1.CorePatternPipe) {
 		return id
 	}
-	// In Pipe mode the receiver read the cgroup while the process existed
-	// and left it beside the core.
-	data, err := readBounded(cgroupSidecar(path), maxCgroupBytes)
-	if err != nil {
-		return ""
+	// In Pipe mode the receiver read the cgroup while the kernel held the
+	// process and left it beside the core: that wins over a /proc read
+	// made later, when the PID may be another process's.
+	if data, err := readSidecar(cgroupSidecar(path)); err == nil {
+		if sid := containerIDOf(data); sid != "" {
+			return sid
+		}
 	}
-	return containerIDOf(data)
+	return id
+}
+
+// errNotReceiverFile marks a sidecar the receiver cannot have written.
+var errNotReceiverFile = errors.New("not a file the pipe receiver wrote")
+
+// readSidecar reads a cgroup sidecar, at most maxCgroupBytes. Its directory
+// is one pods may write into: a symbolic link, a FIFO (which would block
+// the capture workers), a hard link or a file that root did not write, or
+// that others may write, is not taken.
+func readSidecar(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.Mode().IsRegular() || uint64(st.Nlink) != 1 || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+		return nil, errNotReceiverFile
+	}
+	buf := make([]byte, maxCgroupBytes)
+	n, err := f.Read(buf)
+	if err != nil && n == 0 {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 // cgroupSidecar is where the pipe receiver keeps a core's cgroup.

@@ -146,7 +146,7 @@ func Run(cfg Config, args []string, stdin io.Reader) (string, error) {
 	}
 	// Keep the cgroup next to the core, for the agent to attribute it.
 	if len(cgroup) > 0 {
-		_ = os.WriteFile(filepath.Join(cfg.Dir, "."+name+CgroupSuffix), cgroup, 0o600)
+		writeSidecar(filepath.Join(cfg.Dir, "."+name+CgroupSuffix), cgroup)
 	}
 	// Never replace a file that is there: two crashes can render one name
 	// (same second, same PID after a PID wrap); the second gets a suffix.
@@ -245,4 +245,22 @@ func Uninstall(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// writeSidecar leaves the cgroup beside the core. The receiver runs as root
+// in the host's namespaces, and pods may write into the directory: whatever
+// is at path (a symbolic link to a host file, a FIFO) is unlinked, never
+// followed, and the file is created anew, exclusively.
+func writeSidecar(path string, cgroup []byte) {
+	_ = os.Remove(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return
+	}
+	if _, err := f.Write(cgroup); err != nil {
+		_ = f.Close()
+		_ = os.Remove(path)
+		return
+	}
+	_ = f.Close()
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestCorePatternFitsTheKernel(t *testing.T) {
@@ -164,5 +166,63 @@ func TestInstall(t *testing.T) {
 	got, err := ReadConfig(filepath.Join(dir, InstallDir, ConfigName))
 	if err != nil || got != cfg {
 		t.Fatalf("config %+v, %v", got, err)
+	}
+}
+
+// TestRunDoesNotFollowAPlantedSidecar is the attack of a pod that writes
+// into the core directory: it plants the sidecar name of its next core as a
+// symbolic link to a host file, or as a FIFO. The receiver, root in the
+// host's namespaces, must neither write through the link nor block on the
+// FIFO, and the sidecar it leaves is its own.
+func TestRunDoesNotFollowAPlantedSidecar(t *testing.T) {
+	for _, kind := range []string{"symlink", "fifo"} {
+		t.Run(kind, func(t *testing.T) {
+			dir, proc := t.TempDir(), t.TempDir()
+			if err := os.MkdirAll(filepath.Join(proc, "4343"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cgroup := "0::/kubepods.slice/cri-containerd-" + strings.Repeat("cd", 32) + ".scope\n"
+			if err := os.WriteFile(filepath.Join(proc, "4343", "cgroup"), []byte(cgroup), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			host := filepath.Join(t.TempDir(), "host-file")
+			if err := os.WriteFile(host, []byte("host secrets\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			side := filepath.Join(dir, ".core.web-0.server.4343.11.1767225600"+CgroupSuffix)
+			var err error
+			if kind == "symlink" {
+				err = os.Symlink(host, side)
+			} else {
+				err = syscall.Mkfifo(side, 0o666)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := Run(Config{Dir: dir, FileNamePattern: "core.%h.%e.%P.%s.%t", ProcRoot: proc},
+					[]string{"4343", "7", "4343", "7", "11", "1767225600", "0", "0", "web-0", "server"}, strings.NewReader("core"))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the receiver blocked on a planted sidecar")
+			}
+			if got, _ := os.ReadFile(host); string(got) != "host secrets\n" {
+				t.Fatalf("the receiver wrote through a planted link: %q", got)
+			}
+			fi, err := os.Lstat(side)
+			if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("sidecar %v, %v: want the receiver's own 0600 file", fi, err)
+			}
+			if got, _ := os.ReadFile(side); string(got) != cgroup {
+				t.Fatalf("sidecar %q", got)
+			}
+		})
 	}
 }
