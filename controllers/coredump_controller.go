@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"sync"
 	"time"
@@ -299,7 +300,8 @@ func (r *CoreDumpReconciler) tellPod(ctx context.Context, cd *coredogv1.CoreDump
 	var pod corev1.Pod
 	if err := r.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &pod); err != nil || string(pod.UID) != ref.UID {
 		// The pod is gone (or was replaced); the CoreDump keeps the record.
-		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture",
+			"%s in pod %s/%s, container %s; %s", what, ref.Namespace, ref.Name, orUnknown(ref.Container), where)
 		return
 	}
 	r.Recorder.Eventf(&pod, cd, corev1.EventTypeNormal, coredogv1.EventCoreDumped, "Capture", "Container %s: %s; core dump %s %s", orUnknown(ref.Container), what, cd.Name, where)
@@ -489,9 +491,7 @@ func (r *CoreDumpReconciler) setLabels(cd *coredogv1.CoreDump) {
 	if cd.Labels == nil {
 		cd.Labels = map[string]string{}
 	}
-	for k, v := range l {
-		cd.Labels[k] = v
-	}
+	maps.Copy(cd.Labels, l)
 	for k, v := range a {
 		if v == "" {
 			continue

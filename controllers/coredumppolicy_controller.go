@@ -104,7 +104,8 @@ func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, fmt.Errorf("listing policies: %w", err)
 	}
 	if winner, lost := Conflicts(all.Items)[p.Name]; lost {
-		msg := fmt.Sprintf("CoreDumpPolicy %s, which is older, already runs agents for an overlapping set of nodes and hostPath %s; this policy runs none until the overlap is removed (make the nodeSelectors disjoint or use another hostPath)", winner, hostPath(&p))
+		msg := fmt.Sprintf("CoreDumpPolicy %s, which is older, already runs agents for an overlapping set of nodes and hostPath %s; "+
+			"this policy runs none until the overlap is removed (make the nodeSelectors disjoint or use another hostPath)", winner, hostPath(&p))
 		setCondition(&p, r.now(), coredogv1.ConditionConflict, metav1.ConditionTrue, coredogv1.ReasonOverlap, msg)
 		setCondition(&p, r.now(), coredogv1.ConditionReady, metav1.ConditionFalse, coredogv1.ReasonOverlap, msg)
 		p.Status.DesiredAgents, p.Status.ReadyAgents = 0, 0

@@ -150,14 +150,12 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	goRun := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				errs <- fmt.Errorf("%s: %w", name, err)
 				cancel()
 			}
-		}()
+		})
 	}
 	goRun("dump endpoint", server.Serve)
 	goRun("metrics endpoint", func(ctx context.Context) error {
@@ -184,7 +182,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	goRun("detection", func(ctx context.Context) error { return a.detector.Run(ctx, files) })
 	// A few captures run at once, so that one slow API call does not hold
 	// up the files behind it.
-	for i := 0; i < captureWorkers; i++ {
+	for range captureWorkers {
 		goRun("capture", func(ctx context.Context) error {
 			for {
 				select {

@@ -336,6 +336,6 @@ func identityOf(t *testing.T, path string) (id detect.Identity) {
 	t.Helper()
 	var st syscall.Stat_t
 	must(t, syscall.Lstat(path, &st))
-	id.Device, id.Inode, id.CtimeNanos, id.Size = uint64(st.Dev), st.Ino, st.Ctim.Nano(), st.Size
+	id.Device, id.Inode, id.CtimeNanos, id.Size = st.Dev, st.Ino, st.Ctim.Nano(), st.Size
 	return id
 }

@@ -78,7 +78,7 @@ func detectionLatencies(b *testing.B, n int, watchMode bool, poll time.Duration)
 	time.Sleep(500 * time.Millisecond)
 
 	completed := map[string]time.Time{}
-	for i := 0; i < n; i++ {
+	for i := range n {
 		name := fmt.Sprintf("core.bench-%d.app.%d.11.1767225600", i, 900000+i)
 		path := filepath.Join(h.dir, name)
 		if err := os.WriteFile(path, make([]byte, 64<<10), 0o600); err != nil {

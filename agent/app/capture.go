@@ -103,7 +103,7 @@ func readSidecar(path string) ([]byte, error) {
 		return nil, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || !fi.Mode().IsRegular() || uint64(st.Nlink) != 1 || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+	if !ok || !fi.Mode().IsRegular() || st.Nlink != 1 || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
 		return nil, errNotReceiverFile
 	}
 	buf := make([]byte, maxCgroupBytes)
@@ -206,7 +206,7 @@ func describe(f detect.File) (core *corefile.Core, parseErr error, err error) {
 	if err := syscall.Fstat(int(file.Fd()), &st); err != nil {
 		return nil, nil, err
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || uint64(st.Dev) != f.Identity.Device || st.Ino != f.Identity.Inode {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Dev != f.Identity.Device || st.Ino != f.Identity.Inode {
 		return nil, nil, errors.New("not the file that was detected")
 	}
 	if st.Nlink != 1 {

@@ -64,7 +64,9 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", ":9443", "Address of the dump endpoint (mTLS), e.g. 127.0.0.1:0.")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "Host or IP the controller reaches the endpoint at; default: the listen host, or 127.0.0.1.")
 	fs.StringVar(&c.TLSDir, "tls-dir", "/etc/coredog/tls", "Directory with ca.crt, tls.crt and tls.key.")
-	fs.StringVar(&c.CorePattern, "core-pattern", string(coredogv1.CorePatternObserve), "Observe; Manage: set kernel.core_pattern to dir/file-name-pattern; or Pipe: install this binary under dir and pipe cores to it. Manage and Pipe restore the old value on exit.")
+	fs.StringVar(&c.CorePattern, "core-pattern", string(coredogv1.CorePatternObserve),
+		"Observe; Manage: set kernel.core_pattern to dir/file-name-pattern; or Pipe: install this binary under dir and pipe cores to it. "+
+			"Manage and Pipe restore the old value on exit.")
 	fs.StringVar(&c.SysctlPath, "sysctl-path", "/proc/sys/kernel/core_pattern", "The core_pattern file written in Manage mode.")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
 	fs.StringVar(&c.HealthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 turns it off.")

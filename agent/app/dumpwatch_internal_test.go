@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
 
 	"github.com/coredog/coredog/agent/detect"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -40,7 +39,7 @@ func TestDumpStoreReportsDumpsDoneWith(t *testing.T) {
 		calls = nil
 	}
 	deleting := dumpIn("d", coredogv1.PhasePending)
-	deleting.DeletionTimestamp = ptr.To(metav1.Now())
+	deleting.DeletionTimestamp = new(metav1.Now())
 
 	// The first snapshot comes through the transform, as a watch-list's does.
 	var first []any

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -132,7 +133,10 @@ func TestDumpContentsNeverReachTheLogs(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("agent: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Error("agent did not stop")
 		}
@@ -152,7 +156,9 @@ func TestDumpContentsNeverReachTheLogs(t *testing.T) {
 	g.Expect(code).To(Equal(http.StatusNotFound))
 
 	cancel()
-	<-done
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("agent: %v", err)
+	}
 	done <- nil
 	mu.Lock()
 	defer mu.Unlock()

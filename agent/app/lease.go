@@ -2,13 +2,13 @@ package app
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
@@ -57,8 +57,8 @@ func (a *Agent) renewLease(ctx context.Context) error {
 				coredogv1.LabelPolicy: coredogv1.LabelValue(a.cfg.Policy),
 			}},
 			Spec: coordinationv1.LeaseSpec{
-				HolderIdentity:       ptr.To(a.cfg.NodeName),
-				LeaseDurationSeconds: ptr.To(int32(3 * a.cfg.LeaseRenew / time.Second)),
+				HolderIdentity:       new(a.cfg.NodeName),
+				LeaseDurationSeconds: new(int32(3 * a.cfg.LeaseRenew / time.Second)),
 				AcquireTime:          &now,
 				RenewTime:            &now,
 			},
@@ -70,11 +70,9 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	if lease.Annotations == nil {
 		lease.Annotations = map[string]string{}
 	}
-	for k, v := range annotations {
-		lease.Annotations[k] = v
-	}
-	lease.Spec.HolderIdentity = ptr.To(a.cfg.NodeName)
-	lease.Spec.LeaseDurationSeconds = ptr.To(int32(3 * a.cfg.LeaseRenew / time.Second))
+	maps.Copy(lease.Annotations, annotations)
+	lease.Spec.HolderIdentity = new(a.cfg.NodeName)
+	lease.Spec.LeaseDurationSeconds = new(int32(3 * a.cfg.LeaseRenew / time.Second))
 	lease.Spec.RenewTime = &now
 	return a.client.updateLease(ctx, lease)
 }

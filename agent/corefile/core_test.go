@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/utils/ptr"
 )
 
 func readBytes(b []byte) (*Core, error) { return ReadCore(bytes.NewReader(b), int64(len(b))) }
@@ -71,7 +73,7 @@ func x86Want() coreWant {
 	return coreWant{
 		machine: "x86_64", signal: 11, code: 1, fault: 0x10, hasFault: true, pid: 4242, tid: 4250, threads: 2,
 		exe: "app-link", exePath: "/usr/bin/app", cmdline: "/usr/bin/app-link --serve",
-		uid: i64(1000), gid: i64(2000), pc: 0x401234, module: "app", offset: 0x1234,
+		uid: ptr.To[int64](1000), gid: ptr.To[int64](2000), pc: 0x401234, module: "app", offset: 0x1234,
 		buildID: synthBuildIDHex, mappings: 3,
 	}
 }
@@ -89,7 +91,7 @@ func TestReadCoreSynthetic(t *testing.T) {
 		{"i386", synth386, func(w *coreWant) {
 			*w = coreWant{
 				machine: "EM_386", signal: 7, code: 2, fault: 0xdeadbee0, hasFault: true, pid: 77, tid: 77, threads: 1,
-				exe: "old", exePath: "/bin/old", cmdline: "old -x", uid: i64(5), gid: i64(6),
+				exe: "old", exePath: "/bin/old", cmdline: "old -x", uid: ptr.To[int64](5), gid: ptr.To[int64](6),
 				pc: 0x8048123, module: "old", offset: 0x123, mappings: 1,
 			}
 		}},

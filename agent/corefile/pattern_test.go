@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/utils/ptr"
 )
 
 func TestParsePattern(t *testing.T) {
@@ -58,8 +60,6 @@ func TestParsePattern(t *testing.T) {
 	}
 }
 
-func i64(v int64) *int64 { return &v }
-
 func TestParseName(t *testing.T) {
 	const def = "core.%h.%e.%P.%s.%t"
 	ts := time.Unix(1700000000, 0).UTC()
@@ -102,7 +102,7 @@ func TestParseName(t *testing.T) {
 		{"percent", "core%%%p", "core%123", NameFields{PID: 123}, true},
 		{"percent literal only", "100%%", "100%", NameFields{}, true},
 		{"ids", "core-%u-%g-%i-%I-%p-%e", "core-0-1000-3-4-5-app",
-			NameFields{UID: i64(0), GID: i64(1000), TID: 3, HostTID: 4, PID: 5, Executable: "app"}, true},
+			NameFields{UID: ptr.To[int64](0), GID: ptr.To[int64](1000), TID: 3, HostTID: 4, PID: 5, Executable: "app"}, true},
 		// Truly ambiguous: the earlier field takes the most.
 		{"adjacent numbers", "%p%s", "123411", NameFields{PID: 12341, Signal: 1}, true},
 		{"repeated specifier", "%e.%p.%e", "a.b.12.a.b", NameFields{Executable: "a.b", PID: 12}, true},
@@ -182,7 +182,7 @@ func TestRender(t *testing.T) {
 		f    NameFields
 		want string
 	}{
-		{"full", NameFields{Hostname: "web-0", Executable: "app", HostPID: 9, Signal: 6, Time: time.Unix(5, 0), UID: i64(1), GID: i64(2)},
+		{"full", NameFields{Hostname: "web-0", Executable: "app", HostPID: 9, Signal: 6, Time: time.Unix(5, 0), UID: ptr.To[int64](1), GID: ptr.To[int64](2)},
 			"core.web-0.app.9.6.5.1.2"},
 		{"slash escaped like the kernel", NameFields{Hostname: "a/b", Executable: "x/y", HostPID: 1, Signal: 11, Time: time.Unix(5, 0)},
 			"core.a!b.x!y.1.11.5.0.0"},
@@ -244,7 +244,7 @@ func TestRenderParseRoundTrip(t *testing.T) {
 	for _, h := range hosts {
 		for _, e := range exes {
 			f := NameFields{Hostname: h, Executable: e, HostPID: 4000000, PID: 1, Signal: 64,
-				Time: time.Unix(1<<40, 0).UTC(), UID: i64(4294967295), GID: i64(0), TID: 2, HostTID: 3}
+				Time: time.Unix(1<<40, 0).UTC(), UID: ptr.To[int64](4294967295), GID: ptr.To[int64](0), TID: 2, HostTID: 3}
 			name := p.Render(f)
 			got, ok := p.Parse(name)
 			if !ok || p.Render(got) != name {

@@ -229,8 +229,8 @@ func TestRunFindsFilesPresentAtStart(t *testing.T) {
 	h.write("core.a.1", "first")
 	h.write("ns/pod/core.b.2", "second")
 	h.start()
-	got := h.waitFor(2, 5*time.Second)
-	got = h.settleFor(700*time.Millisecond, "core.a.1", "ns/pod/core.b.2")
+	h.waitFor(2, 5*time.Second)
+	got := h.settleFor(700*time.Millisecond, "core.a.1", "ns/pod/core.b.2")
 	for _, f := range got {
 		if f.Source != SourceRescan {
 			t.Errorf("%s source = %s, want %s", f.RelPath, f.Source, SourceRescan)

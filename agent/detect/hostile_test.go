@@ -24,12 +24,12 @@ func TestRunIgnoresDeviceFiles(t *testing.T) {
 		mode uint32
 		dev  int
 	}{
-		{"core.null.1", syscall.S_IFCHR, 1<<8 | 3},    // /dev/null
-		{"core.zero.2", syscall.S_IFCHR, 1<<8 | 5},    // /dev/zero: endless if read
-		{"core.random.3", syscall.S_IFCHR, 1<<8 | 8},  // /dev/random
-		{"core.loop.4", syscall.S_IFBLK, 7<<8 | 0},    // a loop device
-		{"core.sda.5", syscall.S_IFBLK, 8<<8 | 0},     // a disk
-		{"sub/core.tty.6", syscall.S_IFCHR, 5<<8 | 0}, // /dev/tty, in a subdirectory
+		{"core.null.1", syscall.S_IFCHR, 1<<8 | 3},   // /dev/null
+		{"core.zero.2", syscall.S_IFCHR, 1<<8 | 5},   // /dev/zero: endless if read
+		{"core.random.3", syscall.S_IFCHR, 1<<8 | 8}, // /dev/random
+		{"core.loop.4", syscall.S_IFBLK, 7 << 8},     // a loop device (major 7, minor 0)
+		{"core.sda.5", syscall.S_IFBLK, 8 << 8},      // a disk (major 8, minor 0)
+		{"sub/core.tty.6", syscall.S_IFCHR, 5 << 8},  // /dev/tty (major 5, minor 0), in a subdirectory
 	}
 	mk := func(suffix string) {
 		for _, d := range devices {

@@ -74,7 +74,7 @@ func ParseArgs(args []string) (corefile.NameFields, error) {
 		return f, fmt.Errorf("want the 10 values of %q, got %d arguments", Specifiers, len(args))
 	}
 	ints := make([]int64, 8)
-	for i := 0; i < 8; i++ {
+	for i := range 8 {
 		v, err := strconv.ParseInt(args[i], 10, 64)
 		if err != nil {
 			return f, fmt.Errorf("argument %d (%s): %w", i+1, strings.Fields(Specifiers)[i], err)
@@ -129,7 +129,7 @@ func Run(cfg Config, args []string, stdin io.Reader) (string, error) {
 			_ = os.Remove(tmp)
 		}
 	}()
-	var src io.Reader = stdin
+	var src = stdin
 	if cfg.MaxBytes > 0 {
 		src = io.LimitReader(stdin, cfg.MaxBytes)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"compress/flate"
 	"context"
-	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coredog/coredog/internal/wire"
 
 	"github.com/go-logr/logr"
 )
@@ -212,7 +213,7 @@ func readBytes() int64 {
 	if err != nil {
 		return -1
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	for line := range strings.SplitSeq(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {

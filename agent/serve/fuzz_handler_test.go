@@ -1,12 +1,13 @@
 package serve
 
 import (
-	"github.com/coredog/coredog/internal/wire"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/coredog/coredog/internal/wire"
 
 	"github.com/go-logr/logr"
 )

@@ -4,12 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/coredog/coredog/internal/wire"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coredog/coredog/internal/wire"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/klauspost/compress/gzip"

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"github.com/coredog/coredog/internal/wire"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coredog/coredog/internal/wire"
 
 	"github.com/prometheus/client_golang/prometheus"
 

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/coredog/coredog/internal/wire"
 	"hash"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/coredog/coredog/internal/wire"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"

@@ -325,5 +325,5 @@ type CoreDumpList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&CoreDump{}, &CoreDumpList{})
+	knownTypes = append(knownTypes, &CoreDump{}, &CoreDumpList{})
 }

@@ -379,5 +379,5 @@ type CoreDumpPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&CoreDumpPolicy{}, &CoreDumpPolicyList{})
+	knownTypes = append(knownTypes, &CoreDumpPolicy{}, &CoreDumpPolicyList{})
 }

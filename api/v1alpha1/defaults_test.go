@@ -95,7 +95,7 @@ func crdSchema(t *testing.T, file string) map[string]any {
 // items) and returns the default found there.
 func defaultAt(schema map[string]any, path string) (any, bool) {
 	node := schema
-	for _, step := range strings.Split(path, ".") {
+	for step := range strings.SplitSeq(path, ".") {
 		name, list := strings.CutSuffix(step, "[]")
 		props, _ := node["properties"].(map[string]any)
 		next, ok := props[name].(map[string]any)

@@ -43,9 +43,11 @@ func run() error {
 	flag.IntVar(&o.MaxConcurrentUploads, "max-concurrent-uploads", controllers.DefaultMaxConcurrentUploads, "Dumps streamed into storage at once.")
 	flag.StringVar(&o.ClusterName, "cluster-name", "", "Cluster name shown in notifications.")
 	flag.IntVar(&o.MaxUploadAttempts, "max-upload-attempts", controllers.DefaultMaxUploadAttempts, "Failed upload attempts (with capped exponential backoff) before a dump is Failed.")
-	flag.DurationVar(&o.UploadStallTimeout, "upload-stall-timeout", upload.DefaultStallTimeout, "An upload attempt that makes no progress for this long (a store or an agent that hangs) is given up and retried.")
+	flag.DurationVar(&o.UploadStallTimeout, "upload-stall-timeout", upload.DefaultStallTimeout,
+		"An upload attempt that makes no progress for this long (a store or an agent that hangs) is given up and retried.")
 	var pprofAddr string
-	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the Go profiling endpoints (/debug/pprof/); empty turns them off. They are unauthenticated: bind them to localhost.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "",
+		"Address of the Go profiling endpoints (/debug/pprof/); empty turns them off. They are unauthenticated: bind them to localhost.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

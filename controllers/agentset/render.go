@@ -6,6 +6,7 @@ package agentset
 
 import (
 	"cmp"
+	"maps"
 	"path"
 	"sort"
 	"strconv"
@@ -102,9 +103,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 	}
 
 	nodeSelector := map[string]string{}
-	for k, v := range spec.NodeSelector {
-		nodeSelector[k] = v
-	}
+	maps.Copy(nodeSelector, spec.NodeSelector)
 	// The agent is a Linux program; a policy cannot move it elsewhere.
 	nodeSelector[corev1.LabelOSStable] = "linux"
 
@@ -140,13 +139,13 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 	}
 
 	security := &corev1.SecurityContext{
-		ReadOnlyRootFilesystem:   ptr.To(true),
-		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   new(true),
+		AllowPrivilegeEscalation: new(false),
 		// Root without capabilities owns the host directory; DAC_READ_SEARCH
 		// reads cores that crashing processes of any user wrote with mode
 		// 0600, FOWNER removes them from a sticky directory.
 		RunAsUser:    ptr.To[int64](0),
-		RunAsNonRoot: ptr.To(false),
+		RunAsNonRoot: new(false),
 		Capabilities: &corev1.Capabilities{
 			Drop: []corev1.Capability{"ALL"},
 			Add:  []corev1.Capability{"DAC_READ_SEARCH", "FOWNER"},
@@ -156,8 +155,8 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 	if manage {
 		// Writing kernel.core_pattern is only possible through a writable
 		// /proc/sys, which the runtime gives privileged containers alone.
-		security.Privileged = ptr.To(true)
-		security.AllowPrivilegeEscalation = ptr.To(true)
+		security.Privileged = new(true)
+		security.AllowPrivilegeEscalation = new(true)
 		security.Capabilities = nil
 	}
 
@@ -218,7 +217,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
 				Type: appsv1.RollingUpdateDaemonSetStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDaemonSet{
-					MaxUnavailable: ptr.To(intstr.FromString("10%")),
+					MaxUnavailable: new(intstr.FromString("10%")),
 				},
 			},
 			Template: corev1.PodTemplateSpec{
@@ -228,7 +227,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 				},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            opts.ServiceAccount,
-					AutomountServiceAccountToken:  ptr.To(true),
+					AutomountServiceAccountToken:  new(true),
 					HostPID:                       true,
 					NodeSelector:                  nodeSelector,
 					Tolerations:                   tolerations,
@@ -245,7 +244,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 							DefaultMode: ptr.To[int32](0o400),
 						}}},
 						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-							SizeLimit: ptr.To(resource.MustParse("16Mi")),
+							SizeLimit: new(resource.MustParse("16Mi")),
 						}}},
 					},
 				},
@@ -270,4 +269,3 @@ func probe(path string, period int32) *corev1.Probe {
 		FailureThreshold: 3,
 	}
 }
-

@@ -1,13 +1,13 @@
 package agentset
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -71,7 +71,7 @@ func TestRenderDaemonSet(t *testing.T) {
 			p.Spec.Agent.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}
 			p.Spec.Detection.PollInterval = &metav1.Duration{Duration: 30 * time.Second}
 			p.Spec.Detection.SettleTime = &metav1.Duration{Duration: 1500 * time.Millisecond}
-			p.Spec.Limits.MaxNodeUsage = ptr.To(resource.MustParse("20Gi"))
+			p.Spec.Limits.MaxNodeUsage = new(resource.MustParse("20Gi"))
 			p.Spec.Limits.MinNodeFree = "10%"
 		}, func(t *testing.T, c corev1.Container, pod corev1.PodSpec) {
 			expectArg(t, c, "--poll-interval=30s")
@@ -112,10 +112,8 @@ func expect[T comparable](t *testing.T, got, want T) {
 
 func expectArg(t *testing.T, c corev1.Container, arg string) {
 	t.Helper()
-	for _, a := range c.Args {
-		if a == arg {
-			return
-		}
+	if slices.Contains(c.Args, arg) {
+		return
 	}
 	t.Fatalf("args %v lack %q", c.Args, arg)
 }

@@ -74,7 +74,7 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 		{"zero rate window", validPolicy("v11"), func(o client.Object) { pol(o).Spec.Limits.RateLimit.Window = &metav1.Duration{} }, "rateLimit.window must be positive"},
 		{"negative rate count", validPolicy("v12"), func(o client.Object) { pol(o).Spec.Limits.RateLimit.Count = ptr.To[int32](-1) }, "should be greater than or equal to 0"},
 		{"bad minNodeFree", validPolicy("v13"), func(o client.Object) { pol(o).Spec.Limits.MinNodeFree = "150%" }, "minNodeFree must be a size such as 2Gi or a percentage"},
-		{"zero maxDumpSize", validPolicy("v14"), func(o client.Object) { pol(o).Spec.Limits.MaxDumpSize = ptr.To(resource.MustParse("0")) }, "maxDumpSize must be positive"},
+		{"zero maxDumpSize", validPolicy("v14"), func(o client.Object) { pol(o).Spec.Limits.MaxDumpSize = new(resource.MustParse("0")) }, "maxDumpSize must be positive"},
 		{"unknown compression", validPolicy("v15"), func(o client.Object) { pol(o).Spec.Storage.Compression = "Brotli" }, `supported values: "Zstd", "Gzip", "None"`},
 		{"unknown core pattern mode", validPolicy("v16"), func(o client.Object) { pol(o).Spec.CorePattern = "Sometimes" }, `supported values: "Observe", "Manage", "Pipe"`},
 		{"policy name too long", validPolicy(strings.Repeat("p", 41)), func(client.Object) {}, "at most 40 characters"},

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -76,7 +77,10 @@ func newDumpEnv(t *testing.T, name string, mutate func(*coredogv1.CoreDumpPolicy
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("agent: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Error("agent did not stop")
 		}
@@ -122,7 +126,7 @@ func (e *dumpEnv) waitPhase(g Gomega, fileName string, phase coredogv1.Phase) *c
 }
 
 // createPod makes a running pod on node with one container, as a kubelet would report it.
-func createPod(t *testing.T, ns, name, node string, mutate func(*corev1.Pod)) *corev1.Pod {
+func createPod(t *testing.T, ns, name, node string) *corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
 	var nsObj corev1.Namespace
@@ -135,9 +139,6 @@ func createPod(t *testing.T, ns, name, node string, mutate func(*corev1.Pod)) *c
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
 		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.example/crashy:1"}}},
-	}
-	if mutate != nil {
-		mutate(pod)
 	}
 	if err := k8s.Create(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -182,7 +183,7 @@ func readStored(t *testing.T, path string) []byte {
 func TestDumpIsResolvedUploadedAndAnnounced(t *testing.T) {
 	g := NewWithT(t)
 	e := newDumpEnv(t, "upload", nil)
-	pod := createPod(t, "shop", "web-0", e.node, nil)
+	pod := createPod(t, "shop", "web-0", e.node)
 	data := coreLike(3 << 20)
 	name := e.crashFile("web-0", "crashy", data)
 
@@ -252,8 +253,8 @@ func TestDumpIsResolvedUploadedAndAnnounced(t *testing.T) {
 func TestSameNamedPodsInTwoNamespacesAreNotGuessed(t *testing.T) {
 	g := NewWithT(t)
 	e := newDumpEnv(t, "twins", nil)
-	createPod(t, "team-a", "db-0", e.node, nil)
-	createPod(t, "team-b", "db-0", e.node, nil)
+	createPod(t, "team-a", "db-0", e.node)
+	createPod(t, "team-b", "db-0", e.node)
 	name := e.crashFile("db-0", "postgres", coreLike(64<<10))
 	cd := e.waitPhase(g, name, coredogv1.PhaseUploaded)
 	g.Expect(cd.Status.Pod.ResolvedBy).To(Equal(coredogv1.ResolvedByUnresolved))
@@ -268,11 +269,11 @@ func TestPolicyFiltersSkipDumps(t *testing.T) {
 	g := NewWithT(t)
 	e := newDumpEnv(t, "filters", func(p *coredogv1.CoreDumpPolicy) {
 		p.Spec.Selector.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}
-		p.Spec.Limits.MaxDumpSize = ptr.To(resource.MustParse("1Mi"))
+		p.Spec.Limits.MaxDumpSize = new(resource.MustParse("1Mi"))
 		p.Spec.Limits.RateLimit.Count = ptr.To[int32](1)
 	})
-	createPod(t, "payments", "api-0", e.node, nil)
-	createPod(t, "marketing", "site-0", e.node, nil)
+	createPod(t, "payments", "api-0", e.node)
+	createPod(t, "marketing", "site-0", e.node)
 
 	notSelected := e.crashFile("site-0", "site", coreLike(32<<10))
 	cd := e.waitPhase(g, notSelected, coredogv1.PhaseSkipped)
@@ -429,7 +430,7 @@ func TestDumpIsUploadedToS3(t *testing.T) {
 		p.Spec.Storage.URL = url
 		p.Spec.Storage.SecretRef = &coredogv1.SecretReference{Name: secret.Name}
 	})
-	createPod(t, "shop-s3", "cart-0", e.node, nil)
+	createPod(t, "shop-s3", "cart-0", e.node)
 	data := coreLike(12 << 20)
 	name := e.crashFile("cart-0", "cart", data)
 	cd := e.waitPhase(g, name, coredogv1.PhaseUploaded)

@@ -19,7 +19,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -191,7 +190,7 @@ func TestManagerTalksOnlyToAgentsOfThePolicysCA(t *testing.T) {
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(p.Name, node), Namespace: testNamespace,
 			Annotations: map[string]string{agentlease.AnnotationEndpoint: srv.URL}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), RenewTime: &metav1.MicroTime{Time: time.Now()}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: new(node), RenewTime: &metav1.MicroTime{Time: time.Now()}},
 	}
 	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
@@ -248,7 +247,7 @@ func TestManagerUsesOnlyTheLeaseOfTheDumpsNode(t *testing.T) {
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(p.Name, victim), Namespace: testNamespace,
 			Annotations: map[string]string{agentlease.AnnotationEndpoint: srv.URL}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("b.c"), RenewTime: &metav1.MicroTime{Time: time.Now()}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: new("b.c"), RenewTime: &metav1.MicroTime{Time: time.Now()}},
 	}
 	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })

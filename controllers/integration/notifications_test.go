@@ -96,7 +96,7 @@ func TestUploadNotifiesWebhookWithSignedLink(t *testing.T) {
 			LinkExpiry: &metav1.Duration{Duration: time.Hour},
 		}}
 	})
-	createPod(t, "shop-notify", "api-0", e.node, nil)
+	createPod(t, "shop-notify", "api-0", e.node)
 	data := coreLike(256 << 10)
 	name := e.crashFile("api-0", "api", data)
 	cd := e.waitPhase(g, name, coredogv1.PhaseUploaded)
@@ -207,7 +207,7 @@ func TestThrottledDumpsNotifyOncePerWindow(t *testing.T) {
 			On: []coredogv1.NotificationTrigger{coredogv1.NotifyOnUploaded, coredogv1.NotifyOnSkipped, coredogv1.NotifyOnFailed},
 		}}
 	})
-	createPod(t, "shop-throttle", "loop-0", e.node, nil)
+	createPod(t, "shop-throttle", "loop-0", e.node)
 	// The first crash is stored; the next two, within the window, are throttled.
 	first := e.crashFile("loop-0", "loop", coreLike(20<<10))
 	stored := e.waitPhase(g, first, coredogv1.PhaseUploaded)

@@ -64,7 +64,7 @@ func Matches(s *coredogv1.NotificationSink, cd *coredogv1.CoreDump, nsLabels map
 // splitList reads a comma-separated annotation value.
 func splitList(v string) []string {
 	var out []string
-	for _, s := range strings.Split(v, ",") {
+	for s := range strings.SplitSeq(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			out = append(out, s)
 		}

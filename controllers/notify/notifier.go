@@ -589,6 +589,7 @@ func (n *Notifier) resolve(ctx context.Context, spec *coredogv1.NotificationSink
 	h.Write([]byte(secret.ResourceVersion))
 	s.URL = strings.TrimSpace(string(secret.Data[urlKey]))
 	if s.URL == "" {
+		//nolint:staticcheck // "Secret" is the kind\'s name, and users match on these messages
 		return s, "", fmt.Errorf("Secret %s/%s has no key %s", n.cfg.Namespace, secret.Name, urlKey)
 	}
 	if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -609,6 +610,7 @@ func (n *Notifier) resolve(ctx context.Context, spec *coredogv1.NotificationSink
 		h.Write([]byte(ss.ResourceVersion))
 		s.SigningSecret = strings.TrimSpace(string(ss.Data[key]))
 		if s.SigningSecret == "" {
+			//nolint:staticcheck // "Secret" is the kind\'s name, and users match on these messages
 			return s, "", fmt.Errorf("Secret %s/%s has no key %s (signingSecretRef)", n.cfg.Namespace, ss.Name, key)
 		}
 	}
@@ -619,6 +621,7 @@ func (n *Notifier) secret(ctx context.Context, name string) (*corev1.Secret, err
 	var s corev1.Secret
 	err := n.cfg.Client.Get(ctx, client.ObjectKey{Namespace: n.cfg.Namespace, Name: name}, &s)
 	if apierrors.IsNotFound(err) {
+		//nolint:staticcheck // "Secret" is the kind\'s name, and users match on these messages
 		return nil, fmt.Errorf("Secret %s/%s does not exist", n.cfg.Namespace, name)
 	}
 	if err != nil {
@@ -733,8 +736,7 @@ var notifications = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func init() {
 	if err := metrics.Registry.Register(notifications); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
+		if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 			panic(err)
 		}
 	}

@@ -70,15 +70,6 @@ func (e *env) dump(name string) *coredogv1.CoreDump {
 	return &cd
 }
 
-func (e *env) policy(name string) *coredogv1.CoreDumpPolicy {
-	e.t.Helper()
-	var p coredogv1.CoreDumpPolicy
-	if err := e.c.Get(context.Background(), client.ObjectKey{Name: name}, &p); err != nil {
-		e.t.Fatal(err)
-	}
-	return &p
-}
-
 func eventually(t *testing.T, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -247,8 +247,9 @@ func slackBody(m *Message) map[string]any {
 // Teams: a message with an Adaptive Card, which both Workflows ("When a
 // Teams webhook request is received") and the older incoming webhooks accept.
 func teamsBody(m *Message) map[string]any {
-	var facts []map[string]string
-	for _, f := range m.Facts() {
+	mf := m.Facts()
+	facts := make([]map[string]string, 0, len(mf))
+	for _, f := range mf {
 		facts = append(facts, map[string]string{"title": f.Label, "value": defang(f.Value)})
 	}
 	body := []map[string]any{

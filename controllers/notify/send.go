@@ -56,8 +56,7 @@ func (e *DeliveryError) Error() string { return e.msg }
 
 // Retryable reports whether err is worth another attempt.
 func Retryable(err error) bool {
-	var de *DeliveryError
-	if errors.As(err, &de) {
+	if de, ok := errors.AsType[*DeliveryError](err); ok {
 		return de.Retryable
 	}
 	return true
@@ -93,8 +92,7 @@ func (s *Sender) post(ctx context.Context, sink Sink, r *Request) error {
 	resp, err := c.Do(hreq)
 	if err != nil {
 		// A *url.Error quotes the URL; only its cause is kept.
-		var ue *url.Error
-		if errors.As(err, &ue) {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = ue.Err
 		}
 		return &DeliveryError{Retryable: true, msg: "POST failed: " + redact(err.Error(), sink)}
@@ -171,7 +169,7 @@ func redact(s string, sink Sink) string {
 				add(v, 9)
 			}
 		}
-		for _, seg := range strings.Split(u.Path, "/") {
+		for seg := range strings.SplitSeq(u.Path, "/") {
 			add(seg, 9)
 		}
 		if u.User != nil {

@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -35,7 +34,7 @@ func pod(ns, name string, opts ...podOpt) corev1.Pod {
 			Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}},
 		},
 		Status: corev1.PodStatus{
-			StartTime:         ptr.To(metav1.NewTime(dumpedAt.Add(-time.Hour))),
+			StartTime:         new(metav1.NewTime(dumpedAt.Add(-time.Hour))),
 			ContainerStatuses: []corev1.ContainerStatus{running("app", "")},
 		},
 	}
@@ -49,7 +48,7 @@ func node(n string) podOpt         { return func(p *corev1.Pod) { p.Spec.NodeNam
 func specHostname(h string) podOpt { return func(p *corev1.Pod) { p.Spec.Hostname = h } }
 func hostNetwork() podOpt          { return func(p *corev1.Pod) { p.Spec.HostNetwork = true } }
 func startedAt(t time.Time) podOpt {
-	return func(p *corev1.Pod) { p.Status.StartTime = ptr.To(metav1.NewTime(t)) }
+	return func(p *corev1.Pod) { p.Status.StartTime = new(metav1.NewTime(t)) }
 }
 
 // containers replaces the pod's containers and their statuses.
@@ -308,17 +307,17 @@ func TestResolve(t *testing.T) {
 			crash: crash("", "db-0.db.team-a.svc.cluster.local", ""),
 			pods: []corev1.Pod{pod("team-a", "db-0", func(p *corev1.Pod) {
 				p.Spec.Subdomain = "db"
-				p.Spec.SetHostnameAsFQDN = ptr.To(true)
+				p.Spec.SetHostnameAsFQDN = new(true)
 			}), pod("team-b", "db-0", func(p *corev1.Pod) {
 				p.Spec.Subdomain = "db"
-				p.Spec.SetHostnameAsFQDN = ptr.To(true)
+				p.Spec.SetHostnameAsFQDN = new(true)
 			})},
 			want: want{pod: "team-a/db-0", container: "app", by: coredogv1.ResolvedByHostname},
 		},
 		{
 			name:  "hostname: hostnameOverride replaces the name",
 			crash: crash("", "app.example", ""),
-			pods:  []corev1.Pod{pod("team-a", "web", func(p *corev1.Pod) { p.Spec.HostnameOverride = ptr.To("app.example") })},
+			pods:  []corev1.Pod{pod("team-a", "web", func(p *corev1.Pod) { p.Spec.HostnameOverride = new("app.example") })},
 			want:  want{pod: "team-a/web", container: "app", by: coredogv1.ResolvedByHostname},
 		},
 		{

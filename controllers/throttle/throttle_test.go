@@ -13,7 +13,7 @@ func TestAllowed(t *testing.T) {
 	}
 	burst := func(n int) []Dump {
 		var out []Dump
-		for i := 0; i < n; i++ {
+		for i := range n {
 			out = append(out, at(fmt.Sprintf("d%02d", i), i, "k", false))
 		}
 		return out

@@ -73,14 +73,14 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			must(t, onA.Update(ctx, own))
 			// A Lease is held in its writer's node's name: the manager checks
 			// the holder against the node it expects.
-			own.Spec.HolderIdentity = ptrTo("node-b")
+			own.Spec.HolderIdentity = new("node-b")
 			expectForbidden(t, "node-a holding its Lease in node-b's name", onA.Update(ctx, own))
 			own.Spec.HolderIdentity = nil
 			expectForbidden(t, "node-a's Lease without a holder", onA.Update(ctx, own))
 			expectForbidden(t, "node-a creating a Lease held by node-b", onA.Create(ctx, lease(src.namespace, agentlease.Name("p9", "node-a"), "node-b")))
 
 			must(t, onB.Create(ctx, foreign))
-			foreign.Spec.HolderIdentity = ptrTo("node-a")
+			foreign.Spec.HolderIdentity = new("node-a")
 			expectForbidden(t, "node-a updating node-b's Lease", onA.Update(ctx, foreign))
 
 			must(t, onA.Create(ctx, coreDump(src.namespace, "core-0123456789abcdef0123", "node-a")))
@@ -141,7 +141,7 @@ func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace,
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptrTo(int64(3600))}}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
 	if node != "" {
 		pod, err := cs.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-", Namespace: namespace},
@@ -172,7 +172,7 @@ func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace,
 
 // lease is a Lease held in the name of node, as agents write them.
 func lease(namespace, name, node string) *coordinationv1.Lease {
-	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Spec: coordinationv1.LeaseSpec{HolderIdentity: ptrTo(node)}}
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Spec: coordinationv1.LeaseSpec{HolderIdentity: new(node)}}
 }
 
 func coreDump(namespace, name, node string) *coredogv1.CoreDump {
@@ -224,5 +224,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }

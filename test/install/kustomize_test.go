@@ -154,7 +154,7 @@ func embeddedVersion(bi *debug.BuildInfo, path string) string {
 // requiredVersion is the version go.mod requires of module path, from a
 // require line (`require path v1.2.3` or `path v1.2.3` inside a block).
 func requiredVersion(goMod []byte, path string) string {
-	for _, line := range strings.Split(string(goMod), "\n") {
+	for line := range strings.SplitSeq(string(goMod), "\n") {
 		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require "))
 		if len(f) >= 2 && f[0] == path {
 			return f[1]

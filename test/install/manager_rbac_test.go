@@ -13,6 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"k8s.io/utils/ptr"
+
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers"
 )
@@ -49,7 +51,7 @@ func TestManagerRunsUnderItsRBAC(t *testing.T) {
 		MetricsBindAddress: "0", HealthProbeBindAddress: "0"}
 	mopts := controllers.ManagerOptions(controllers.NewScheme(), o)
 	mopts.Metrics = metricsserver.Options{BindAddress: "0"}
-	mopts.LeaseDuration, mopts.RenewDeadline, mopts.RetryPeriod = ptrTo(4*time.Second), ptrTo(3*time.Second), ptrTo(500*time.Millisecond)
+	mopts.LeaseDuration, mopts.RenewDeadline, mopts.RetryPeriod = ptr.To(4*time.Second), ptr.To(3*time.Second), ptr.To(500*time.Millisecond)
 	mgr, err := ctrl.NewManager(as, mopts)
 	if err != nil {
 		t.Fatal(err)

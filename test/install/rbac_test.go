@@ -59,7 +59,7 @@ func expandRules(lines ...string) []string {
 		if g == "core" {
 			g = ""
 		}
-		for _, v := range strings.Fields(verbs) {
+		for v := range strings.FieldsSeq(verbs) {
 			out = append(out, ruleEntry(g, r, v))
 		}
 	}
