@@ -235,7 +235,7 @@ func (s *gcsStore) Write(ctx context.Context, key string, r io.Reader, opts Writ
 	if meta.ContentType == "" {
 		meta.ContentType = "application/octet-stream"
 	}
-	n, err := s.upload(ctx, ctxReader{ctx: ctx, r: r}, meta, partSizeFor(opts.SizeHint))
+	n, err := s.upload(ctx, CtxReader{Ctx: ctx, R: r}, meta, partSizeFor(opts.SizeHint))
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
 	}

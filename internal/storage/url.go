@@ -106,6 +106,23 @@ func (l *Location) ObjectURL(key string) string {
 	return l.Scheme + "://" + l.Bucket + "/" + l.Prefix + key
 }
 
+// KeyOf is ObjectURL's inverse: the key (without the prefix) of the
+// object that objectURL names in this location, or false when objectURL
+// is not in it.
+func (l *Location) KeyOf(objectURL string) (string, bool) {
+	head := l.ObjectURL("")
+	if l.Scheme == SchemeFile {
+		// ObjectURL joins the key to the directory with a slash, which
+		// path.Join drops from an empty key.
+		head += "/"
+	}
+	key, ok := strings.CutPrefix(objectURL, head)
+	if !ok || key == "" || l.ObjectURL(key) != objectURL {
+		return "", false
+	}
+	return key, true
+}
+
 func hasDotSegment(p string) bool {
 	for _, seg := range strings.Split(p, "/") {
 		if seg == "." || seg == ".." {
