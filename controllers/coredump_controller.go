@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -303,8 +302,8 @@ func storedDumpLink(u *Uploader) notify.LinkFunc {
 			return "", time.Time{}, err
 		}
 		defer store.Close()
-		key, ok := strings.CutPrefix(st.Key, loc.Prefix)
-		if !ok || loc.ObjectURL(key) != st.URL {
+		key, ok := loc.KeyOf(st.URL)
+		if !ok || loc.Prefix+key != st.Key {
 			return "", time.Time{}, fmt.Errorf("the policy's storage moved; %s cannot be signed", st.URL)
 		}
 		expires := u.now().Add(expiry)
