@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -362,26 +361,9 @@ func Locate(st *coredogv1.StorageStatus, bucketURL string) (*storage.Location, s
 // for callers who may not read the policy. S3 options (endpoint, region)
 // are lost: AWS itself needs none, other servers need --storage-url.
 func LocateFromObjectURL(st *coredogv1.StorageStatus) (*storage.Location, string, error) {
-	u, err := url.Parse(st.URL)
+	loc, err := storage.LocationOf(st.URL, st.Key)
 	if err != nil {
-		return nil, "", fmt.Errorf("the dump's URL %q does not parse", st.URL)
-	}
-	var bucketURL string
-	if u.Scheme == storage.SchemeFile {
-		dir, ok := strings.CutSuffix(u.Path, "/"+st.Key)
-		if !ok || dir == "" {
-			return nil, "", fmt.Errorf("the dump's URL %s does not end in its key %s", st.URL, st.Key)
-		}
-		bucketURL = "file://" + dir
-	} else {
-		if u.Path != "/"+st.Key {
-			return nil, "", fmt.Errorf("the dump's URL %s does not end in its key %s", st.URL, st.Key)
-		}
-		bucketURL = u.Scheme + "://" + u.Host
-	}
-	loc, err := storage.ParseURL(bucketURL)
-	if err != nil {
-		return nil, "", fmt.Errorf("the dump's URL %s: %w", st.URL, err)
+		return nil, "", fmt.Errorf("the dump's URL: %w", err)
 	}
 	readOnly(loc)
 	return loc, st.Key, nil

@@ -11,7 +11,8 @@
 // which the manager, the plugin and the tests use rather than repeat: a
 // dump's extension, content type and decoder by compression (Encoding), its
 // metadata keys, the key of the JSON document beside it (SidecarKey), and
-// turning a key into its URL and back (Location.ObjectURL, Location.KeyOf).
+// turning a key into its URL and back (Location.ObjectURL, Location.KeyOf,
+// LocationOf).
 // It names compressions as the API does, but imports neither the API nor
 // Kubernetes. It must not read Kubernetes objects: the
 // caller fetches the Secret and hands over its data. It never puts

@@ -149,3 +149,36 @@ func TestCtxReader(t *testing.T) {
 		t.Errorf("after cancel: read %d, %v; want 0, context.Canceled", n, err)
 	}
 }
+
+func TestLocationOf(t *testing.T) {
+	for _, tc := range []struct {
+		objectURL, key, bucketURL string
+	}{
+		{"s3://cores/prod/ns/pod/k.zst", "prod/ns/pod/k.zst", "s3://cores"},
+		{"gs://cores/k.gz", "k.gz", "gs://cores"},
+		{"azblob://c/a b/%41.zst", "a b/%41.zst", "azblob://c"},
+		{"file:///srv/store/prod/k.zst", "k.zst", "file:///srv/store/prod"},
+		{"file:///srv/store/prod/k.zst", "prod/k.zst", "file:///srv/store"},
+		{"s3://cores/other/k.zst", "prod/k.zst", ""},
+		{"s3://cores/k.zst", "", ""},
+		{"file:///k.zst", "k.zst", ""},
+		{"file:///srv/k.zst", "other.zst", ""},
+		{"ftp://cores/k.zst", "k.zst", ""},
+		{"cores/k.zst", "k.zst", ""},
+	} {
+		loc, err := LocationOf(tc.objectURL, tc.key)
+		if tc.bucketURL == "" {
+			if !errors.Is(err, ErrInvalidURL) {
+				t.Errorf("LocationOf(%s, %s) = %v, %v; want ErrInvalidURL", tc.objectURL, tc.key, loc, err)
+			}
+			continue
+		}
+		if err != nil || loc.BucketURL() != tc.bucketURL || loc.Prefix != "" {
+			t.Errorf("LocationOf(%s, %s) = %v, %v; want %s", tc.objectURL, tc.key, loc, err, tc.bucketURL)
+			continue
+		}
+		if got := loc.ObjectURL(tc.key); got != tc.objectURL {
+			t.Errorf("LocationOf(%s, %s): ObjectURL gives %s back", tc.objectURL, tc.key, got)
+		}
+	}
+}

@@ -123,6 +123,36 @@ func (l *Location) KeyOf(objectURL string) (string, bool) {
 	return key, true
 }
 
+// LocationOf is the bucket, without prefix or options, that holds the
+// object at objectURL (an ObjectURL) under fullKey, its key in the bucket
+// with any prefix: for callers who know where an object is but not the
+// storage URL it was written through.
+func LocationOf(objectURL, fullKey string) (*Location, error) {
+	scheme, rest, ok := strings.Cut(objectURL, "://")
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not an object URL", ErrInvalidURL, objectURL)
+	}
+	var bucketURL string
+	if scheme == SchemeFile {
+		dir, ok := strings.CutSuffix(rest, "/"+fullKey)
+		if !ok || dir == "" {
+			return nil, fmt.Errorf("%w: %s does not end in its key %s", ErrInvalidURL, objectURL, fullKey)
+		}
+		bucketURL = "file://" + dir
+	} else {
+		host, _, _ := strings.Cut(rest, "/")
+		bucketURL = scheme + "://" + host
+	}
+	loc, err := ParseURL(bucketURL)
+	if err != nil {
+		return nil, err
+	}
+	if key, ok := loc.KeyOf(objectURL); !ok || key != fullKey {
+		return nil, fmt.Errorf("%w: %s does not end in its key %s", ErrInvalidURL, objectURL, fullKey)
+	}
+	return loc, nil
+}
+
 func hasDotSegment(p string) bool {
 	for _, seg := range strings.Split(p, "/") {
 		if seg == "." || seg == ".." {
