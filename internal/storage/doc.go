@@ -3,20 +3,19 @@
 // objects into the bucket behind a small Store interface: file.go on the
 // file system, s3*.go with the AWS SDK's S3 client, azure.go with Azure's
 // blob clients, gcs.go with Google's storage SDK through its HTTP/JSON
-// client (never its gRPC client, though the SDK links gRPC's packages).
-// None goes through gocloud.dev/blob; its URLs, key escaping and file://
-// sidecars are kept, so that objects written by earlier versions read back. It owns the rules that keep
-// keys safe (no "..", no leading "/") and the rules for turning a Secret's
-// data into cloud credentials. It owns the conventions of stored objects,
-// which the manager, the plugin and the tests use rather than repeat: a
-// dump's extension, content type and decoder by compression (Encoding), its
-// metadata keys, the key of the JSON document beside it (SidecarKey), and
-// turning a key into its URL and back (Location.ObjectURL, Location.KeyOf,
-// LocationOf).
-// It names compressions as the API does, but imports neither the API nor
-// Kubernetes. It must not read Kubernetes objects: the
-// caller fetches the Secret and hands over its data. It never puts
-// credentials into the process environment, into logs or into error
+// client (never its gRPC client, though the SDK links gRPC's packages). None
+// goes through gocloud.dev/blob; its URLs, key escaping and file:// sidecars
+// are kept, so that objects written by earlier versions read back. It owns
+// the rules that keep keys safe (no "..", no leading "/") and the rules for
+// turning a Secret's data into cloud credentials. It owns the conventions of
+// stored objects, which the manager, the plugin and the demo use rather than
+// repeat: a dump's extension, content type and decoder by compression
+// (Encoding), its metadata keys, the key of the JSON document beside it
+// (SidecarKey), and turning a key into its URL and back (Location.ObjectURL,
+// Location.KeyOf, LocationOf). It names compressions as the API does, but
+// imports neither the API nor Kubernetes. It must not read Kubernetes
+// objects: the caller fetches the Secret and hands over its data. It never
+// puts credentials into the process environment, into logs or into error
 // messages, because one controller serves many policies with different
 // Secrets at the same time.
 //
