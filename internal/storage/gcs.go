@@ -148,7 +148,11 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 			return gcsHTTPClient(gc.TokenSource), nil
 		}}
 	}
+	// WithoutAuthentication keeps the SDK from looking for default
+	// credentials of its own (files, the metadata server) at each Open:
+	// the HTTP client authenticates.
 	client, err := gcs.NewClient(ctx,
+		option.WithoutAuthentication(),
 		option.WithHTTPClient(gcsHTTPClient(ts)),
 		option.WithEndpoint(endpoint.String()+"/storage/v1/"),
 		gcs.WithJSONReads())
