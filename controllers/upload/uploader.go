@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -57,18 +56,6 @@ type cachedClient struct {
 // timeLayout sorts and reads well in object keys.
 const timeLayout = "20060102T150405Z"
 
-// extension names the stored object by its compression.
-func extension(c coredogv1.Compression) string {
-	switch c {
-	case coredogv1.CompressionGzip:
-		return ".gz"
-	case coredogv1.CompressionNone:
-		return ".core"
-	default:
-		return ".zst"
-	}
-}
-
 // Key decides where a dump will be stored.
 func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
 	loc, err := storage.ParseURL(p.Spec.Storage.URL)
@@ -99,7 +86,7 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 		return nil, err
 	}
 	compression := cmp.Or(p.Spec.Storage.Compression, coredogv1.DefaultCompression)
-	key += extension(compression)
+	key += encoding(compression).Ext
 	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
 }
 
@@ -132,8 +119,8 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 		return nil, err
 	}
 	defer store.Close()
-	key, ok := strings.CutPrefix(target.Key, loc.Prefix)
-	if !ok || loc.ObjectURL(key) != target.URL {
+	key, ok := loc.StoredKey(target.URL, target.Key)
+	if !ok {
 		return nil, fmt.Errorf("the policy's storage moved from %s; the dump cannot be written where it was planned", target.URL)
 	}
 	endpoint, err := u.endpoint(ctx, cd)
@@ -150,8 +137,8 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	}
 	defer stream.Close()
 	n, err := store.Write(ctx, key, stream, storage.WriteOptions{
-		ContentType: contentType(target.Compression),
-		Metadata:    map[string]string{"coredump": cd.Name, "node": cd.Spec.NodeName},
+		ContentType: encoding(target.Compression).ContentType,
+		Metadata:    map[string]string{storage.MetadataCoreDump: cd.Name, storage.MetadataNode: cd.Spec.NodeName},
 		SizeHint:    maxEncodedSize(cd.Spec.Size),
 	})
 	if err != nil {
@@ -173,7 +160,7 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
-	if _, err := store.Write(ctx, metadataKey(key), bytes.NewReader(doc), storage.WriteOptions{ContentType: "application/json", SizeHint: int64(len(doc))}); err != nil {
+	if _, err := store.Write(ctx, storage.SidecarKey(key), bytes.NewReader(doc), storage.WriteOptions{ContentType: storage.ContentTypeJSON, SizeHint: int64(len(doc))}); err != nil {
 		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
 	}
 	return stored, nil
@@ -193,14 +180,14 @@ func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *
 		return err
 	}
 	defer store.Close()
-	key, ok := strings.CutPrefix(target.Key, loc.Prefix)
-	if !ok || loc.ObjectURL(key) != target.URL {
+	key, ok := loc.StoredKey(target.URL, target.Key)
+	if !ok {
 		return fmt.Errorf("the policy's storage moved; %s stays", target.URL)
 	}
 	if err := store.Delete(ctx, key); err != nil {
 		return fmt.Errorf("deleting %s: %w", target.URL, err)
 	}
-	if err := store.Delete(ctx, metadataKey(key)); err != nil {
+	if err := store.Delete(ctx, storage.SidecarKey(key)); err != nil {
 		return fmt.Errorf("deleting the metadata of %s: %w", target.URL, err)
 	}
 	return nil
@@ -216,26 +203,13 @@ func maxEncodedSize(size int64) int64 {
 	return size + size/256 + 1<<20
 }
 
-// metadataKey is the JSON file next to a dump: its key without the
-// compression extension, plus .json.
-func metadataKey(key string) string {
-	for _, ext := range []string{".zst", ".gz", ".core"} {
-		if k, ok := strings.CutSuffix(key, ext); ok {
-			return k + ".json"
-		}
+// encoding is how a dump with compression c is stored; zstd, the
+// default, for any other value.
+func encoding(c coredogv1.Compression) storage.Encoding {
+	if enc, ok := storage.EncodingOf(string(c)); ok {
+		return enc
 	}
-	return key + ".json"
-}
-
-func contentType(c coredogv1.Compression) string {
-	switch c {
-	case coredogv1.CompressionGzip:
-		return "application/gzip"
-	case coredogv1.CompressionNone:
-		return "application/octet-stream"
-	default:
-		return "application/zstd"
-	}
+	return storage.EncodingZstd
 }
 
 func (u *Uploader) open(ctx context.Context, p *coredogv1.CoreDumpPolicy) (*storage.Location, storage.Store, error) {
@@ -337,8 +311,8 @@ func (u *Uploader) SignedLink(ctx context.Context, cd *coredogv1.CoreDump, p *co
 		return "", time.Time{}, err
 	}
 	defer store.Close()
-	key, ok := strings.CutPrefix(st.Key, loc.Prefix)
-	if !ok || loc.ObjectURL(key) != st.URL {
+	key, ok := loc.StoredKey(st.URL, st.Key)
+	if !ok {
 		return "", time.Time{}, fmt.Errorf("the policy's storage moved; %s cannot be signed", st.URL)
 	}
 	expires := u.now().Add(expiry)

@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -877,7 +876,10 @@ func (d *demo) verify(ctx context.Context, cd *coredogv1.CoreDump) error {
 		return fmt.Errorf("opening %s: %w", d.storageURL, err)
 	}
 	defer store.Close()
-	key := strings.TrimPrefix(st.Key, loc.Prefix)
+	key, ok := loc.KeyOf(st.URL)
+	if !ok {
+		return fmt.Errorf("%s is not in %s", st.URL, d.storageURL)
+	}
 	r, err := store.Read(ctx, key)
 	if err != nil {
 		return err
@@ -885,7 +887,7 @@ func (d *demo) verify(ctx context.Context, cd *coredogv1.CoreDump) error {
 	defer r.Close()
 	var stored countingReader
 	stored.r = r
-	dec, err := zstd.NewReader(&stored)
+	dec, err := storage.EncodingZstd.NewReader(&stored)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,7 +136,7 @@ func (a *app) fetchDump(ctx context.Context, cd *coredogv1.CoreDump, o downloadO
 
 	// Stop reading as soon as the command is interrupted, whatever the
 	// store's reader does with its context.
-	var src io.Reader = ctxReader{ctx: ctx, r: r}
+	var src io.Reader = storage.CtxReader{Ctx: ctx, R: r}
 	var prog *progress
 	if a.isTerminal(a.stderr) && st.StoredSize >= progressThreshold {
 		prog = &progress{r: src, w: a.stderr, total: st.StoredSize, label: cd.Name, now: a.now}
@@ -255,13 +254,7 @@ func compressionOf(st *coredogv1.StorageStatus) coredogv1.Compression {
 	if st.Compression != "" {
 		return st.Compression
 	}
-	switch {
-	case strings.HasSuffix(st.Key, ".zst"):
-		return coredogv1.CompressionZstd
-	case strings.HasSuffix(st.Key, ".gz"):
-		return coredogv1.CompressionGzip
-	}
-	return coredogv1.CompressionNone
+	return coredogv1.Compression(storage.EncodingOfKey(st.Key).Compression)
 }
 
 func isDir(p string) bool {
@@ -358,7 +351,7 @@ func Locate(st *coredogv1.StorageStatus, bucketURL string) (*storage.Location, s
 	}
 	loc.Prefix = ""
 	readOnly(loc)
-	if loc.ObjectURL(st.Key) != st.URL {
+	if _, ok := loc.StoredKey(st.URL, st.Key); !ok {
 		return loc, st.Key, errMoved
 	}
 	return loc, st.Key, nil
@@ -368,26 +361,9 @@ func Locate(st *coredogv1.StorageStatus, bucketURL string) (*storage.Location, s
 // for callers who may not read the policy. S3 options (endpoint, region)
 // are lost: AWS itself needs none, other servers need --storage-url.
 func LocateFromObjectURL(st *coredogv1.StorageStatus) (*storage.Location, string, error) {
-	u, err := url.Parse(st.URL)
+	loc, err := storage.LocationOf(st.URL, st.Key)
 	if err != nil {
-		return nil, "", fmt.Errorf("the dump's URL %q does not parse", st.URL)
-	}
-	var bucketURL string
-	if u.Scheme == storage.SchemeFile {
-		dir, ok := strings.CutSuffix(u.Path, "/"+st.Key)
-		if !ok || dir == "" {
-			return nil, "", fmt.Errorf("the dump's URL %s does not end in its key %s", st.URL, st.Key)
-		}
-		bucketURL = "file://" + dir
-	} else {
-		if u.Path != "/"+st.Key {
-			return nil, "", fmt.Errorf("the dump's URL %s does not end in its key %s", st.URL, st.Key)
-		}
-		bucketURL = u.Scheme + "://" + u.Host
-	}
-	loc, err := storage.ParseURL(bucketURL)
-	if err != nil {
-		return nil, "", fmt.Errorf("the dump's URL %s: %w", st.URL, err)
+		return nil, "", fmt.Errorf("the dump's URL: %w", err)
 	}
 	readOnly(loc)
 	return loc, st.Key, nil
@@ -547,36 +523,18 @@ func checkIntegrity(t transfer, st *coredogv1.StorageStatus, specSize int64) err
 }
 
 func decompress(r io.Reader, c coredogv1.Compression) (io.ReadCloser, error) {
-	switch c {
-	case coredogv1.CompressionZstd:
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errCorrupt, err)
-		}
-		return d.IOReadCloser(), nil
-	case coredogv1.CompressionGzip:
-		g, err := gzip.NewReader(r)
-		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %v", errCorrupt, err)
-		}
-		return g, nil
-	case coredogv1.CompressionNone, "":
-		return io.NopCloser(r), nil
+	if c == "" {
+		c = coredogv1.CompressionNone
 	}
-	return nil, fmt.Errorf("unknown compression %q; use --raw to fetch the object as it is", c)
-}
-
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
+	enc, ok := storage.EncodingOf(string(c))
+	if !ok {
+		return nil, fmt.Errorf("unknown compression %q; use --raw to fetch the object as it is", c)
 	}
-	return c.r.Read(p)
+	d, err := enc.NewReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	return d, nil
 }
 
 type countingReader struct {

@@ -337,3 +337,13 @@ func TestDownloadRefusesTerminal(t *testing.T) {
 		t.Errorf("writing to a terminal: %v", err)
 	}
 }
+
+// The storage library names compressions as the API does, without
+// importing it: every value of the API's enum must have an encoding.
+func TestEveryCompressionHasAnEncoding(t *testing.T) {
+	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
+		if e, ok := storage.EncodingOf(string(c)); !ok || compressionOf(&coredogv1.StorageStatus{Key: "k" + e.Ext}) != c {
+			t.Errorf("compression %s: encoding %+v, %v", c, e, ok)
+		}
+	}
+}

@@ -115,7 +115,7 @@ func (s *azureStore) Write(ctx context.Context, key string, r io.Reader, opts Wr
 		return 0, err
 	}
 	bb := s.client.NewBlockBlobClient(s.blobName(key))
-	n, err := azureUpload(ctx, bb, ctxReader{ctx: ctx, r: r}, partSizeFor(opts.SizeHint), &opts)
+	n, err := azureUpload(ctx, bb, CtxReader{Ctx: ctx, R: r}, partSizeFor(opts.SizeHint), &opts)
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
 	}

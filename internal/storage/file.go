@@ -106,7 +106,7 @@ func (s *fileStore) Write(ctx context.Context, key string, r io.Reader, opts Wri
 	if err := checkWrite(s.loc, key, &opts); err != nil {
 		return 0, err
 	}
-	n, err := s.write(ctx, s.path(key), ctxReader{ctx: ctx, r: r}, &opts)
+	n, err := s.write(ctx, s.path(key), CtxReader{Ctx: ctx, R: r}, &opts)
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
 	}

@@ -1,31 +1,42 @@
 package storage
 
-// GCS is spoken to through its JSON API by the small client in gcs*.go, not
-// through cloud.google.com/go/storage: that SDK links gRPC, xDS and
-// OpenTelemetry, whose package initialisation and type data made the
-// manager touch about 11 MiB more of its binary at start, for a dozen REST
-// calls. What is used of the API: resumable and multipart uploads, object
-// metadata (Size), media downloads (Read), deletes, V4 signed URLs and the
-// IAM Credentials signBlob method.
+// GCS goes through Google's storage SDK (cloud.google.com/go/storage) and
+// its HTTP/JSON client only: the client is given its HTTP client, which
+// carries the token of the Secret's service-account key or of default
+// credentials, so that the SDK never looks for credentials of its own.
+// Reads use the JSON API too (WithJSONReads), so that one endpoint= serves
+// every call.
 
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"cloud.google.com/go/compute/metadata"
+	gcs "cloud.google.com/go/storage"
+	"github.com/googleapis/gax-go/v2"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iamcredentials/v1"
+	"google.golang.org/api/option"
 )
 
 const (
@@ -34,18 +45,27 @@ const (
 	// with its own token, so that storage tokens stay narrow.
 	gcsScope    = "https://www.googleapis.com/auth/devstorage.read_write"
 	gcsIAMScope = "https://www.googleapis.com/auth/cloud-platform"
-	// gcsMaxAttempts bounds the tries of one request or one chunk; retries
-	// wait gcsBackoff, doubled each time up to gcsMaxBackoff, with jitter:
-	// about 20 s in all, which outlasts the usual burst of 503s, and is
-	// cheaper than the controller's retry of the whole dump.
-	gcsMaxAttempts = 8
-	gcsBackoff     = 250 * time.Millisecond
-	gcsMaxBackoff  = 8 * time.Second
-	// gcsErrorBodyLimit is how much of an error response is read for its message.
-	gcsErrorBodyLimit = 64 << 10
-	// gcsCleanupTimeout bounds cancelling an upload session after a failed
-	// write, whose own context may be done.
+	// gcsMaxAttempts bounds the tries of one request; retries wait
+	// gcsBackoff, doubled each time up to gcsMaxBackoff, with jitter: about
+	// 20 s in all, which outlasts the usual burst of 503s, and is cheaper
+	// than the controller's retry of the whole dump. A chunk is retried for
+	// at most gcsChunkRetryDeadline.
+	gcsMaxAttempts        = 8
+	gcsBackoff            = 250 * time.Millisecond
+	gcsMaxBackoff         = 8 * time.Second
+	gcsChunkRetryDeadline = 30 * time.Second
+	// gcsErrorBodyLimit is how much of an error body becomes its message.
+	gcsErrorBodyLimit = 200
+	// gcsCleanupTimeout bounds removing what a failed write stored, whose
+	// own context may be done.
 	gcsCleanupTimeout = 30 * time.Second
+	// gcsChunkAlign is the unit of resumable-upload chunks (the SDK
+	// rounds chunk sizes up to it).
+	gcsChunkAlign = googleapi.MinUploadChunkSize
+	// gcsSmallRead is what a write reads before it picks a chunk size:
+	// objects that end within it (the JSON sidecars) go up in one request
+	// from a buffer of one gcsChunkAlign, not of a whole chunk.
+	gcsSmallRead = 64 << 10
 )
 
 // gcsTransport is shared by all GCS stores: the manager opens a store per
@@ -59,16 +79,14 @@ var gcsTransport = sync.OnceValue(func() *http.Transport {
 	return t
 })
 
-// gcsStore is a Store on a GCS bucket through the JSON API.
+// gcsStore is a Store on a GCS bucket.
 type gcsStore struct {
 	loc *Location
-	// endpoint is scheme://host[/path] of the JSON API, the upload API and
-	// signed URLs, without a trailing slash.
+	// endpoint is scheme://host[/path] of the JSON API and of signed URLs,
+	// without a trailing slash.
 	endpoint *url.URL
-	// client adds the OAuth2 token (none when anonymous) and follows no
-	// redirects: a 308 is the resumable-upload protocol's answer.
-	client *http.Client
-	signer *gcsSigner
+	client   *gcs.Client
+	signer   *gcsSigner
 	// backoff is the first retry delay.
 	backoff time.Duration
 }
@@ -122,7 +140,7 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 		return nil, err
 	}
 	if iamCreds != nil {
-		signer.iam = &gcsIAM{endpoint: gcsIAMEndpoint, creds: func(ctx context.Context) (*http.Client, error) {
+		signer.iam = &gcsIAM{creds: func(ctx context.Context) (*http.Client, error) {
 			gc, err := iamCreds(ctx)
 			if err != nil {
 				return nil, err
@@ -130,7 +148,18 @@ func openGCS(ctx context.Context, loc *Location, creds map[string][]byte) (Store
 			return gcsHTTPClient(gc.TokenSource), nil
 		}}
 	}
-	return &gcsStore{loc: loc, endpoint: endpoint, client: gcsHTTPClient(ts), signer: signer, backoff: gcsBackoff}, nil
+	// WithoutAuthentication keeps the SDK from looking for default
+	// credentials of its own (files, the metadata server) at each Open:
+	// the HTTP client authenticates.
+	client, err := gcs.NewClient(ctx,
+		option.WithoutAuthentication(),
+		option.WithHTTPClient(gcsHTTPClient(ts)),
+		option.WithEndpoint(endpoint.String()+"/storage/v1/"),
+		gcs.WithJSONReads())
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", loc.BucketURL(), err)
+	}
+	return &gcsStore{loc: loc, endpoint: endpoint, client: client, signer: signer, backoff: gcsBackoff}, nil
 }
 
 // gcsCreds keeps the credentials of Secrets' keys, and with them their
@@ -176,16 +205,10 @@ func gcsCredentials(key []byte, scope string) (*google.Credentials, error) {
 
 // gcsHTTPClient authenticates with ts, or not at all when ts is nil.
 func gcsHTTPClient(ts oauth2.TokenSource) *http.Client {
-	c := &http.Client{
-		Transport: gcsTransport(),
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+	if ts == nil {
+		return &http.Client{Transport: gcsTransport()}
 	}
-	if ts != nil {
-		c.Transport = &oauth2.Transport{Source: ts, Base: gcsTransport()}
-	}
-	return c
+	return &http.Client{Transport: &oauth2.Transport{Source: ts, Base: gcsTransport()}}
 }
 
 // gcsEndpoint checks the endpoint= option: an http(s) URL, https:// when
@@ -206,69 +229,122 @@ func gcsEndpoint(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// apiURL is the JSON API URL of an object (api "storage") or of the
-// bucket's object collection for uploads (api "upload", name "").
-func (s *gcsStore) apiURL(api, name string, query url.Values) string {
-	var b strings.Builder
-	b.WriteString(s.endpoint.Scheme + "://" + s.endpoint.Host + s.endpoint.EscapedPath())
-	if api == "upload" {
-		b.WriteString("/upload")
+// bucket is the bucket with the store's retries: every call, writes
+// included, is retried on 408, 429, 5xx and broken connections. A write
+// may be retried because the key is fixed and the content is the same.
+func (s *gcsStore) bucket() *gcs.BucketHandle {
+	return s.client.Bucket(s.loc.Bucket).Retryer(
+		gcs.WithPolicy(gcs.RetryAlways),
+		gcs.WithMaxAttempts(gcsMaxAttempts),
+		gcs.WithBackoff(gax.Backoff{Initial: s.backoff, Max: gcsMaxBackoff, Multiplier: 2}),
+		gcs.WithErrorFunc(gcsRetryable),
+	)
+}
+
+// gcsRetryable adds to the SDK's transient errors every request that
+// failed on the way (a connection closed before the answer, say), but not
+// a refused token or the caller's cancellation.
+func gcsRetryable(err error) bool {
+	if gcs.ShouldRetry(err) {
+		return true
 	}
-	b.WriteString("/storage/v1/b/" + gcsEscape(s.loc.Bucket, false) + "/o")
-	if name != "" {
-		b.WriteString("/" + gcsEscape(name, false))
-	}
-	if len(query) > 0 {
-		b.WriteString("?" + query.Encode())
-	}
-	return b.String()
+	var ue *url.Error
+	var re *oauth2.RetrieveError
+	return errors.As(err, &ue) && !errors.As(err, &re) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 func (s *gcsStore) Write(ctx context.Context, key string, r io.Reader, opts WriteOptions) (int64, error) {
-	if err := checkKey(key); err != nil {
+	if err := checkWrite(s.loc, key, &opts); err != nil {
 		return 0, err
 	}
-	if err := checkMetadata(opts.Metadata); err != nil {
-		return 0, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
-	}
-	meta := gcsObjectMeta{Name: s.loc.Prefix + key, ContentType: opts.ContentType, Metadata: opts.Metadata}
-	if meta.ContentType == "" {
-		meta.ContentType = "application/octet-stream"
-	}
-	n, err := s.upload(ctx, ctxReader{ctx: ctx, r: r}, meta, partSizeFor(opts.SizeHint))
+	n, err := s.upload(ctx, s.loc.Prefix+key, CtxReader{Ctx: ctx, R: r}, &opts)
 	if err != nil {
-		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), err)
+		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.mapError(err))
 	}
 	return n, nil
+}
+
+// upload streams r into name. The SDK holds one chunk in memory; an object
+// that ends within its first chunk goes up in one request.
+func (s *gcsStore) upload(ctx context.Context, name string, r io.Reader, opts *WriteOptions) (written int64, err error) {
+	// fill, not io.ReadFull: a truncated stream must fail the write.
+	small := make([]byte, gcsSmallRead)
+	n, end, err := fill(r, small)
+	if err != nil {
+		return 0, err
+	}
+	chunkSize := partSizeFor(opts.SizeHint)
+	switch {
+	case end:
+		chunkSize = gcsChunkAlign
+	case opts.SizeHint > 0 && opts.SizeHint <= int64(chunkSize):
+		// The SDK sends an object in one request only when it ends within
+		// the first chunk, which it must see end: one byte more than the
+		// object, rounded up to the chunk unit, is enough.
+		chunkSize = int((opts.SizeHint + gcsChunkAlign) / gcsChunkAlign * gcsChunkAlign)
+	}
+	// Cancelling wctx abandons the upload session without completing the
+	// object: the SDK completes it only once Close sees the end of the data.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := s.bucket().Object(name).NewWriter(wctx)
+	w.ChunkSize = chunkSize
+	w.ChunkRetryDeadline = gcsChunkRetryDeadline
+	w.ContentType = opts.ContentType
+	w.Metadata = opts.Metadata
+	sum := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	dst := io.MultiWriter(w, sum)
+	written, err = io.Copy(dst, io.MultiReader(bytes.NewReader(small[:n]), r))
+	if err != nil {
+		cancel()
+		_ = w.Close()
+		return written, err
+	}
+	if err := w.Close(); err != nil {
+		// The last chunk may have completed the object though its answer
+		// never came (or ctx ended meanwhile).
+		s.removeIfOurs(ctx, name, written, sum.Sum32())
+		return written, err
+	}
+	// GCS checked the CRC32C the SDK sent with the last chunk; what it
+	// says it stored is checked against what was read here.
+	if a := w.Attrs(); a.Size != written || a.CRC32C != sum.Sum32() {
+		s.removeGeneration(ctx, name, a.Generation)
+		return written, fmt.Errorf("GCS stored %d bytes with CRC32C %08x, but %d bytes with CRC32C %08x were sent", a.Size, a.CRC32C, written, sum.Sum32())
+	}
+	return written, nil
+}
+
+// removeGeneration deletes one generation of name, which a write stored
+// but cannot vouch for.
+func (s *gcsStore) removeGeneration(ctx context.Context, name string, generation int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gcsCleanupTimeout)
+	defer cancel()
+	_ = s.bucket().Object(name).Generation(generation).Delete(ctx) // The write fails anyway; its error says why.
+}
+
+// removeIfOurs deletes the object at name when it is what a failed write
+// sent (its size and CRC32C), and only that generation, never a newer
+// object at the key.
+func (s *gcsStore) removeIfOurs(ctx context.Context, name string, size int64, crc uint32) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), gcsCleanupTimeout)
+	defer cancel()
+	a, err := s.bucket().Object(name).Attrs(ctx)
+	if err != nil || a.Size != size || a.CRC32C != crc {
+		return
+	}
+	s.removeGeneration(ctx, name, a.Generation)
 }
 
 func (s *gcsStore) Delete(ctx context.Context, key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	if err := s.deleteObject(ctx, s.loc.Prefix+key, ""); err != nil {
-		return fmt.Errorf("deleting %s: %w", s.loc.ObjectURL(key), err)
+	err := s.bucket().Object(s.loc.Prefix + key).Delete(ctx)
+	if err != nil && !errors.Is(err, gcs.ErrObjectNotExist) {
+		return fmt.Errorf("deleting %s: %w", s.loc.ObjectURL(key), s.mapError(err))
 	}
-	return nil
-}
-
-// deleteObject deletes name, or only its given generation; a missing object
-// is not an error.
-func (s *gcsStore) deleteObject(ctx context.Context, name, generation string) error {
-	var q url.Values
-	if generation != "" {
-		q = url.Values{"generation": {generation}}
-	}
-	resp, err := s.do(ctx, func() (*http.Request, error) {
-		return http.NewRequestWithContext(ctx, http.MethodDelete, s.apiURL("storage", name, q), nil)
-	})
-	if statusCode(err) == http.StatusNotFound {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	drain(resp)
 	return nil
 }
 
@@ -276,125 +352,42 @@ func (s *gcsStore) Size(ctx context.Context, key string) (int64, error) {
 	if err := checkKey(key); err != nil {
 		return 0, err
 	}
-	resp, err := s.do(ctx, func() (*http.Request, error) {
-		return http.NewRequestWithContext(ctx, http.MethodGet, s.apiURL("storage", s.loc.Prefix+key, url.Values{"fields": {"size"}}), nil)
-	})
+	a, err := s.bucket().Object(s.loc.Prefix + key).Attrs(ctx)
 	if err != nil {
 		return 0, s.readError(key, err)
 	}
-	var o gcsObject
-	err = decodeJSON(resp, &o)
-	if err != nil {
-		return 0, s.readError(key, err)
-	}
-	n, err := strconv.ParseInt(o.Size, 10, 64)
-	if err != nil {
-		return 0, s.readError(key, fmt.Errorf("the object's size %q is not a number", o.Size))
-	}
-	return n, nil
+	return a.Size, nil
 }
 
 func (s *gcsStore) Read(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	resp, err := s.do(ctx, func() (*http.Request, error) {
-		return http.NewRequestWithContext(ctx, http.MethodGet, s.apiURL("storage", s.loc.Prefix+key, url.Values{"alt": {"media"}}), nil)
-	})
+	r, err := s.bucket().Object(s.loc.Prefix + key).NewReader(ctx)
 	if err != nil {
 		return nil, s.readError(key, err)
 	}
-	return &gcsReader{ReadCloser: resp.Body, contentType: resp.Header.Get("Content-Type")}, nil
+	return &objectReader{ReadCloser: r, contentType: r.Attrs.ContentType}, nil
 }
-
-// gcsReader is an object's content with the type it was stored with.
-type gcsReader struct {
-	io.ReadCloser
-	contentType string
-}
-
-// ContentType is the object's Content-Type, as gocloud's blob.Reader has it.
-func (r *gcsReader) ContentType() string { return r.contentType }
 
 func (s *gcsStore) SignedURL(ctx context.Context, key string, expiry time.Duration) (string, error) {
-	if err := checkKey(key); err != nil {
+	if err := checkSign(s.loc, key, expiry); err != nil {
 		return "", err
 	}
-	if expiry <= 0 || expiry > MaxSignedURLExpiry {
-		return "", fmt.Errorf("signing %s: expiry %s is not between 0 and %s", s.loc.ObjectURL(key), expiry, MaxSignedURLExpiry)
-	}
-	u, err := s.signer.signedURL(ctx, s.endpoint, s.loc.Bucket, s.loc.Prefix+key, expiry, time.Now())
+	u, err := s.signer.signedURL(ctx, s.endpoint, s.loc.Bucket, s.loc.Prefix+key, expiry)
 	if err != nil {
 		return "", fmt.Errorf("signing %s: %w", s.loc.ObjectURL(key), err)
 	}
 	return u, nil
 }
 
-// Close releases nothing: connections belong to the shared transport.
-func (s *gcsStore) Close() error { return nil }
+func (s *gcsStore) Close() error { return s.client.Close() }
 
 func (s *gcsStore) readError(key string, err error) error {
-	if statusCode(err) == http.StatusNotFound {
-		return fmt.Errorf("%w: %s", ErrNotFound, s.loc.ObjectURL(key))
+	if errors.Is(err, gcs.ErrObjectNotExist) {
+		return notFound(s.loc, key)
 	}
-	return fmt.Errorf("reading %s: %w", s.loc.ObjectURL(key), err)
-}
-
-// do sends the request newReq makes, again after transient failures (429,
-// 5xx, 408, broken connections), and returns a 2xx or 3xx response. Other
-// answers become a *gcsStatusError. newReq must give a request with a fresh
-// body each time.
-func (s *gcsStore) do(ctx context.Context, newReq func() (*http.Request, error)) (*http.Response, error) {
-	for attempt := 1; ; attempt++ {
-		req, err := newReq()
-		if err != nil {
-			return nil, err
-		}
-		resp, err := s.send(req)
-		if err == nil {
-			return resp, nil
-		}
-		if !retryable(ctx, err) || attempt >= gcsMaxAttempts {
-			return nil, err
-		}
-		if err := s.sleep(ctx, attempt); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// send makes one round trip and turns answers other than 2xx and 3xx into
-// errors.
-func (s *gcsStore) send(req *http.Request) (*http.Response, error) {
-	resp, err := s.client.Do(req)
-	if err != nil {
-		var re *oauth2.RetrieveError
-		if errors.As(err, &re) {
-			// The message names the OAuth2 error, never the response body.
-			return nil, fmt.Errorf("%w: getting an access token for bucket %q: %s %s", ErrCredentials, s.loc.Bucket, re.ErrorCode, re.ErrorDescription)
-		}
-		return nil, err
-	}
-	if resp.StatusCode < 400 {
-		return resp, nil
-	}
-	return nil, s.statusError(resp)
-}
-
-// sleep waits before the given retry, or until ctx is done.
-func (s *gcsStore) sleep(ctx context.Context, attempt int) error {
-	d := min(s.backoff<<min(attempt-1, 16), gcsMaxBackoff)
-	// Half fixed, half random, so that uploads that failed together do
-	// not retry together.
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return fmt.Errorf("reading %s: %w", s.loc.ObjectURL(key), s.mapError(err))
 }
 
 // gcsStatusError is an HTTP answer GCS gave instead of the expected one.
@@ -410,39 +403,46 @@ func (e *gcsStatusError) Error() string {
 	return fmt.Sprintf("HTTP %d: %s", e.code, e.message)
 }
 
-// statusCode is the HTTP status of a *gcsStatusError in err's chain, or 0.
-func statusCode(err error) int {
-	var se *gcsStatusError
-	if errors.As(err, &se) {
-		return se.code
+// statusError is the HTTP status and message of a Google API error in
+// err's chain, or nil.
+func statusError(err error) *gcsStatusError {
+	var ge *googleapi.Error
+	if !errors.As(err, &ge) {
+		return nil
 	}
-	return 0
+	msg := ge.Message
+	if msg == "" {
+		// Media requests (reads) leave the JSON error body unparsed.
+		var body struct {
+			Error struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal([]byte(ge.Body), &body) == nil {
+			msg = body.Error.Message
+		}
+	}
+	if msg == "" {
+		msg = strings.TrimSpace(ge.Body)
+		if len(msg) > gcsErrorBodyLimit {
+			msg = msg[:gcsErrorBodyLimit] + "..."
+		}
+	}
+	return &gcsStatusError{code: ge.Code, message: msg}
 }
 
-// retryable tells transient failures (rate limits, server errors, broken
-// connections) from answers that will not change.
-func retryable(ctx context.Context, err error) bool {
-	if ctx.Err() != nil || errors.Is(err, ErrCredentials) || errors.Is(err, errGCSProtocol) {
-		return false
+// mapError says what an error of the SDK means: refusals name the bucket
+// and what the identity needs, and wrap ErrCredentials; a failed token
+// request names the OAuth2 error, never the response body.
+func (s *gcsStore) mapError(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		return fmt.Errorf("%w: getting an access token for bucket %q: %s %s", ErrCredentials, s.loc.Bucket, re.ErrorCode, re.ErrorDescription)
 	}
-	var se *gcsStatusError
-	if errors.As(err, &se) {
-		return se.code == http.StatusRequestTimeout || se.code == http.StatusTooManyRequests || se.code >= 500
+	se := statusError(err)
+	if se == nil {
+		return err
 	}
-	// Everything else failed on the way: connection refused or reset,
-	// timeouts, a response cut short.
-	return true
-}
-
-// errGCSProtocol marks answers that break the upload protocol; retrying
-// them would not help.
-var errGCSProtocol = errors.New("unexpected answer from GCS")
-
-// statusError reads GCS's message from an error response and closes it.
-// Refusals name the bucket and what the identity needs, and wrap
-// ErrCredentials.
-func (s *gcsStore) statusError(resp *http.Response) error {
-	se := readStatusError(resp)
 	switch se.code {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("%w: GCS did not accept the credentials for bucket %q: %w", ErrCredentials, s.loc.Bucket, se)
@@ -453,80 +453,190 @@ func (s *gcsStore) statusError(resp *http.Response) error {
 	return se
 }
 
-// readStatusError reads the message of a Google API error response and
-// closes it.
-func readStatusError(resp *http.Response) *gcsStatusError {
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, gcsErrorBodyLimit))
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	msg := ""
-	if json.Unmarshal(body, &e) == nil {
-		msg = e.Error.Message
-	}
-	if msg == "" {
-		msg = strings.TrimSpace(string(body))
-		if len(msg) > 200 {
-			msg = msg[:200] + "..."
+// gcsSigner makes V4 signed URLs through the SDK: signed with a private key
+// when one is known (the Secret's service-account key, a key file from
+// default credentials, or access_id and private_key_path), otherwise
+// through the IAM signBlob API as the service account that access_id names
+// or the metadata server reports (Workload Identity; the account needs
+// roles/iam.serviceAccountTokenCreator on itself).
+type gcsSigner struct {
+	accessID string
+	key      *rsa.PrivateKey
+	// iam signs without a key; nil when the store is anonymous.
+	iam *gcsIAM
+}
+
+// gcsIAM calls signBlob, with a client made on first use: it needs a token
+// with the cloud-platform scope, which storage requests do without.
+type gcsIAM struct {
+	// endpoint is the IAM Credentials API's, "" for Google's.
+	endpoint string
+	creds    func(ctx context.Context) (*http.Client, error)
+
+	mu     sync.Mutex
+	client *http.Client
+}
+
+// newGCSSigner reads the signing options: access_id, private_key_path (a
+// PEM or DER RSA key, or a service-account JSON key file), and the JSON key
+// the store authenticates with, if any.
+func newGCSSigner(accessID, keyPath string, keyJSON []byte) (*gcsSigner, error) {
+	g := &gcsSigner{accessID: accessID}
+	if keyPath != "" {
+		data, err := os.ReadFile(keyPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading private_key_path: %w", err)
 		}
+		email, key, err := parseSigningKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: private_key_path %s: %v", ErrCredentials, keyPath, err)
+		}
+		g.key = key
+		if g.accessID == "" {
+			g.accessID = email
+		}
+		return g, nil
 	}
-	return &gcsStatusError{code: resp.StatusCode, message: msg}
-}
-
-// drain reads what is left of a response so that its connection is reused.
-func drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, gcsErrorBodyLimit))
-	resp.Body.Close()
-}
-
-// decodeJSON reads a JSON response into v and closes it.
-func decodeJSON(resp *http.Response, v any) error {
-	defer drain(resp)
-	body, err := io.ReadAll(io.LimitReader(resp.Body, gcsErrorBodyLimit))
+	if accessID != "" || len(keyJSON) == 0 {
+		// An access_id without a key signs through IAM as that account.
+		return g, nil
+	}
+	var sa serviceAccountKey
+	if json.Unmarshal(keyJSON, &sa) != nil || sa.Type != "service_account" {
+		return g, nil // user credentials and the like cannot sign; IAM may
+	}
+	_, key, err := parseSigningKey([]byte(sa.PrivateKey))
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("%w: the private_key of the service-account key: %v", ErrCredentials, err)
 	}
-	if err := json.Unmarshal(bytes.TrimSpace(body), v); err != nil {
-		return fmt.Errorf("%w: HTTP %d with a body that is not the expected JSON: %v", errGCSProtocol, resp.StatusCode, err)
-	}
-	return nil
+	g.accessID, g.key = sa.ClientEmail, key
+	return g, nil
 }
 
-// gcsObject is the part of GCS's object resource that is read.
-type gcsObject struct {
-	Name       string `json:"name"`
-	Generation string `json:"generation"`
-	Size       string `json:"size"`
-	CRC32C     string `json:"crc32c"`
-}
-
-// gcsObjectMeta is the object resource sent when an upload starts.
-type gcsObjectMeta struct {
-	Name        string            `json:"name"`
-	ContentType string            `json:"contentType"`
-	Metadata    map[string]string `json:"metadata,omitempty"`
-	// CRC32C, when set, makes GCS refuse content that does not match.
-	CRC32C string `json:"crc32c,omitempty"`
-}
-
-// gcsEscape percent-encodes everything but RFC 3986's unreserved characters
-// (and '/' when keepSlash), as V4 signing requires and as object names in
-// JSON API paths must be.
-func gcsEscape(s string, keepSlash bool) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == '/' && keepSlash {
-			b.WriteByte(c)
-			continue
+// parseSigningKey reads an RSA private key in PEM or DER (PKCS#8 or
+// PKCS#1), or a service-account JSON key file, whose email it also returns.
+// Errors never quote the key.
+func parseSigningKey(data []byte) (email string, key *rsa.PrivateKey, err error) {
+	data = bytes.TrimSpace(data)
+	if bytes.HasPrefix(data, []byte("{")) {
+		var sa serviceAccountKey
+		if err := json.Unmarshal(data, &sa); err != nil || sa.PrivateKey == "" {
+			return "", nil, errors.New("a JSON key file without a private_key")
 		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
+		email, data = sa.ClientEmail, []byte(sa.PrivateKey)
 	}
-	return b.String()
+	if block, _ := pem.Decode(data); block != nil {
+		data = block.Bytes
+	}
+	var parsed any
+	if parsed, err = x509.ParsePKCS8PrivateKey(data); err != nil {
+		if parsed, err = x509.ParsePKCS1PrivateKey(data); err != nil {
+			return "", nil, errors.New("not a PKCS#8 or PKCS#1 private key")
+		}
+	}
+	key, ok := parsed.(*rsa.PrivateKey)
+	if !ok {
+		return "", nil, fmt.Errorf("a %T, not an RSA key", parsed)
+	}
+	return email, key, nil
+}
+
+// signedURL signs a GET of bucket/name, path-style at endpoint, valid for
+// expiry.
+func (g *gcsSigner) signedURL(ctx context.Context, endpoint *url.URL, bucket, name string, expiry time.Duration) (string, error) {
+	if endpoint.Path != "" {
+		// The SDK signs /bucket/object at the host; a path before it would
+		// not be in the signature.
+		return "", fmt.Errorf("%w: the endpoint %s has a path", ErrSignedURLUnsupported, endpoint)
+	}
+	account, err := g.account(ctx)
+	if err != nil {
+		return "", err
+	}
+	sign := func(b []byte) ([]byte, error) {
+		digest := sha256.Sum256(b)
+		return rsa.SignPKCS1v15(nil, g.key, crypto.SHA256, digest[:])
+	}
+	if g.key == nil {
+		sign = func(b []byte) ([]byte, error) { return g.iam.signBlob(ctx, account, b) }
+	}
+	return gcs.SignedURL(bucket, name, &gcs.SignedURLOptions{
+		GoogleAccessID: account,
+		SignBytes:      sign,
+		Method:         http.MethodGet,
+		// The SDK truncates the seconds it counts from its own clock,
+		// read a moment later: half a second more keeps them whole.
+		Expires:  time.Now().Add(expiry + time.Second/2),
+		Scheme:   gcs.SigningSchemeV4,
+		Hostname: endpoint.Host,
+		Insecure: endpoint.Scheme == "http",
+	})
+}
+
+// account is the service account that signs.
+func (g *gcsSigner) account(ctx context.Context) (string, error) {
+	if g.accessID != "" {
+		if g.key == nil && g.iam == nil {
+			return "", fmt.Errorf("%w: access_id without private_key_path, and no credentials to call IAM signBlob with (anonymous)", ErrSignedURLUnsupported)
+		}
+		return g.accessID, nil
+	}
+	if g.iam == nil {
+		return "", fmt.Errorf("%w: anonymous access has no key to sign with; give access_id and private_key_path", ErrSignedURLUnsupported)
+	}
+	if !metadata.OnGCEWithContext(ctx) {
+		return "", fmt.Errorf("%w: the credentials have no private key, and without a metadata server there is no service account to sign as; set access_id", ErrSignedURLUnsupported)
+	}
+	email, err := metadata.EmailWithContext(ctx, "default")
+	if err != nil {
+		return "", fmt.Errorf("asking the metadata server for the service account to sign as: %w", err)
+	}
+	return email, nil
+}
+
+// signBlob signs payload as account through the IAM Credentials API.
+func (i *gcsIAM) signBlob(ctx context.Context, account string, payload []byte) ([]byte, error) {
+	client, err := i.httpClient(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: credentials for IAM signBlob: %v", ErrSignedURLUnsupported, err)
+	}
+	opts := []option.ClientOption{option.WithHTTPClient(client)}
+	if i.endpoint != "" {
+		opts = append(opts, option.WithEndpoint(i.endpoint))
+	}
+	svc, err := iamcredentials.NewService(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("IAM signBlob as %s: %w", account, err)
+	}
+	resp, err := svc.Projects.ServiceAccounts.SignBlob("projects/-/serviceAccounts/"+account, &iamcredentials.SignBlobRequest{
+		Payload: base64.StdEncoding.EncodeToString(payload),
+	}).Context(ctx).Do()
+	if err != nil {
+		if se := statusError(err); se != nil {
+			hint := ""
+			if se.code == http.StatusForbidden || se.code == http.StatusUnauthorized {
+				hint = fmt.Sprintf(" (%s needs roles/iam.serviceAccountTokenCreator on itself)", account)
+			}
+			return nil, fmt.Errorf("IAM signBlob as %s%s: %w", account, hint, se)
+		}
+		return nil, fmt.Errorf("IAM signBlob as %s: %w", account, err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(resp.SignedBlob)
+	if err != nil || len(sig) == 0 {
+		return nil, fmt.Errorf("IAM signBlob as %s: signedBlob is not base64", account)
+	}
+	return sig, nil
+}
+
+func (i *gcsIAM) httpClient(ctx context.Context) (*http.Client, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.client == nil {
+		c, err := i.creds(ctx)
+		if err != nil {
+			return nil, err
+		}
+		i.client = c
+	}
+	return i.client, nil
 }

@@ -173,7 +173,8 @@ func (f *gcsFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.Cancelled = true
 		f.mu.Unlock()
 		f.next.ServeHTTP(w, r)
-	case http.MethodPut:
+	case http.MethodPut, http.MethodPost:
+		// GCS takes chunks by PUT or POST; Google's SDK posts them.
 		f.chunk(w, r, s)
 	default:
 		http.Error(w, "method not allowed on an upload session", http.StatusMethodNotAllowed)
@@ -207,6 +208,21 @@ func (f *gcsFront) chunk(w http.ResponseWriter, r *http.Request, s *frontSession
 	s.Puts++
 	start, total, ok := parseChunkRange(rng, len(body))
 	final := total >= 0
+	if ok && len(body) > 0 && start+int64(len(body)) <= s.Held && (s.Done == final) {
+		// A chunk sent again after its answer was lost: GCS answers as it
+		// did, without storing it twice.
+		done, result, held := s.Done, s.final, s.Held
+		f.mu.Unlock()
+		if done {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(result)
+			return
+		}
+		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", held-1))
+		w.Header().Set("X-Http-Status-Code-Override", "308")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	switch {
 	case !ok || s.Done || s.Cancelled:
 		f.mu.Unlock()
@@ -236,15 +252,23 @@ func (f *gcsFront) chunk(w http.ResponseWriter, r *http.Request, s *frontSession
 	r.Body = io.NopCloser(strings.NewReader(string(body)))
 	rec := httptest.NewRecorder()
 	f.next.ServeHTTP(rec, r)
+	code := rec.Code
+	if rec.Header().Get("X-Http-Status-Code-Override") == "308" {
+		// The answer to a client that asked for no 308 (X-GUploader-No-308).
+		code = http.StatusPermanentRedirect
+	}
 	f.mu.Lock()
-	switch rec.Code {
+	switch code {
 	case http.StatusOK, http.StatusCreated:
 		s.Done, s.final = true, rec.Body.Bytes()
-		s.Held += int64(len(body))
-		s.Chunks = append(s.Chunks, int64(len(body)))
-	case http.StatusPermanentRedirect:
-		s.Held += int64(len(body))
-		s.Chunks = append(s.Chunks, int64(len(body)))
+	}
+	switch code {
+	case http.StatusOK, http.StatusCreated, http.StatusPermanentRedirect:
+		// An empty last request only completes the object.
+		if len(body) > 0 {
+			s.Held += int64(len(body))
+			s.Chunks = append(s.Chunks, int64(len(body)))
+		}
 	}
 	f.mu.Unlock()
 	if hang {

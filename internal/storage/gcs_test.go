@@ -43,17 +43,8 @@ func TestGCSStore(t *testing.T) {
 		if n, err := plain.Size(ctx, "prod/eu/team-a/db-0/core.zst"); err != nil || n != 40*mib {
 			t.Fatalf("the object is not under the prefix: %d, %v", n, err)
 		}
-		resp, err := s.(*gcsStore).do(ctx, func() (*http.Request, error) {
-			return http.NewRequestWithContext(ctx, http.MethodGet, s.(*gcsStore).apiURL("storage", "prod/eu/team-a/db-0/core.zst", nil), nil)
-		})
+		o, err := s.(*gcsStore).bucket().Object("prod/eu/team-a/db-0/core.zst").Attrs(ctx)
 		if err != nil {
-			t.Fatal(err)
-		}
-		var o struct {
-			ContentType string            `json:"contentType"`
-			Metadata    map[string]string `json:"metadata"`
-		}
-		if err := decodeJSON(resp, &o); err != nil {
 			t.Fatal(err)
 		}
 		if o.ContentType != "application/zstd" || o.Metadata["coredump"] != "cd-1" {
@@ -93,11 +84,14 @@ func TestGCSStore(t *testing.T) {
 		}
 	})
 	t.Run("aborted writes", func(t *testing.T) {
+		// The SDK abandons a failed upload's session rather than cancel it:
+		// it holds no object, and GCS drops it within a week without
+		// charge. What must not be left is a completed one.
 		checkAborts(t, s, func(t *testing.T, key string) []string {
 			var left []string
 			for _, ss := range fakeStats(t, endpoint).Sessions {
-				if ss.Name == "prod/eu/"+key && !ss.Cancelled && !ss.Done {
-					left = append(left, "an open upload session")
+				if ss.Name == "prod/eu/"+key && ss.Done {
+					left = append(left, "a completed upload session")
 				}
 			}
 			return left
@@ -111,9 +105,12 @@ func TestGCSStore(t *testing.T) {
 			chunks  []int64
 			queries int
 		}{
-			{marker: gcsFailChunk, chunks: []int64{8 * mib, 8 * mib, 1 * mib}, queries: 1},
-			{marker: gcsLoseReply, chunks: []int64{8 * mib, 8 * mib, 1 * mib}, queries: 1},
-			{marker: gcsLoseFinal, chunks: []int64{8 * mib, 8 * mib, 1 * mib}, queries: 1},
+			// The SDK sends a failed chunk again rather than asking the
+			// session where it stands; the fake takes a chunk it already
+			// holds as GCS does.
+			{marker: gcsFailChunk, chunks: []int64{8 * mib, 8 * mib, 1 * mib}},
+			{marker: gcsLoseReply, chunks: []int64{8 * mib, 8 * mib, 1 * mib}},
+			{marker: gcsLoseFinal, chunks: []int64{8 * mib, 8 * mib, 1 * mib}},
 		} {
 			t.Run(tc.marker, func(t *testing.T) {
 				key := tc.marker + "/core.zst"
@@ -337,25 +334,5 @@ func TestOpenGCSOptions(t *testing.T) {
 				t.Fatalf("signer: key %v, access ID %q; want %q", g.key != nil, g.accessID, tc.accessID)
 			}
 		})
-	}
-}
-
-func TestParseHeldRange(t *testing.T) {
-	for _, tc := range []struct {
-		h    string
-		want int64
-		ok   bool
-	}{
-		{"", 0, true},
-		{"bytes=0-0", 1, true},
-		{"bytes=0-262143", 262144, true},
-		{"bytes=1-5", 0, false},
-		{"bytes=0-", 0, false},
-		{"bytes=0--1", 0, false},
-	} {
-		got, err := parseHeldRange(tc.h)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseHeldRange(%q) = %d, %v", tc.h, got, err)
-		}
 	}
 }

@@ -167,7 +167,7 @@ func (s *s3Store) Write(ctx context.Context, key string, r io.Reader, opts Write
 	}
 	full := s.loc.Prefix + key
 	abortStaleUploads(ctx, s.client, s.loc.Bucket, full)
-	n, err := s.write(ctx, full, ctxReader{ctx: ctx, r: r}, opts.SizeHint, opts.ContentType, opts.Metadata)
+	n, err := s.write(ctx, full, CtxReader{Ctx: ctx, R: r}, opts.SizeHint, opts.ContentType, opts.Metadata)
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
 	}

@@ -187,20 +187,6 @@ type objectReader struct {
 // ContentType is the object's Content-Type.
 func (r *objectReader) ContentType() string { return r.contentType }
 
-// ctxReader stops a copy as soon as ctx is done, so that a cancelled write
-// does not keep draining its source into a temp file nobody will keep.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // checkMetadata keeps metadata to what every store accepts as header names
 // and within S3's size limit, so that a write fails before it starts rather
 // than after the data went up.

@@ -106,6 +106,62 @@ func (l *Location) ObjectURL(key string) string {
 	return l.Scheme + "://" + l.Bucket + "/" + l.Prefix + key
 }
 
+// KeyOf is ObjectURL's inverse: the key (without the prefix) of the
+// object that objectURL names in this location, or false when objectURL
+// is not in it.
+func (l *Location) KeyOf(objectURL string) (string, bool) {
+	head := l.ObjectURL("")
+	if l.Scheme == SchemeFile {
+		// ObjectURL joins the key to the directory with a slash, which
+		// path.Join drops from an empty key.
+		head += "/"
+	}
+	key, ok := strings.CutPrefix(objectURL, head)
+	if !ok || key == "" || l.ObjectURL(key) != objectURL {
+		return "", false
+	}
+	return key, true
+}
+
+// StoredKey is the key (without the prefix) of an object recorded as
+// stored at objectURL under fullKey (a CoreDump's status.storage url and
+// key), or false when this location does not hold it: the policy's storage
+// moved since.
+func (l *Location) StoredKey(objectURL, fullKey string) (string, bool) {
+	key, ok := l.KeyOf(objectURL)
+	return key, ok && l.Prefix+key == fullKey
+}
+
+// LocationOf is the bucket, without prefix or options, that holds the
+// object at objectURL (an ObjectURL) under fullKey, its key in the bucket
+// with any prefix: for callers who know where an object is but not the
+// storage URL it was written through.
+func LocationOf(objectURL, fullKey string) (*Location, error) {
+	scheme, rest, ok := strings.Cut(objectURL, "://")
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not an object URL", ErrInvalidURL, objectURL)
+	}
+	var bucketURL string
+	if scheme == SchemeFile {
+		dir, ok := strings.CutSuffix(rest, "/"+fullKey)
+		if !ok || dir == "" {
+			return nil, fmt.Errorf("%w: %s does not end in its key %s", ErrInvalidURL, objectURL, fullKey)
+		}
+		bucketURL = "file://" + dir
+	} else {
+		host, _, _ := strings.Cut(rest, "/")
+		bucketURL = scheme + "://" + host
+	}
+	loc, err := ParseURL(bucketURL)
+	if err != nil {
+		return nil, err
+	}
+	if key, ok := loc.KeyOf(objectURL); !ok || key != fullKey {
+		return nil, fmt.Errorf("%w: %s does not end in its key %s", ErrInvalidURL, objectURL, fullKey)
+	}
+	return loc, nil
+}
+
 func hasDotSegment(p string) bool {
 	for _, seg := range strings.Split(p, "/") {
 		if seg == "." || seg == ".." {
