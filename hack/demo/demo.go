@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,10 +30,10 @@ import (
 	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/agentlease"
-	"github.com/coredog/coredog/test/testcrash"
+	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/test/localcluster"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // options are the demo's settings.
@@ -240,7 +241,7 @@ func (d *demo) keep(ctx context.Context) {
 	d.p.block(fmt.Sprintf("export KUBECONFIG=%s\nexport PATH=%s:$PATH    # the envtest kubectl\n"+
 		"kubectl get coredumps -n %s -o wide\nkubectl get events -n %s\nkubectl get coredumppolicy %s -o yaml",
 		d.cp.Kubeconfig, d.assets, systemNamespace, demoNamespace, d.policyName))
-	var running []string
+	running := make([]string, 0, len(d.procs)+1)
 	for _, p := range d.procs {
 		running = append(running, fmt.Sprintf("%s (pid %d)", p.Name, p.Cmd.Process.Pid))
 	}
@@ -259,8 +260,8 @@ func (d *demo) stopAll() error {
 	procs := d.procs
 	d.procs = nil
 	d.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		p := procs[i]
+	for _, p := range slices.Backward(procs) {
+
 		if err := p.Stop(stopGrace); err != nil {
 			errs = append(errs, err)
 		}
@@ -647,7 +648,7 @@ func (d *demo) stepPod(ctx context.Context) error {
 			Name: containerName, Image: "registry.example/crashy:demo",
 			ImageID:     "registry.example/crashy@sha256:" + strings.Repeat("0", 64),
 			ContainerID: "containerd://" + hex.EncodeToString(id),
-			Ready:       true, Started: ptr(true),
+			Ready:       true, Started: new(true),
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}},
 		}},
 	}
@@ -658,8 +659,6 @@ func (d *demo) stepPod(ctx context.Context) error {
 	d.p.linef("kubelet would (none runs here), so that the manager has a pod to attribute the crash to:")
 	return d.kubectl(ctx, "get", "pod", podName, "-n", demoNamespace, "-o", "wide")
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func (d *demo) stepCrash(ctx context.Context) error {
 	buildDir := filepath.Join(d.dir, "build")

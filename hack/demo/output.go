@@ -40,7 +40,7 @@ func (p *printer) block(text string) {
 
 func indentLines(s, prefix string) string {
 	var b strings.Builder
-	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+	for l := range strings.SplitSeq(strings.TrimRight(s, "\n"), "\n") {
 		if l == "" {
 			b.WriteString("\n")
 			continue

@@ -18,7 +18,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -106,7 +105,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			Labels: map[string]string{coredogv1.LabelPolicy: "default", coredogv1.LabelNode: "node-1"},
 			Annotations: map[string]string{agentlease.AnnotationEndpoint: "https://10.1.2.3:9443", agentlease.AnnotationMode: "watch",
 				agentlease.AnnotationCorePattern: "Manage", agentlease.AnnotationLocalBytes: "1048576"}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("node-1"), LeaseDurationSeconds: ptr.To(int32(30)), RenewTime: ptr.To(metav1.NowMicro())},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: new("node-1"), LeaseDurationSeconds: new(int32(30)), RenewTime: new(metav1.NowMicro())},
 	})
 	mustCreate(ctx, t, k8s, &eventsv1.Event{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-0.coredumped", Namespace: "team-a"},
@@ -458,7 +457,7 @@ func mustCreate(ctx context.Context, t *testing.T, c client.Client, obj client.O
 
 func firstColumn(out string) []string {
 	var names []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+	for l := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		if f := strings.Fields(l); len(f) > 0 {
 			names = append(names, f[0])
 		}

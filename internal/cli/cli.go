@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/scheme"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // DefaultNamespace is where CoreDumps live unless -n (or COREDOG_NAMESPACE)
@@ -157,8 +157,9 @@ func (a *app) run(ctx context.Context, args []string) error {
 }
 
 func commandNames() []string {
-	var n []string
-	for _, c := range commands() {
+	cmds := commands()
+	n := make([]string, 0, len(cmds))
+	for _, c := range cmds {
 		n = append(n, c.name)
 	}
 	return n

@@ -19,7 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -119,13 +118,14 @@ func PlanDebug(cd *coredogv1.CoreDump, image, namespace, podName string) (DebugP
 	switch {
 	case image != "":
 		plan.Image = image
-	case pinned(p.Image, p.ImageID) != "":
-		plan.Image = pinned(p.Image, p.ImageID)
+	case pinned(p.ImageID) != "":
+		plan.Image = pinned(p.ImageID)
 		plan.ImageNote = fmt.Sprintf("the image ID the crashed container ran (%s), since a tag may have moved", p.Image)
 	case p.Image != "":
 		plan.Image = p.Image
 	default:
-		return plan, fmt.Errorf("CoreDump %s does not know the crashed image (its pod is %s): pass --image with the image the program came from", cd.Name, cmp.Or(string(p.ResolvedBy), "unknown"))
+		return plan, fmt.Errorf("CoreDump %s does not know the crashed image (its pod is "+
+			"%s): pass --image with the image the program came from", cd.Name, cmp.Or(string(p.ResolvedBy), "unknown"))
 	}
 	plan.Namespace = namespace
 	if plan.Namespace == "" {
@@ -148,7 +148,7 @@ func PlanDebug(cd *coredogv1.CoreDump, image, namespace, podName string) (DebugP
 // pinned is image@digest from an imageID the kubelet reported, when it is
 // a pullable reference ("docker-pullable://repo@sha256:..." or
 // "repo@sha256:..."); a bare "sha256:..." is a local ID, useless elsewhere.
-func pinned(image, imageID string) string {
+func pinned(imageID string) string {
 	id := strings.TrimPrefix(imageID, "docker-pullable://")
 	repo, digest, ok := strings.Cut(id, "@sha256:")
 	if !ok || repo == "" || len(digest) != 64 {
@@ -207,7 +207,7 @@ func truncateBytes(s string, n int) string {
 // that shows what it holds.
 func shellQuote(s string) string {
 	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@=,+%", r))
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && !strings.ContainsRune("-_./:@=,+%", r)
 	}) < 0 {
 		return s
 	}
@@ -278,7 +278,8 @@ func RenderDebugSteps(w io.Writer, p DebugPlan, debuggerImage string) {
 	fmt.Fprintf(w, "kubectl cp core %s/%s:%s\n", shellQuote(p.Namespace), pod, remoteCorePath)
 	fmt.Fprintf(w, "kubectl exec -it %s %s -- %s\n", ns, pod, p.gdbCommand())
 	if !p.ExecutableExact {
-		fmt.Fprintf(w, "#    The dump names the program %s but not its path; find it with: kubectl exec %s %s -- sh -c %s\n", shellQuote(p.Executable), ns, pod, shellQuote("command -v "+shellQuote(p.Executable)))
+		fmt.Fprintf(w, "#    The dump names the program %s but not its "+
+			"path; find it with: kubectl exec %s %s -- sh -c %s\n", shellQuote(p.Executable), ns, pod, shellQuote("command -v "+shellQuote(p.Executable)))
 	}
 	renderNoGDB(w, p, debuggerImage, "core")
 	fmt.Fprintf(w, "\n# When done:\nkubectl delete pod %s %s\n", ns, pod)
@@ -355,9 +356,9 @@ func DebugPod(p DebugPlan, pullSecrets []corev1.LocalObjectReference) *corev1.Po
 		},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                 corev1.RestartPolicyNever,
-			AutomountServiceAccountToken:  ptr.To(false),
-			EnableServiceLinks:            ptr.To(false),
-			TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			AutomountServiceAccountToken:  new(false),
+			EnableServiceLinks:            new(false),
+			TerminationGracePeriodSeconds: new(int64(1)),
 			ImagePullSecrets:              pullSecrets,
 			NodeSelector:                  map[string]string{"kubernetes.io/os": "linux"},
 			Containers: []corev1.Container{{
@@ -365,7 +366,7 @@ func DebugPod(p DebugPlan, pullSecrets []corev1.LocalObjectReference) *corev1.Po
 				Image:   p.Image,
 				Command: []string{"sleep", "infinity"},
 				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr.To(false),
+					AllowPrivilegeEscalation: new(false),
 				},
 			}},
 		},
@@ -509,15 +510,18 @@ func PodProgress(pod *corev1.Pod) (state string, done bool, err error) {
 				msg += " (" + why + ")"
 			}
 		}
-		return msg, true, fmt.Errorf("%w: pod %s: %s; an image without `sleep` cannot idle: see kubectl coredog debug (without --run) for an ephemeral container instead", errPodNotRunning, name, msg)
+		return msg, true, fmt.Errorf("%w: pod %s: %s; an image without `sleep` cannot idle: see kubectl "+
+			"coredog debug (without --run) for an ephemeral container instead", errPodNotRunning, name, msg)
 	}
 	if cs != nil && cs.State.Waiting != nil {
 		w := cs.State.Waiting
 		switch w.Reason {
 		case "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull":
-			return w.Reason, true, fmt.Errorf("%w: pod %s cannot pull its image (%s: %s); pass --image, or give the namespace an image pull secret", errPodNotRunning, name, w.Reason, w.Message)
+			return w.Reason, true, fmt.Errorf("%w: pod %s cannot pull its image (%s: %s); pass "+
+				"--image, or give the namespace an image pull secret", errPodNotRunning, name, w.Reason, w.Message)
 		case "CreateContainerError", "RunContainerError", "CreateContainerConfigError", "CrashLoopBackOff", "StartError":
-			return w.Reason, true, fmt.Errorf("%w: pod %s cannot start (%s: %s); an image without `sleep` cannot idle: see kubectl coredog debug (without --run) for an ephemeral container instead", errPodNotRunning, name, w.Reason, w.Message)
+			return w.Reason, true, fmt.Errorf("%w: pod %s cannot start (%s: %s); an image without `sleep` cannot idle: see "+
+				"kubectl coredog debug (without --run) for an ephemeral container instead", errPodNotRunning, name, w.Reason, w.Message)
 		}
 		return w.Reason, false, nil
 	}

@@ -199,7 +199,10 @@ func (d *describer) line(level int, label, value string) {
 	}
 }
 
-// RenderDescription prints what describe shows about one dump.
+// RenderDescription prints what describe shows about one dump, a section per
+// part of the CoreDump in the order kubectl describe readers expect.
+//
+//nolint:gocyclo // one branch per optional field, read top to bottom
 func RenderDescription(w io.Writer, d Description, now time.Time) {
 	cd := d.Dump
 	p := &describer{w: w}
@@ -382,7 +385,7 @@ func idString(id *int64) string {
 }
 
 func joinMap(m map[string]string) string {
-	var parts []string
+	parts := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, k+"="+m[k])
 	}

@@ -94,7 +94,7 @@ func TestRenderDescriptionCases(t *testing.T) {
 	}{
 		{
 			name: "unresolved, not stored, not ELF",
-			d: Description{Dump: ptrTo(testDump("core-u", time.Minute, withPod("", "", "", ""), withPhase(coredogv1.PhaseFailed, "", "upload failed: 403"),
+			d: Description{Dump: new(testDump("core-u", time.Minute, withPod("", "", "", ""), withPhase(coredogv1.PhaseFailed, "", "upload failed: 403"),
 				func(cd *coredogv1.CoreDump) {
 					cd.Status.Pod = &coredogv1.PodReference{ResolvedBy: coredogv1.ResolvedByUnresolved}
 					cd.Spec.ELF, cd.Spec.ParseError = nil, "not an ELF file"
@@ -104,13 +104,13 @@ func TestRenderDescriptionCases(t *testing.T) {
 		},
 		{
 			name: "pending, events unreadable, signature count unknown",
-			d: Description{Dump: ptrTo(testDump("core-p", time.Minute, withPhase(coredogv1.PhasePending, "", ""), withPod("", "", "", ""))),
+			d: Description{Dump: new(testDump("core-p", time.Minute, withPhase(coredogv1.PhasePending, "", ""), withPod("", "", "", ""))),
 				SameSignature: -1, EventsError: "listing events: forbidden"},
 			want: []string{"Phase:            Pending", "  not resolved yet", "(other dumps with it could not be listed)", "Events:           <listing events: forbidden>"},
 		},
 		{
 			name: "hostile values are escaped",
-			d: Description{Dump: ptrTo(testDump("core-h", time.Minute, func(cd *coredogv1.CoreDump) {
+			d: Description{Dump: new(testDump("core-h", time.Minute, func(cd *coredogv1.CoreDump) {
 				cd.Spec.Process.CommandLine = "x\x1b[2Jy"
 				cd.Spec.FileName = "core.\nfake: line"
 			})), SameSignature: 3},
@@ -132,5 +132,3 @@ func TestRenderDescriptionCases(t *testing.T) {
 		}
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }

@@ -180,7 +180,8 @@ func (a *app) fetchDump(ctx context.Context, cd *coredogv1.CoreDump, o downloadO
 	}
 	if err != nil {
 		if errors.Is(err, errIntegrity) || errors.Is(err, errCorrupt) {
-			return "", fmt.Errorf("CoreDump %s: %w; the partial file was deleted, nothing was written to %s. The object at %s may be damaged or replaced: do not debug with it", cd.Name, err, target, st.URL)
+			return "", fmt.Errorf("CoreDump %s: %w; the partial file was deleted, nothing was written to "+
+				"%s. The object at %s may be damaged or replaced: do not debug with it", cd.Name, err, target, st.URL)
 		}
 		return "", fmt.Errorf("downloading %s: %w; the partial file was deleted", st.URL, err)
 	}
@@ -316,7 +317,8 @@ func (a *app) storageLocation(ctx context.Context, cd *coredogv1.CoreDump, overr
 	case err == nil:
 		loc, key, err := Locate(st, p.Spec.Storage.URL)
 		if errors.Is(err, errMoved) {
-			return nil, "", fmt.Errorf("CoreDumpPolicy %s now stores into %s, but the dump is at %s: pass that bucket's URL with its options as --storage-url", p.Name, p.Spec.Storage.URL, st.URL)
+			return nil, "", fmt.Errorf("CoreDumpPolicy %s now stores into %s, but the dump is at "+
+				"%s: pass that bucket's URL with its options as --storage-url", p.Name, p.Spec.Storage.URL, st.URL)
 		}
 		return loc, key, err
 	case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
@@ -329,7 +331,8 @@ func (a *app) storageLocation(ctx context.Context, cd *coredogv1.CoreDump, overr
 			return nil, "", fmt.Errorf("cannot read CoreDumpPolicy %s (%s) for the bucket's options, and %v: pass --storage-url", cd.Spec.PolicyName, why, lerr)
 		}
 		if loc.Scheme != storage.SchemeFile {
-			fmt.Fprintf(a.stderr, "Note: cannot read CoreDumpPolicy %s (%s); using %s without the policy's options (endpoint, region, ...). If that fails, pass them with --storage-url.\n", cd.Spec.PolicyName, why, loc.BucketURL())
+			fmt.Fprintf(a.stderr, "Note: cannot read CoreDumpPolicy %s (%s); using %s without the policy's "+
+				"options (endpoint, region, ...). If that fails, pass them with --storage-url.\n", cd.Spec.PolicyName, why, loc.BucketURL())
 		}
 		return loc, key, nil
 	}
@@ -388,9 +391,11 @@ func CredsFromEnv(scheme string, getenv func(string) string) (map[string][]byte,
 		case id == "" && secret == "":
 			return nil, nil
 		case id == "":
-			return nil, fmt.Errorf("%w: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both, or neither to use the AWS default chain (AWS_PROFILE, SSO, IAM role)", errNoCredentials)
+			return nil, fmt.Errorf("%w: AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both, "+
+				"or neither to use the AWS default chain (AWS_PROFILE, SSO, IAM role)", errNoCredentials)
 		case secret == "":
-			return nil, fmt.Errorf("%w: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both, or neither to use the AWS default chain (AWS_PROFILE, SSO, IAM role)", errNoCredentials)
+			return nil, fmt.Errorf("%w: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both, "+
+				"or neither to use the AWS default chain (AWS_PROFILE, SSO, IAM role)", errNoCredentials)
 		}
 		creds := map[string][]byte{storage.KeyAWSAccessKeyID: []byte(id), storage.KeyAWSSecretAccessKey: []byte(secret)}
 		if tok := getenv(storage.KeyAWSSessionToken); tok != "" {
@@ -472,7 +477,7 @@ func copyVerified(dst io.Writer, src io.Reader, c coredogv1.Compression, raw boo
 		return t, err
 	}
 	defer dec.Close()
-	var sink io.Writer = io.MultiWriter(dst, h)
+	var sink = io.MultiWriter(dst, h)
 	var out *countingWriter
 	if raw {
 		sink = h
@@ -503,7 +508,11 @@ func copyVerified(dst io.Writer, src io.Reader, c coredogv1.Compression, raw boo
 }
 
 func isZstdError(err error) bool {
-	for _, e := range []error{zstd.ErrMagicMismatch, zstd.ErrReservedBlockType, zstd.ErrCompressedSizeTooBig, zstd.ErrBlockTooSmall, zstd.ErrWindowSizeExceeded, zstd.ErrWindowSizeTooSmall, zstd.ErrDecoderSizeExceeded, zstd.ErrUnknownDictionary, zstd.ErrFrameSizeExceeded, zstd.ErrFrameSizeMismatch, zstd.ErrCRCMismatch} {
+	for _, e := range []error{
+		zstd.ErrMagicMismatch, zstd.ErrReservedBlockType, zstd.ErrCompressedSizeTooBig, zstd.ErrBlockTooSmall,
+		zstd.ErrWindowSizeExceeded, zstd.ErrWindowSizeTooSmall, zstd.ErrDecoderSizeExceeded, zstd.ErrUnknownDictionary,
+		zstd.ErrFrameSizeExceeded, zstd.ErrFrameSizeMismatch, zstd.ErrCRCMismatch,
+	} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -595,10 +604,7 @@ func (p *progress) done() {
 func progressLine(label string, n, total int64) string {
 	s := fmt.Sprintf("Downloading %s  %s / %s", label, coredogv1.DisplaySize(n), coredogv1.DisplaySize(total))
 	if total > 0 {
-		pct := n * 100 / total
-		if pct > 100 {
-			pct = 100
-		}
+		pct := min(n*100/total, 100)
 		s += fmt.Sprintf("  %3d%%", pct)
 	}
 	return fmt.Sprintf("%-70s", s)

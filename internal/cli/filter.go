@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,10 +48,8 @@ func NewFilter(pod, wl, since, signal string, now time.Time) (Filter, error) {
 	}
 	if wl != "" {
 		parts := strings.Split(wl, "/")
-		for _, p := range parts {
-			if p == "" {
-				return f, fmt.Errorf("--workload %q: want NAME, KIND/NAME or NAMESPACE/KIND/NAME", wl)
-			}
+		if slices.Contains(parts, "") {
+			return f, fmt.Errorf("--workload %q: want NAME, KIND/NAME or NAMESPACE/KIND/NAME", wl)
 		}
 		switch len(parts) {
 		case 1:
@@ -120,7 +119,7 @@ func ParseSignal(s string) (string, error) {
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
 	}
-	if len(name) < 4 || strings.ContainsFunc(name, func(r rune) bool { return !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') }) {
+	if len(name) < 4 || strings.ContainsFunc(name, func(r rune) bool { return (r < 'A' || r > 'Z') && (r < '0' || r > '9') }) {
 		return "", fmt.Errorf("--signal %q: want a signal name or number, e.g. SIGSEGV, segv or 11", s)
 	}
 	if name == "SIGIOT" {

@@ -25,22 +25,23 @@ func newTable(w io.Writer) *tabwriter.Writer {
 }
 
 // row writes one table row; cells are escaped, empty ones show <none>.
+// Write errors surface where the table is flushed.
 func row(w io.Writer, cells ...string) {
 	for i, c := range cells {
 		if i > 0 {
-			io.WriteString(w, "\t")
+			_, _ = io.WriteString(w, "\t")
 		}
 		if c == "" {
 			c = none
 		}
-		io.WriteString(w, safe(c))
+		_, _ = io.WriteString(w, safe(c))
 	}
-	io.WriteString(w, "\n")
+	_, _ = io.WriteString(w, "\n")
 }
 
 // header writes a header row (never escaped or replaced).
 func header(w io.Writer, cells ...string) {
-	io.WriteString(w, strings.Join(cells, "\t")+"\n")
+	_, _ = io.WriteString(w, strings.Join(cells, "\t")+"\n")
 }
 
 // safe escapes what a node may have put into a value (executable names,
@@ -61,10 +62,7 @@ func age(now, t time.Time) string {
 	if t.IsZero() {
 		return "<unknown>"
 	}
-	d := now.Sub(t)
-	if d < 0 {
-		d = 0
-	}
+	d := max(now.Sub(t), 0)
 	return duration.HumanDuration(d)
 }
 

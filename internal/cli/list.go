@@ -56,7 +56,8 @@ Examples:
 			fs.StringVar(&o.workload, "workload", "", "Only dumps of this workload: NAME, KIND/NAME or NAMESPACE/KIND/NAME (e.g. deployment/web).")
 			fs.StringVar(&o.since, "since", "", "Only dumps that crashed within this long (30m, 12h, 7d).")
 			fs.StringVar(&o.signal, "signal", "", "Only dumps killed by this signal (SIGSEGV, segv or 11).")
-			fs.StringVarP(&o.selector, "selector", "l", "", "Label selector (coredog.io/node, coredog.io/policy, coredog.io/namespace, coredog.io/pod, coredog.io/signal, coredog.io/signature).")
+			fs.StringVarP(&o.selector, "selector", "l", "", "Label selector (coredog.io/node, coredog.io/policy, coredog.io/namespace, "+
+				"coredog.io/pod, coredog.io/signal, coredog.io/signature).")
 			fs.BoolVar(&o.group, "group", false, "Fold dumps by crash signature, with a count, first and last seen and the workloads affected.")
 			fs.StringVarP(&o.output, "output", "o", "", "Output format: wide, json or yaml.")
 			fs.BoolVar(&o.noHeaders, "no-headers", false, "Print tables without their header line.")

@@ -142,7 +142,7 @@ func (s *azureStore) Size(ctx context.Context, key string) (int64, error) {
 		return 0, s.readError(key, err)
 	}
 	if p.ContentLength == nil {
-		return 0, s.readError(key, errors.New("Azure sent no Content-Length"))
+		return 0, s.readError(key, errors.New("the Azure service sent no Content-Length"))
 	}
 	return *p.ContentLength, nil
 }
@@ -200,8 +200,7 @@ func (s *azureStore) readError(key string, err error) error {
 
 // refusal wraps 401 and 403 answers in ErrCredentials.
 func (s *azureStore) refusal(err error) error {
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
+	if re, ok := errors.AsType[*azcore.ResponseError](err); ok {
 		return refusal(s.loc, re.StatusCode, err)
 	}
 	return err
@@ -317,7 +316,7 @@ func azureUpload(ctx context.Context, bb *blockblob.Client, r io.Reader, blockSi
 	}
 	md := make(map[string]*string, len(opts.Metadata))
 	for k, v := range opts.Metadata {
-		md[azureMetadataKey(k)] = ptr(url.PathEscape(v))
+		md[azureMetadataKey(k)] = new(url.PathEscape(v))
 	}
 	_, err := bb.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
 		HTTPHeaders: &blob.HTTPHeaders{BlobContentType: &opts.ContentType},
@@ -348,7 +347,7 @@ func azureUserDelegationURL(ctx context.Context, c *container.Client, cred azcor
 	start := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 	end := time.Now().UTC().Add(expiry).Truncate(time.Second)
 	udc, err := svc.GetUserDelegationCredential(ctx, service.KeyInfo{
-		Start: ptr(start.Format(sas.TimeFormat)), Expiry: ptr(end.Format(sas.TimeFormat)),
+		Start: new(start.Format(sas.TimeFormat)), Expiry: new(end.Format(sas.TimeFormat)),
 	}, nil)
 	if err != nil {
 		return "", fmt.Errorf("getting a user delegation key: %w", err)
@@ -367,8 +366,6 @@ func azureUserDelegationURL(ctx context.Context, c *container.Client, cred azcor
 	}
 	return c.NewBlobClient(fullKey).URL() + "?" + qp.Encode(), nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // azureClient makes the container client; the token credential is returned
 // too when there is no shared key, because signing then needs it.

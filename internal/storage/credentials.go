@@ -95,8 +95,7 @@ type serviceAccountKey struct {
 func checkServiceAccountKey(data []byte) error {
 	var k serviceAccountKey
 	if err := json.Unmarshal(bytes.TrimSpace(data), &k); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
+		if syn, ok := errors.AsType[*json.SyntaxError](err); ok {
 			return fmt.Errorf("%w: %s is not valid JSON (syntax error at byte %d)", ErrCredentials, KeyGCSCredentials, syn.Offset)
 		}
 		return fmt.Errorf("%w: %s is not a JSON object with string fields", ErrCredentials, KeyGCSCredentials)

@@ -435,8 +435,7 @@ func statusError(err error) *gcsStatusError {
 // and what the identity needs, and wrap ErrCredentials; a failed token
 // request names the OAuth2 error, never the response body.
 func (s *gcsStore) mapError(err error) error {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
+	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
 		return fmt.Errorf("%w: getting an access token for bucket %q: %s %s", ErrCredentials, s.loc.Bucket, re.ErrorCode, re.ErrorDescription)
 	}
 	se := statusError(err)

@@ -109,7 +109,7 @@ func checkBounded(t *template.Template) error {
 		if tt.Tree == nil {
 			continue
 		}
-		if name := unboundedAction(tt.Tree.Root); name != "" {
+		if name := unboundedAction(tt.Root); name != "" {
 			return fmt.Errorf("parsing key template: %s actions are not allowed in a key template", name)
 		}
 	}

@@ -234,8 +234,7 @@ func (s *s3Store) readError(key string, err error) error {
 
 // refusal wraps 401 and 403 answers in ErrCredentials.
 func (s *s3Store) refusal(err error) error {
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) {
+	if re, ok := errors.AsType[*smithyhttp.ResponseError](err); ok {
 		return refusal(s.loc, re.HTTPStatusCode(), err)
 	}
 	return err
@@ -244,8 +243,7 @@ func (s *s3Store) refusal(err error) error {
 // s3Missing says whether err is S3's answer for a key with no object:
 // NoSuchKey from GetObject, NotFound (a bare 404) from HeadObject.
 func s3Missing(err error) bool {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
+	if ae, ok := errors.AsType[smithy.APIError](err); ok {
 		switch ae.ErrorCode() {
 		case "NoSuchKey", "NotFound":
 			return true

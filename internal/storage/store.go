@@ -204,7 +204,7 @@ func checkMetadata(md map[string]string) error {
 		}
 		seen[lk] = true
 		for _, c := range k {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
 				return fmt.Errorf("metadata key %q: only ASCII letters, digits, - and _ are allowed", k)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -34,7 +35,8 @@ type Location struct {
 // knownQuery lists the query parameters each scheme accepts, so that a typo
 // fails validation instead of being ignored silently.
 var knownQuery = map[string][]string{
-	SchemeS3:    {"region", "endpoint", "use_path_style", "disable_https", "s3ForcePathStyle", "awssdk", "profile", "anonymous", "dualstack", "fips", "accelerate", "sse_type", "kmskeyid"},
+	SchemeS3: {"region", "endpoint", "use_path_style", "disable_https", "s3ForcePathStyle", "awssdk", "profile", "anonymous",
+		"dualstack", "fips", "accelerate", "sse_type", "kmskeyid"},
 	SchemeGCS:   {"access_id", "private_key_path", "anonymous", "endpoint"},
 	SchemeAzure: {"domain", "protocol", "cdn", "localemu", "storage_account"},
 	SchemeFile:  {"create_dir", "no_tmp_dir", "dir_file_mode", "file_mode", "metadata"},
@@ -163,7 +165,7 @@ func LocationOf(objectURL, fullKey string) (*Location, error) {
 }
 
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
+	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
 			return true
 		}
@@ -172,10 +174,5 @@ func hasDotSegment(p string) bool {
 }
 
 func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(list, s)
 }

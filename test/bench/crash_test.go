@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 const crashTouchMiB = 256
@@ -72,7 +72,7 @@ func runCrashes(b *testing.B, s *suite, store string, n int) crashSummary {
 	}
 	sum := crashSummary{Store: store}
 	smp := startSampler(50*time.Millisecond, pidOf(agent), pidOf(mgr))
-	for i := 0; i < n; i++ {
+	for i := range n {
 		staging := filepath.Join(s.dir, "staging", fmt.Sprintf("%s-%d", store, i))
 		if err := os.MkdirAll(staging, 0o755); err != nil {
 			b.Fatal(err)

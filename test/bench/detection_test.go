@@ -51,7 +51,7 @@ func measureDetection(b *testing.B, s *suite, mode string, watch bool, poll time
 	completed := map[string]time.Time{}
 	data := make([]byte, detectionBytes)
 	copy(data, "\x7fELF-not-really")
-	for i := 0; i < detectionFiles; i++ {
+	for i := range detectionFiles {
 		name := fmt.Sprintf("core.bench-%d.app.%d.11.1767225600", i, 900000+i)
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			b.Fatal(err)

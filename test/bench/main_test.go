@@ -25,8 +25,8 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentset"
 	"github.com/coredog/coredog/internal/storage"
-	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 const (

@@ -174,7 +174,7 @@ func readProc(pid int) (procStat, error) {
 	if err != nil {
 		return st, err
 	}
-	for _, line := range strings.Split(string(status), "\n") {
+	for line := range strings.SplitSeq(string(status), "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
 			continue

@@ -20,9 +20,9 @@ import (
 	"github.com/coredog/coredog/agent/serve"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentclient"
-	"github.com/coredog/coredog/internal/storage"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // BenchmarkProfilePipeline is the pipeline's data path in one process, for
@@ -71,8 +71,7 @@ func BenchmarkProfilePipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := b.Context()
 	go func() { _ = srv.Serve(ctx) }()
 	host, port, _ := net.SplitHostPort(srv.Addr())
 	p, _ := strconv.Atoi(port)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -225,7 +226,7 @@ func (p *reporter) render(w *strings.Builder, complete bool) {
 		for sz := range peers {
 			sizes = append(sizes, sz)
 		}
-		sort.Slice(sizes, func(i, j int) bool { return sizes[i] < sizes[j] })
+		slices.Sort(sizes)
 		for _, sz := range sizes {
 			x := peers[sz]
 			fmt.Fprintf(&s2, "| %s | %.1f | %.2f | %.2f s |\n", sizeLabel(sz), x.MiBps, x.Ratio, x.CPU)
@@ -470,7 +471,7 @@ func memTotal() string {
 	if err != nil {
 		return "unknown"
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	for line := range strings.SplitSeq(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err == nil {
@@ -510,7 +511,7 @@ func fsType(dir string) string {
 	}
 	abs, _ := filepath.Abs(dir)
 	best, typ := "", "unknown"
-	for _, line := range strings.Split(string(data), "\n") {
+	for line := range strings.SplitSeq(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 3 {
 			continue

@@ -400,7 +400,7 @@ func servedDurations(n *node) []string {
 	var out []string
 	// zap writes durations as seconds.
 	re := regexp.MustCompile(`"duration":([0-9.]+)`)
-	for _, line := range strings.Split(string(data), "\n") {
+	for line := range strings.SplitSeq(string(data), "\n") {
 		if strings.Contains(line, "Served core dump") {
 			if m := re.FindStringSubmatch(line); m != nil {
 				if s, err := strconv.ParseFloat(m[1], 64); err == nil {

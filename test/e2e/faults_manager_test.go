@@ -440,7 +440,7 @@ func TestFaultAgentFrozen(t *testing.T) {
 	// The manager gives up on its own while the agent is still frozen.
 	var gaveUp string
 	g.Eventually(func() string {
-		for _, line := range strings.Split(localcluster.TailFile(manager.LogPath, 100000), "\n") {
+		for line := range strings.SplitSeq(localcluster.TailFile(manager.LogPath, 100000), "\n") {
 			if strings.Contains(line, "Upload failed; retrying") && strings.Contains(line, cds[0].Name) &&
 				strings.Contains(line, upload.ErrStalled.Error()) {
 				gaveUp = line

@@ -19,13 +19,12 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
-	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // Node faults: the node's filesystem, its inotify limits, and bursts and
@@ -283,7 +282,7 @@ func TestFaultDiskFullDuringCore(t *testing.T) {
 	must(t, err)
 	var st syscall.Statfs_t
 	must(t, syscall.Statfs(n.dir, &st))
-	free := int64(st.Bavail) * int64(st.Bsize)
+	free := int64(st.Bavail) * st.Bsize
 	claimed := nfELFEnd(t, c.Core)
 	t.Logf("the kernel wrote %d bytes of a core whose program headers claim %d; %d bytes left free on the %d MiB filesystem",
 		len(data), claimed, free, fsSize>>20)
@@ -300,7 +299,7 @@ func TestFaultDiskFullDuringCore(t *testing.T) {
 	g.Expect(cd.Spec.Process.SignalName).To(Equal("SIGSEGV"))
 	expectStoredBytes(t, n.bucket, &cd, data)
 	must(t, syscall.Statfs(n.dir, &st))
-	g.Expect(int64(st.Bavail)*int64(st.Bsize)).To(BeNumerically(">", fsSize/2), "deleting the stored core should free the filesystem")
+	g.Expect(int64(st.Bavail)*st.Bsize).To(BeNumerically(">", fsSize/2), "deleting the stored core should free the filesystem")
 
 	// The filesystem works again. The next crash runs in a subdirectory,
 	// so that its core is not another file named like the first.
@@ -626,7 +625,7 @@ func TestFaultCrashLoop(t *testing.T) {
 	p.Spec.Limits = coredogv1.LimitsSpec{
 		MaxNodeUsage: &maxUsage,
 		MinNodeFree:  "0%",
-		RateLimit:    coredogv1.RateLimitSpec{Count: ptr.To(limit), Window: &metav1.Duration{Duration: window}},
+		RateLimit:    coredogv1.RateLimitSpec{Count: new(limit), Window: &metav1.Duration{Duration: window}},
 	}
 	must(t, k8s.Create(context.Background(), p))
 	n.startAgent()

@@ -346,7 +346,7 @@ func TestFaultStorageHangs(t *testing.T) {
 	out := fxConverge(t, n, []fxFile{f}, start, stall+2*uploadTimeout)
 	// The status moved on; the manager's log keeps why the first attempt failed.
 	var gaveUp string
-	for _, line := range strings.Split(localcluster.TailFile(manager.LogPath, 100000), "\n") {
+	for line := range strings.SplitSeq(localcluster.TailFile(manager.LogPath, 100000), "\n") {
 		if strings.Contains(line, "Upload failed; retrying") && strings.Contains(line, out.dumps[f.name].Name) {
 			gaveUp = line
 			break

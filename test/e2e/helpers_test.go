@@ -32,8 +32,8 @@ import (
 
 	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
-	"github.com/coredog/coredog/test/testcrash"
 	"github.com/coredog/coredog/test/localcluster"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // nodeOpts shape one test's agent.
@@ -409,7 +409,7 @@ func createPod(t *testing.T, namespace, name, nodeName, containerID string) *cor
 		StartTime: &started,
 		ContainerStatuses: []corev1.ContainerStatus{{
 			Name: "app", Image: "registry.example/crashy:1", ImageID: "registry.example/crashy@sha256:" + strings.Repeat("0", 64),
-			ContainerID: containerID, Ready: true, Started: ptr.To(true),
+			ContainerID: containerID, Ready: true, Started: new(true),
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}},
 		}},
 	}

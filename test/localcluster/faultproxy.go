@@ -216,7 +216,7 @@ func (p *FaultProxy) Refuse() error {
 		return nil
 	}
 	err := ln.Close()
-	<-errc
+	<-errc //nolint:errcheck // the accept loop's end: its error is the Close above
 	for _, c := range conns {
 		_ = c.Close()
 	}

@@ -18,7 +18,7 @@ func ReadChars() (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
 			return strconv.ParseInt(v, 10, 64)
 		}
