@@ -40,11 +40,9 @@ func (r *CoreDumpPolicyReconciler) ensureTLS(ctx context.Context, p *coredogv1.C
 	}
 	data := current.Data
 	if renew {
-		kp, err := ca.IssueServer(dnsNames, now)
-		if err != nil {
+		if data, err = ca.AgentServingData(p.Name, now); err != nil {
 			return "", fmt.Errorf("issuing agent certificate for policy %s: %w", p.Name, err)
 		}
-		data = map[string][]byte{pki.CACertKey: ca.CertPEM, pki.TLSCertKey: kp.CertPEM, pki.TLSKeyKey: kp.KeyPEM}
 		ctrlLog(ctx).Info("Issuing agent serving certificate", "secret", name, "why", why)
 	}
 	// Applied every time (not only on renewal) so that labels and the owner

@@ -12,8 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,7 +28,6 @@ import (
 type fixture struct {
 	ca     *pki.CA
 	client *Client
-	tlsDir string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -39,16 +36,6 @@ func newFixture(t *testing.T) *fixture {
 	ca, err := pki.NewCA("test", now)
 	if err != nil {
 		t.Fatal(err)
-	}
-	server, err := ca.IssueServer([]string{pki.AgentServerName("p")}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for name, data := range map[string][]byte{pki.CACertKey: ca.CertPEM, pki.TLSCertKey: server.CertPEM, pki.TLSKeyKey: server.KeyPEM} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 	creds, err := NewCredentials("p", ca, now)
 	if err != nil {
@@ -59,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return &fixture{ca: ca, client: c, tlsDir: dir}
+	return &fixture{ca: ca, client: c}
 }
 
 // TestFetchRejectsLyingAgents: wrong trailers, missing trailers, a stream cut

@@ -187,19 +187,7 @@ func TestManagerTalksOnlyToAgentsOfThePolicysCA(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	node := "node-impostor"
-	lease := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(p.Name, node), Namespace: testNamespace,
-			Annotations: map[string]string{agentlease.AnnotationEndpoint: srv.URL}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: new(node), RenewTime: &metav1.MicroTime{Time: time.Now()}},
-	}
-	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
-
-	cd := validCoreDump("impostor-dump")
-	cd.Namespace = testNamespace
-	cd.Spec.PolicyName, cd.Spec.NodeName = p.Name, node
-	g.Expect(k8s.Create(ctx, cd)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
+	cd := dumpBehindLease(t, p.Name, node, node, srv.URL, "impostor-dump")
 
 	g.Eventually(func(g Gomega) {
 		var got coredogv1.CoreDump
@@ -243,20 +231,7 @@ func TestManagerUsesOnlyTheLeaseOfTheDumpsNode(t *testing.T) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 
-	victim := "a.b.c"
-	lease := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(p.Name, victim), Namespace: testNamespace,
-			Annotations: map[string]string{agentlease.AnnotationEndpoint: srv.URL}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: new("b.c"), RenewTime: &metav1.MicroTime{Time: time.Now()}},
-	}
-	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
-
-	cd := validCoreDump("suffix-dump")
-	cd.Namespace = testNamespace
-	cd.Spec.PolicyName, cd.Spec.NodeName = p.Name, victim
-	g.Expect(k8s.Create(ctx, cd)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
+	cd := dumpBehindLease(t, p.Name, "a.b.c", "b.c", srv.URL, "suffix-dump")
 
 	g.Eventually(func(g Gomega) {
 		var got coredogv1.CoreDump
@@ -266,4 +241,26 @@ func TestManagerUsesOnlyTheLeaseOfTheDumpsNode(t *testing.T) {
 		g.Expect(got.Status.Attempts).To(BeNumerically(">=", 2))
 	}, 60*time.Second, interval).Should(Succeed())
 	g.Expect(conns.Load()).To(BeZero(), "connections the manager opened to the endpoint of another node's Lease")
+}
+
+// dumpBehindLease creates the agent Lease of policy on node, held by holder
+// and naming endpoint, and a CoreDump of that node, as an agent (or one
+// posing as it) would; both go when the test ends.
+func dumpBehindLease(t *testing.T, policy, node, holder, endpoint, dumpName string) *coredogv1.CoreDump {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(policy, node), Namespace: testNamespace,
+			Annotations: map[string]string{agentlease.AnnotationEndpoint: endpoint}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, RenewTime: &metav1.MicroTime{Time: time.Now()}},
+	}
+	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
+	cd := validCoreDump(dumpName)
+	cd.Namespace = testNamespace
+	cd.Spec.PolicyName, cd.Spec.NodeName = policy, node
+	g.Expect(k8s.Create(ctx, cd)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
+	return cd
 }

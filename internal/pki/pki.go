@@ -126,6 +126,17 @@ func (ca *CA) IssueServer(dnsNames []string, now time.Time) (*KeyPair, error) {
 	}, now)
 }
 
+// AgentServingData issues the serving certificate of a policy's agents and
+// returns what their TLS Secret holds, the files the agent reads: the CA
+// certificate (which verifies the controller), the certificate and its key.
+func (ca *CA) AgentServingData(policy string, now time.Time) (map[string][]byte, error) {
+	kp, err := ca.IssueServer([]string{AgentServerName(policy)}, now)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{CACertKey: ca.CertPEM, TLSCertKey: kp.CertPEM, TLSKeyKey: kp.KeyPEM}, nil
+}
+
 // IssueClient issues a client certificate with the given common name.
 func (ca *CA) IssueClient(commonName string, now time.Time) (*KeyPair, error) {
 	return ca.issue(&x509.Certificate{

@@ -36,12 +36,12 @@ func agentWith(t *testing.T, path string) (string, *agentclient.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ca.IssueServer([]string{pki.AgentServerName("p")}, now)
+	files, err := ca.AgentServingData("p", now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tlsDir := t.TempDir()
-	for name, data := range map[string][]byte{pki.CACertKey: ca.CertPEM, pki.TLSCertKey: server.CertPEM, pki.TLSKeyKey: server.KeyPEM} {
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(tlsDir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
