@@ -60,8 +60,10 @@ func DefaultNotifyOn() []NotificationTrigger {
 
 // Notification defaults and limits.
 const (
-	// DefaultLinkExpiry is how long a pre-signed download link works.
-	DefaultLinkExpiry = 24 * time.Hour
+	// DefaultLinkExpiry is how long a pre-signed download link works: long
+	// enough to act on an alert, short enough that a link forwarded or left
+	// in a channel's history stops opening a copy of process memory.
+	DefaultLinkExpiry = time.Hour
 	// MaxLinkExpiry is the longest pre-signed link S3 (SigV4) and GCS (V4) allow.
 	MaxLinkExpiry = 7 * 24 * time.Hour
 	// DefaultSinkURLKey is the Secret key that holds a sink's URL.
@@ -127,7 +129,7 @@ type NotificationSink struct {
 	// s3://, gs:// and azblob:// storage (a pre-signed URL); file:// storage
 	// gets the stored location instead. At most 168h.
 	// +optional
-	// +kubebuilder:default="24h"
+	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="linkExpiry must be positive and at most 168h (7 days, the longest S3 and GCS pre-signed URLs live)"

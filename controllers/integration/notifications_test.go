@@ -333,7 +333,7 @@ func TestAPIRejectsInvalidNotifications(t *testing.T) {
 	g.Expect(got.SecretRef.Key).To(Equal("url"))
 	g.Expect(got.SigningSecretRef.Key).To(Equal("secret"))
 	g.Expect(got.On).To(Equal([]coredogv1.NotificationTrigger{coredogv1.NotifyOnUploaded, coredogv1.NotifyOnFailed}))
-	g.Expect(got.LinkExpiry.Duration).To(Equal(24 * time.Hour))
+	g.Expect(got.LinkExpiry.Duration).To(Equal(time.Hour))
 	// Its Secret does not exist: the policy says so, naming the sink and the Secret.
 	g.Eventually(func(g Gomega) {
 		c := condition(getPolicy(g, p.Name), coredogv1.ConditionNotificationsReady)

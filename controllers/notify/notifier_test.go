@@ -150,7 +150,7 @@ func TestRetriesWithBackoffThenDeliversOnce(t *testing.T) {
 		t.Errorf("body %s", reqs[2].body)
 	}
 	if str(t, d, "downloadURLExpiresAt") != testNow.Add(coredogv1.DefaultLinkExpiry).Format(time.RFC3339) {
-		t.Errorf("the link does not expire after the default 24h: %s", str(t, d, "downloadURLExpiresAt"))
+		t.Errorf("the link does not expire after the default 1h: %s", str(t, d, "downloadURLExpiresAt"))
 	}
 
 	// A re-reconcile, even from a cache that has not seen the record yet, sends nothing more.

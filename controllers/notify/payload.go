@@ -324,9 +324,11 @@ type larkMessage struct {
 
 func larkBody(m *Message) *larkMessage {
 	var b strings.Builder
-	b.WriteString(m.Title() + "\n")
+	// Lark's text messages turn <at user_id="all"></at> into a mention of
+	// everyone; what the node reported is defanged as for the other sinks.
+	b.WriteString(defang(m.Title()) + "\n")
 	for _, f := range m.Facts() {
-		fmt.Fprintf(&b, "%s: %s\n", f.Label, f.Value)
+		fmt.Fprintf(&b, "%s: %s\n", f.Label, defang(f.Value))
 	}
 	if m.Link != "" {
 		if m.LinkIsURL() {

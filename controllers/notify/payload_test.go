@@ -402,6 +402,12 @@ func TestMessageVariants(t *testing.T) {
 					t.Errorf("WeCom content is %d bytes", len(c))
 				}
 			}},
+		{"hostile executable names mention no one on Lark", func(m *Message) { m.Executable = `<at user_id="all">all</at>` },
+			coredogv1.NotificationLark, func(t *testing.T, b []byte) {
+				if c := str(t, decode(t, b), "content", "text"); strings.Contains(c, "<at") || !strings.Contains(c, "at user_id") {
+					t.Errorf("a mention got through, or the name was lost:\n%s", c)
+				}
+			}},
 		{"hostile executable names are escaped for Slack", func(m *Message) { m.Executable = "<!channel> <http://x|y>" },
 			coredogv1.NotificationSlack, func(t *testing.T, b []byte) {
 				if strings.Contains(string(b), "<!channel>") {
