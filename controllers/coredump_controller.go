@@ -28,6 +28,7 @@ import (
 	"github.com/coredog/coredog/controllers/podresolve"
 	"github.com/coredog/coredog/controllers/throttle"
 	"github.com/coredog/coredog/controllers/upload"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // Indexes on cached objects.
@@ -159,6 +160,15 @@ func (r *CoreDumpReconciler) reconcilePending(ctx context.Context, cd *coredogv1
 		if reason == coredogv1.ReasonThrottled {
 			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventThrottled, "Throttle", "%s", msg)
 		}
+		return untilExpiry, nil
+	}
+	if cd.Spec.Size > storage.MaxObjectSize {
+		// No store is asked to take it, and nothing is sized by the claim:
+		// the file stays on the node, for someone to fetch by hand.
+		msg := fmt.Sprintf("The dump is %s, over the %s CoreDog writes as one object; it stays on node %s",
+			coredogv1.DisplaySize(cd.Spec.Size), coredogv1.DisplaySize(storage.MaxObjectSize), cd.Spec.NodeName)
+		r.finish(ctx, cd, coredogv1.PhaseFailed, coredogv1.ReasonTooLarge, msg)
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventUploadFailed, "Upload", "%s", msg)
 		return untilExpiry, nil
 	}
 	key, err := r.Uploader.Key(cd, policy)

@@ -134,6 +134,10 @@ type ELFInfo struct {
 }
 
 // CoreDumpSpec holds the facts an agent found on the node. It is written once.
+// MaxDumpSize bounds spec.size (16 TiB): an agent writes the size, and the
+// manager must not size anything by a number no core can have.
+const MaxDumpSize = 16 << 40
+
 type CoreDumpSpec struct {
 	// policyName is the CoreDumpPolicy whose agent captured the dump.
 	// +required
@@ -154,9 +158,10 @@ type CoreDumpSpec struct {
 	// fileIdentity is the file's device, inode and ctime.
 	// +optional
 	FileIdentity *FileIdentity `json:"fileIdentity,omitempty"`
-	// size of the file in bytes.
+	// size of the file in bytes, at most MaxDumpSize.
 	// +required
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=17592186044416
 	Size int64 `json:"size"`
 	// displaySize is size for people, e.g. 41Mi.
 	// +optional

@@ -91,9 +91,31 @@ func crdSchema(t *testing.T, file string) map[string]any {
 	return crd.Spec.Versions[0].Schema.OpenAPIV3Schema
 }
 
+// TestMaxDumpSizeMatchesCRD checks spec.size's maximum against MaxDumpSize.
+func TestMaxDumpSizeMatchesCRD(t *testing.T) {
+	node, ok := nodeAt(crdSchema(t, "coredog.io_coredumps.yaml"), "spec.size")
+	if !ok {
+		t.Fatal("the CRD has no spec.size")
+	}
+	if got, ok := node["maximum"].(float64); !ok || got != float64(MaxDumpSize) {
+		t.Errorf("spec.size's maximum is %v, MaxDumpSize %d", node["maximum"], int64(MaxDumpSize))
+	}
+}
+
 // defaultAt walks a dotted path of properties ("a[]" steps into a list's
 // items) and returns the default found there.
 func defaultAt(schema map[string]any, path string) (any, bool) {
+	node, ok := nodeAt(schema, path)
+	if !ok {
+		return nil, false
+	}
+	v, ok := node["default"]
+	return v, ok
+}
+
+// nodeAt walks a dotted path of properties ("a[]" steps into a list's
+// items) and returns the schema found there.
+func nodeAt(schema map[string]any, path string) (map[string]any, bool) {
 	node := schema
 	for step := range strings.SplitSeq(path, ".") {
 		name, list := strings.CutSuffix(step, "[]")
@@ -109,6 +131,5 @@ func defaultAt(schema map[string]any, path string) (any, bool) {
 		}
 		node = next
 	}
-	v, ok := node["default"]
-	return v, ok
+	return node, true
 }

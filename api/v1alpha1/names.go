@@ -116,7 +116,8 @@ const (
 const (
 	// ReasonNotSelected: the pod is outside the policy's selectors.
 	ReasonNotSelected = "NotSelected"
-	// ReasonTooLarge: the dump is larger than spec.limits.maxDumpSize.
+	// ReasonTooLarge: the dump is larger than spec.limits.maxDumpSize
+	// (Skipped), or than the largest object CoreDog writes (Failed).
 	ReasonTooLarge = "TooLarge"
 	// ReasonThrottled: the rate limit for this workload and crash signature was reached.
 	ReasonThrottled = "Throttled"

@@ -248,6 +248,12 @@ func TestManagerUsesOnlyTheLeaseOfTheDumpsNode(t *testing.T) {
 // posing as it) would; both go when the test ends.
 func dumpBehindLease(t *testing.T, policy, node, holder, endpoint, dumpName string) *coredogv1.CoreDump {
 	t.Helper()
+	return dumpBehindLeaseWith(t, policy, node, holder, endpoint, validCoreDump(dumpName))
+}
+
+// dumpBehindLeaseWith is dumpBehindLease for a CoreDump the test made.
+func dumpBehindLeaseWith(t *testing.T, policy, node, holder, endpoint string, cd *coredogv1.CoreDump) *coredogv1.CoreDump {
+	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	lease := &coordinationv1.Lease{
@@ -257,10 +263,62 @@ func dumpBehindLease(t *testing.T, policy, node, holder, endpoint, dumpName stri
 	}
 	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
-	cd := validCoreDump(dumpName)
 	cd.Namespace = testNamespace
 	cd.Spec.PolicyName, cd.Spec.NodeName = policy, node
 	g.Expect(k8s.Create(ctx, cd)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cd) })
 	return cd
+}
+
+// TestHugeClaimedSizesAreRefused is the attack of an agent that writes a
+// CoreDump claiming an enormous size: sizes used to size the upload's
+// buffers, and a claimed 1 PiB made the manager allocate a chunk of about
+// 113 GB and crash, then the next leader too. The API refuses sizes over
+// MaxDumpSize; a size it admits but no store is asked to take fails the
+// dump at once, with the reason, and the manager goes on working.
+func TestHugeClaimedSizesAreRefused(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	p := newPolicy("huge", "/var/lib/cores-huge")
+	p.Spec.Storage.URL = "s3://bucket/huge?region=eu-west-1"
+	createPolicy(t, p)
+
+	over := validCoreDump("huge-over-the-api")
+	over.Namespace = testNamespace
+	over.Spec.PolicyName, over.Spec.Size = p.Name, 1<<50
+	err := k8s.Create(ctx, over)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "a 1 PiB CoreDump was admitted: %v", err)
+
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	cd := validCoreDump("huge-at-the-api-limit")
+	cd.Spec.Size = coredogv1.MaxDumpSize
+	cd = dumpBehindLeaseWith(t, p.Name, "node-huge", "node-huge", srv.URL, cd)
+
+	g.Eventually(func(g Gomega) {
+		var got coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cd), &got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(coredogv1.PhaseFailed), "%+v", got.Status)
+		g.Expect(got.Status.Reason).To(Equal(coredogv1.ReasonTooLarge))
+		g.Expect(got.Status.Message).To(ContainSubstring("16Ti"))
+	}, 30*time.Second, interval).Should(Succeed())
+	g.Expect(conns.Load()).To(BeZero(), "the manager fetched a dump no store is asked to take")
+
+	// The manager still works: another dump of the same policy is handled.
+	next := validCoreDump("huge-next")
+	next = dumpBehindLeaseWith(t, p.Name, "node-huge-2", "node-huge-2", srv.URL, next)
+	g.Eventually(func(g Gomega) {
+		var got coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(next), &got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(coredogv1.PhaseUploading), "%+v", got.Status)
+		g.Expect(got.Status.Attempts).To(BeNumerically(">=", 1))
+	}, 30*time.Second, interval).Should(Succeed())
 }

@@ -363,7 +363,11 @@ func TestS3PartSize(t *testing.T) {
 		{name: "2 GiB", sizeHint: 2 * gib, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
 		{name: "exactly 768 small parts", sizeHint: fewParts * minPartSize, wantFirst: minPartSize, wantLate: minPartSize, maxParts: fewParts},
 		{name: "4 GiB and the encoder's margin", sizeHint: 4*gib + 17*mib, wantFirst: minPartSize, wantLate: 6 * mib, maxParts: fewParts},
-		{name: "1 TiB", sizeHint: 1024 * gib, wantFirst: minPartSize, wantLate: 2726 * mib, maxParts: fewParts},
+		{name: "20 GiB", sizeHint: 20 * gib, wantFirst: minPartSize, wantLate: 49 * mib, maxParts: fewParts},
+		// Parts never exceed maxPartSize, whatever size a CoreDump claims;
+		// the largest object still fits S3's parts.
+		{name: "MaxObjectSize", sizeHint: MaxObjectSize, wantFirst: minPartSize, wantLate: maxPartSize, maxParts: maxParts},
+		{name: "a claimed 1 PiB", sizeHint: 1 << 50, wantFirst: minPartSize, wantLate: maxPartSize, maxParts: 1 << 25},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := s3PartSize(1, tc.sizeHint); got != tc.wantFirst {

@@ -100,7 +100,7 @@ func s3PartSize(num int32, sizeHint int64) int {
 	}
 	const mib = 1 << 20
 	per := ((sizeHint-early*minPartSize)/(fewParts-early) + mib) / mib * mib
-	return int(max(minPartSize, per))
+	return int(min(maxPartSize, max(minPartSize, per)))
 }
 
 // putObject stores body in one request.

@@ -57,6 +57,11 @@ type WriteOptions struct {
 	SizeHint int64
 }
 
+// MaxObjectSize is the largest object written: every store takes it in
+// parts of at most maxPartSize (S3 allows 10,000 parts, of which the first
+// fewParts/2 are small). Larger dumps are not uploaded.
+const MaxObjectSize = 512 << 30
+
 // ErrNotFound is wrapped by Size and Read when there is no object at a key.
 var ErrNotFound = errors.New("object not found")
 
@@ -73,8 +78,13 @@ var ErrNotFound = errors.New("object not found")
 // 820. Objects of unknown size get defaultPartSize, which allows up to
 // 78 GiB.
 const (
-	minPartSize      = 5 << 20
-	defaultPartSize  = 8 << 20
+	minPartSize     = 5 << 20
+	defaultPartSize = 8 << 20
+	// maxPartSize bounds a part, a block and a chunk whatever size an
+	// object claims: sizes come from CoreDumps, which agents write, and a
+	// GCS chunk or the Azure blocks are allocated whole before any byte
+	// arrives.
+	maxPartSize      = 64 << 20
 	maxParts         = 10000
 	fewParts         = 768
 	azureConcurrency = 2
@@ -175,7 +185,7 @@ func partSizeFor(size int64) int {
 	}
 	const mib = 1 << 20
 	per := (size/maxParts + mib) / mib * mib
-	return int(max(defaultPartSize, per))
+	return int(min(maxPartSize, max(defaultPartSize, per)))
 }
 
 // objectReader is an object's content with the type it was stored with.

@@ -411,12 +411,15 @@ func TestPartSizeFor(t *testing.T) {
 		{maxParts * defaultPartSize, 9 * mib},
 		{maxParts*defaultPartSize - 1, defaultPartSize},
 		{100 << 30, 11 * mib},
+		{MaxObjectSize, 53 * mib},
+		// A size claimed by a CoreDump never sizes a chunk past maxPartSize.
+		{1 << 50, maxPartSize},
 	} {
 		got := partSizeFor(tc.size)
 		if got != tc.want {
 			t.Errorf("partSizeFor(%d) = %d, want %d", tc.size, got, tc.want)
 		}
-		if tc.size > 0 && int64(got)*maxParts < tc.size {
+		if tc.size > 0 && tc.size <= MaxObjectSize && int64(got)*maxParts < tc.size {
 			t.Errorf("partSizeFor(%d) = %d: %d parts cannot hold it", tc.size, got, maxParts)
 		}
 	}
