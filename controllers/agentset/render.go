@@ -141,14 +141,17 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 	security := &corev1.SecurityContext{
 		ReadOnlyRootFilesystem:   new(true),
 		AllowPrivilegeEscalation: new(false),
-		// Root without capabilities owns the host directory; DAC_READ_SEARCH
+		// Root without capabilities owns the host directory; DAC_OVERRIDE
 		// reads cores that crashing processes of any user wrote with mode
-		// 0600, FOWNER removes them from a sticky directory.
+		// 0600, FOWNER removes them from a sticky directory. Not
+		// DAC_READ_SEARCH: it also allows open_by_handle_at, which opens any
+		// file of the hostPath's filesystem (the kubelet's keys included)
+		// from a guessed handle.
 		RunAsUser:    ptr.To[int64](0),
 		RunAsNonRoot: new(false),
 		Capabilities: &corev1.Capabilities{
 			Drop: []corev1.Capability{"ALL"},
-			Add:  []corev1.Capability{"DAC_READ_SEARCH", "FOWNER"},
+			Add:  []corev1.Capability{"DAC_OVERRIDE", "FOWNER"},
 		},
 		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}

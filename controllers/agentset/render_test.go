@@ -1,6 +1,7 @@
 package agentset
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func TestRenderDaemonSet(t *testing.T) {
 			expect(t, *c.SecurityContext.ReadOnlyRootFilesystem, true)
 			expect(t, *c.SecurityContext.AllowPrivilegeEscalation, false)
 			expect(t, c.SecurityContext.Privileged == nil, true)
-			expect(t, len(c.SecurityContext.Capabilities.Add), 2)
+			expect(t, fmt.Sprint(c.SecurityContext.Capabilities.Add), "[DAC_OVERRIDE FOWNER]")
 			expect(t, pod.Volumes[1].Secret.SecretName, "coredog-p-agent-tls")
 			expect(t, c.LivenessProbe.HTTPGet.Path, "/healthz")
 			expectMemoryLimitEnv(t, c)
