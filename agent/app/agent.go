@@ -50,6 +50,8 @@ type Agent struct {
 	cgroups map[string]string
 
 	ready chan struct{}
+	// captures says how long the running captures have taken, for /healthz.
+	captures captureWatch
 	// endpoint is the URL published in the Lease, known once the server listens.
 	endpoint string
 }
@@ -182,14 +184,16 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	goRun("detection", func(ctx context.Context) error { return a.detector.Run(ctx, files) })
 	// A few captures run at once, so that one slow API call does not hold
 	// up the files behind it.
-	for range captureWorkers {
+	for worker := range captureWorkers {
 		goRun("capture", func(ctx context.Context) error {
 			for {
 				select {
 				case <-ctx.Done():
 					return nil
 				case f := <-files:
+					a.captures.begin(worker, time.Now())
 					a.capture(ctx, f)
+					a.captures.end(worker)
 				}
 			}
 		})
@@ -216,7 +220,13 @@ func drain(errs chan error) []error {
 
 func (a *Agent) healthHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if d := a.captures.longest(time.Now()); d > maxCaptureTime {
+			http.Error(w, fmt.Sprintf("a capture has run for %s", d.Round(time.Second)), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {
 		case <-a.ready:
