@@ -106,12 +106,7 @@ func readSidecar(path string) ([]byte, error) {
 	if !ok || !fi.Mode().IsRegular() || st.Nlink != 1 || st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
 		return nil, errNotReceiverFile
 	}
-	buf := make([]byte, maxCgroupBytes)
-	n, err := f.Read(buf)
-	if err != nil && n == 0 {
-		return nil, err
-	}
-	return buf[:n], nil
+	return readAtMost(f, maxCgroupBytes)
 }
 
 // cgroupSidecar is where the pipe receiver keeps a core's cgroup.
@@ -136,6 +131,12 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return readAtMost(f, limit)
+}
+
+// readAtMost is one read of at most limit bytes: cgroup files are read
+// whole by the kernel in one call.
+func readAtMost(f *os.File, limit int64) ([]byte, error) {
 	buf := make([]byte, limit)
 	n, err := f.Read(buf)
 	if err != nil && n == 0 {
