@@ -220,16 +220,7 @@ func TestManagerUsesOnlyTheLeaseOfTheDumpsNode(t *testing.T) {
 	p.Spec.Storage.URL = "file://" + filepath.Join(t.TempDir(), "bucket")
 	createPolicy(t, p)
 
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	srv, conns := countingTLSServer(t)
 
 	cd := dumpBehindLease(t, p.Name, "a.b.c", "b.c", srv.URL, "suffix-dump")
 
@@ -289,16 +280,7 @@ func TestHugeClaimedSizesAreRefused(t *testing.T) {
 	err := k8s.Create(ctx, over)
 	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "a 1 PiB CoreDump was admitted: %v", err)
 
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	srv, conns := countingTLSServer(t)
 	cd := validCoreDump("huge-at-the-api-limit")
 	cd.Spec.Size = coredogv1.MaxDumpSize
 	cd = dumpBehindLeaseWith(t, p.Name, "node-huge", "node-huge", srv.URL, cd)
@@ -321,4 +303,21 @@ func TestHugeClaimedSizesAreRefused(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(coredogv1.PhaseUploading), "%+v", got.Status)
 		g.Expect(got.Status.Attempts).To(BeNumerically(">=", 1))
 	}, 30*time.Second, interval).Should(Succeed())
+}
+
+// countingTLSServer is an HTTPS server that answers nothing useful and
+// counts the connections made to it, for tests that a manager dials nothing.
+func countingTLSServer(t *testing.T) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	conns := new(atomic.Int32)
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, conns
 }
