@@ -166,8 +166,8 @@ type tracker struct {
 	// cutQuiet is how long a file shorter than it declares must be still
 	// before it is taken as cut.
 	cutQuiet time.Duration
-	files   map[string]*record
-	pending map[string]*fileState
+	files    map[string]*record
+	pending  map[string]*fileState
 	// emitted is every identity emitted, so that no identity is emitted
 	// twice, even through another path (a hard link) or after Forget. A
 	// rescan forgets the identities that no file in the tree has any more
@@ -182,9 +182,9 @@ func newTracker(dir string, settle, cutQuiet time.Duration) *tracker {
 		dir:      dir,
 		settle:   settle,
 		cutQuiet: cutQuiet,
-		files:   map[string]*record{},
-		pending: map[string]*fileState{},
-		emitted: map[Identity]struct{}{},
+		files:    map[string]*record{},
+		pending:  map[string]*fileState{},
+		emitted:  map[Identity]struct{}{},
 	}
 }
 
