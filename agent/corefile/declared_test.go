@@ -63,7 +63,7 @@ func TestDeclaredSize(t *testing.T) {
 		{"complete core", core, full, true},
 		{"empty file: a core the kernel has not begun", nil, elfHeader32, true},
 		{"a segment that ends past the file", patch(core, load1+32, 1<<30, 8), int64(le.Uint64(core[load1+8:])) + 1<<30, true},
-		{"a segment that claims the most a file can have", patch(core, load1+32, math.MaxUint64-uint64(le.Uint64(core[load1+8:])), 8), math.MaxInt64, true},
+		{"a segment that claims the most a file can have", patch(core, load1+32, math.MaxUint64-le.Uint64(core[load1+8:]), 8), math.MaxInt64, true},
 		{"a segment whose end overflows is not counted", patch(core, load1+32, math.MaxUint64, 8), full, true},
 		{"text", []byte("not a core\n"), 0, false},
 		{"text after the magic", []byte("\x7fELF-not-really"), 0, false},

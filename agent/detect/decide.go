@@ -137,7 +137,7 @@ func complete(s *fileState, pid pidState, settle, cutQuiet time.Duration) bool {
 // for the settle time (so at most once per version of the file, not on every
 // look), and not again for an observation it was read at.
 func (s *fileState) needsDeclared(pid pidState, settle time.Duration) bool {
-	return pid == pidUnknown && s.lastSeen.Sub(s.stableSince) >= settle && !(s.declaredRead && s.declaredOf == s.last)
+	return pid == pidUnknown && s.lastSeen.Sub(s.stableSince) >= settle && (!s.declaredRead || s.declaredOf != s.last)
 }
 
 // setDeclared records what the file said about its final size when it
