@@ -120,6 +120,8 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		Dir:          cfg.Dir,
 		PollInterval: cfg.PollInterval,
 		SettleTime:   cfg.SettleTime,
+		CutQuietTime: cfg.CutQuietTime,
+		DeclaredSize: declaredSize,
 		DisableWatch: cfg.DisableWatch,
 		ProcRoot:     procRoot,
 		HostPID:      hostPID,

@@ -166,6 +166,14 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		return
 	}
 	cd := a.buildCoreDump(name, f, core, parseErr, containerID)
+	if f.Previous != nil {
+		a.supersede(cd, *f.Previous)
+	}
+	if f.Cut {
+		log.Info("Capturing a core file that is shorter than its headers say: its writer stopped before the end", "size", f.Identity.Size)
+	}
+	captured := serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size,
+		ModTimeNanos: f.ModTime.UnixNano(), CtimeNanos: f.Identity.CtimeNanos}
 
 	admitted, reason, err := a.guard.Admit(name, f.Path, f.Identity.Size)
 	if err != nil {
@@ -178,13 +186,19 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		cd.Spec.RefusedReason = coredogv1.ReasonQuotaExceeded
 		a.metrics.refused.WithLabelValues(coredogv1.ReasonQuotaExceeded).Inc()
 		log.Info("Refusing core file: node disk limit", "reason", reason, "name", name)
-		if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		switch err := removeIfUnchanged(f.Path, captured); {
+		case errors.Is(err, errChanged):
+			// Still being written: the detector emits it again when it
+			// is still, and it is judged afresh then.
+			log.Info("Keeping a refused core file that changed after it was captured", "err", err.Error())
+		case err != nil && !errors.Is(err, os.ErrNotExist):
 			log.Error(err, "Removing a refused core file")
+		default:
+			_ = os.Remove(cgroupSidecar(f.Path))
+			a.detector.Forget(f.Path)
 		}
-		_ = os.Remove(cgroupSidecar(f.Path))
-		a.detector.Forget(f.Path)
 	} else {
-		a.registry.Add(serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size})
+		a.registry.Add(captured)
 		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
 	if err := a.createCoreDump(ctx, cd); err != nil {
@@ -193,6 +207,44 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		return
 	}
 	a.metrics.detectLatency.Observe(time.Since(f.ModTime).Seconds())
+}
+
+// supersede records on cd that it replaces the dump made for an earlier
+// version of its file, and lets go of that one: the file is this dump's now,
+// counted and served under its name alone. A dump of the earlier version
+// that the API server never took is dropped and not named.
+func (a *Agent) supersede(cd *coredogv1.CoreDump, previous detect.Identity) {
+	old := DumpName(a.cfg.NodeName, previous)
+	if old == cd.Name {
+		return
+	}
+	if _, registered := a.registry.Get(old); registered {
+		a.registry.Remove(old)
+		a.guard.Forget(old)
+	}
+	if a.pending.remove(old) {
+		a.log.Info("Dropping the CoreDump not yet created for an earlier version of a core file", "name", old, "file", cd.Spec.FileName)
+		return
+	}
+	cd.Spec.Supersedes = old
+	a.log.Info("Core file changed after it was captured; capturing it again", "name", cd.Name, "supersedes", old, "file", cd.Spec.FileName)
+}
+
+// declaredSize is detect.Options.DeclaredSize: the size the core at path
+// says it will have, from its ELF and program headers. It opens the file as
+// describe does, and says nothing of a file that is not a regular file with
+// one link.
+func declaredSize(path string) (int64, bool) {
+	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer file.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(file.Fd()), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Nlink != 1 {
+		return 0, false
+	}
+	return corefile.DeclaredSize(file, st.Size)
 }
 
 // describe reads the file's ELF notes. err is set when the file is no longer

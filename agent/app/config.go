@@ -51,6 +51,10 @@ type Config struct {
 	// ReceiverBinary is the binary installed as the kernel's pipe handler in
 	// Pipe mode; default: this program.
 	ReceiverBinary string
+	// CutQuietTime is how long a core shorter than its program headers say
+	// must stay still, with no process to check, before it is taken as cut;
+	// 0 means detect.DefaultCutQuietFactor × SettleTime.
+	CutQuietTime time.Duration
 }
 
 // BindFlags registers the agent's flags.
@@ -72,6 +76,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HealthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 turns it off.")
 	fs.DurationVar(&c.PollInterval, "poll-interval", 10*time.Second, "Polling fallback period; 0 polls only when watching fails.")
 	fs.DurationVar(&c.SettleTime, "settle-time", 2*time.Second, "Quiet time that marks a file complete when its process cannot be checked.")
+	fs.DurationVar(&c.CutQuietTime, "cut-quiet-time", 0,
+		"Quiet time after which a core shorter than its ELF headers say is taken as cut, when its process cannot be checked; default 10 × --settle-time.")
 	fs.BoolVar(&c.DisableWatch, "disable-watch", false, "Find files by polling alone (for filesystems where inotify is unreliable).")
 	fs.StringVar(&c.MaxNodeUsage, "max-node-usage", "10Gi", "Most disk that cores may use on the node; 0 for no limit.")
 	fs.StringVar(&c.MinNodeFree, "min-node-free", "5%", "Free space to leave on the node: a size (2Gi) or a percentage (5%).")
@@ -116,6 +122,9 @@ func (c *Config) validate() (settings, error) {
 	}
 	if c.PollInterval < 0 {
 		errs = append(errs, errors.New("--poll-interval must not be negative"))
+	}
+	if c.CutQuietTime < 0 {
+		errs = append(errs, errors.New("--cut-quiet-time must not be negative"))
 	}
 	if c.MaxNodeUsage != "" {
 		q, err := resource.ParseQuantity(c.MaxNodeUsage)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,9 +19,12 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/coredog/coredog/agent/app"
+	"github.com/coredog/coredog/agent/corefile"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 func fileGone(path string) func() bool {
@@ -282,4 +286,235 @@ func (p *toggleProxy) serve() {
 			_ = c.Close()
 		}()
 	}
+}
+
+// uploader stands in for the manager: it downloads every new dump of h, and
+// stores it and marks it Uploaded when the bytes are what the CoreDump
+// recorded, or marks it Failed when they are not (the file changed after
+// capture), as the manager's integrity check does.
+type uploader struct {
+	mu     sync.Mutex
+	stored map[string][]byte
+	failed map[string]bool
+}
+
+func (h *harness) runUploader(t *testing.T) *uploader {
+	u := &uploader{stored: map[string][]byte{}, failed: map[string]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		g := NewGomega(func(message string, _ ...int) { t.Logf("uploader: %s", message) })
+		for ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			var list coredogv1.CoreDumpList
+			if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {
+				continue
+			}
+			for i := range list.Items {
+				cd := &list.Items[i]
+				if cd.Spec.PolicyName != h.cfg.Policy || cd.Status.Phase != "" {
+					continue
+				}
+				code, raw, _ := h.download(g, cd.Name)
+				phase := coredogv1.PhaseUploaded
+				u.mu.Lock()
+				if code != http.StatusOK || int64(len(raw)) != cd.Spec.Size {
+					phase = coredogv1.PhaseFailed
+					u.failed[cd.Name] = true
+				} else {
+					u.stored[cd.Name] = raw
+				}
+				u.mu.Unlock()
+				cd.Status.Phase = phase
+				_ = k8s.Status().Update(ctx, cd)
+			}
+		}
+	}()
+	return u
+}
+
+func (u *uploader) object(name string) ([]byte, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	b, ok := u.stored[name]
+	return b, ok
+}
+
+// TestPausingCoreWriterIsStoredWhole writes a real core under its final
+// name in two halves, with a pause of twice the settle time between them, as
+// the kernel does on a slow or throttled disk, while a stand-in manager
+// uploads whatever CoreDump appears at once. With the host's /proc the
+// dumping process is alive meanwhile; without it, the core's program headers
+// say it is not done. Either way: one CoreDump, of the whole file, stored
+// byte for byte, and the file deleted only then. Before the declared size
+// was read, the run without /proc captured, stored and deleted the first
+// half, and the second half went to an unlinked file.
+func TestPausingCoreWriterIsStoredWhole(t *testing.T) {
+	for _, withProc := range []bool{true, false} {
+		t.Run(map[bool]string{true: "with /proc", false: "without /proc"}[withProc], func(t *testing.T) {
+			g := NewWithT(t)
+			h := newHarness(t, func(c *app.Config) {
+				if !withProc {
+					c.ProcRoot = ""
+				}
+				// Far past the pause: a slow machine cannot make the first
+				// half look cut.
+				c.CutQuietTime = 5 * time.Minute
+			})
+			c, err := testcrash.Run(crasher, t.TempDir(), t.Logf)
+			must(t, err)
+			core, err := os.ReadFile(c.Core)
+			must(t, err)
+			pid := strconv.Itoa(c.PID)
+			if withProc {
+				must(t, os.MkdirAll(filepath.Join(h.proc, pid), 0o755))
+			}
+			h.start()
+			u := h.runUploader(t)
+			g.Eventually(func(g Gomega) { h.endpoint(g) }, wait, 100*time.Millisecond).Should(Succeed())
+
+			p, _ := corefile.ParsePattern(h.cfg.FileNamePattern)
+			name := p.Render(corefile.NameFields{Hostname: "slow-0", Executable: "crashy", HostPID: int64(c.PID), Signal: 11, Time: time.Unix(1767225600, 0)})
+			path := filepath.Join(h.dir, name)
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+			must(t, err)
+			half := len(core) / 2
+			_, err = f.Write(core[:half])
+			must(t, err)
+			time.Sleep(2 * h.cfg.SettleTime)
+			_, err = f.Write(core[half:])
+			must(t, err)
+			must(t, f.Close())
+			if withProc {
+				must(t, os.RemoveAll(filepath.Join(h.proc, pid)))
+			}
+
+			var cd *coredogv1.CoreDump
+			g.Eventually(func(g Gomega) {
+				cd = h.dumpFor(g, name)
+				g.Expect(cd.Status.Phase).To(Equal(coredogv1.PhaseUploaded))
+			}, wait, 100*time.Millisecond).Should(Succeed())
+			stored, ok := u.object(cd.Name)
+			g.Expect(ok).To(BeTrue())
+			g.Expect(stored).To(Equal(core), "the stored object must be the whole core")
+			g.Expect(cd.Spec.Size).To(Equal(int64(len(core))))
+			g.Expect(cd.Spec.ELF).NotTo(BeNil())
+			g.Expect(cd.Spec.ELF.Truncated).To(BeFalse())
+			g.Expect(cd.Spec.Supersedes).To(BeEmpty())
+			g.Eventually(fileGone(path), wait, 100*time.Millisecond).Should(BeTrue())
+			g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(HaveLen(1)) }, time.Second, 200*time.Millisecond).Should(Succeed())
+		})
+	}
+}
+
+// TestFileChangedAfterCaptureIsKeptAndCapturedAgain: with no /proc and a
+// file that declares no size (not an ELF core), a writer that pauses past
+// the settle time has its first part captured. It goes on writing while that
+// CoreDump becomes Uploaded: the agent must not delete the file (it checks
+// size, mtime and ctime on an O_NOFOLLOW descriptor right before the
+// unlink), and captures it again, whole, in a CoreDump that names the first
+// in spec.supersedes; that one's file is deleted once it is Uploaded.
+func TestFileChangedAfterCaptureIsKeptAndCapturedAgain(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, func(c *app.Config) { c.ProcRoot = "" })
+	h.start()
+	name := "core.grow-0.writer.4343.11.1767225600"
+	path := filepath.Join(h.dir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	must(t, err)
+	defer f.Close()
+	written := []byte("the first part, ")
+	_, err = f.Write(written)
+	must(t, err)
+	var first *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) { first = h.dumpFor(g, name) }, wait, 50*time.Millisecond).Should(Succeed())
+	g.Expect(first.Spec.Size).To(Equal(int64(len(written))))
+
+	// The writer resumes, then the manager stores the first dump; the
+	// writer keeps writing (more often than the settle time, so that the
+	// detector cannot take the file meanwhile) until the agent has let go
+	// of that dump.
+	_, err = f.Write([]byte("resumed, "))
+	must(t, err)
+	written = append(written, "resumed, "...)
+	setPhase(g, first, coredogv1.PhaseUploaded)
+	deadline := time.Now().Add(wait)
+	for {
+		if code, _, _ := h.download(g, first.Name); code == http.StatusNotFound {
+			break
+		}
+		chunk := []byte("more, ")
+		_, err = f.Write(chunk)
+		must(t, err)
+		written = append(written, chunk...)
+		if code, _, _ := h.download(g, first.Name); code == http.StatusNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent still serves %s %s after it was Uploaded", first.Name, wait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	onNode, err := os.ReadFile(path)
+	must(t, err)
+	g.Expect(onNode).To(Equal(written), "the agent deleted a file that changed after it was captured")
+	_, err = f.Write([]byte("and the end"))
+	must(t, err)
+	written = append(written, "and the end"...)
+	must(t, f.Close())
+
+	var second *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) {
+		for _, cd := range h.dumps(g) {
+			if cd.Name != first.Name && cd.Spec.Size == int64(len(written)) {
+				second = &cd
+			}
+		}
+		g.Expect(second).NotTo(BeNil())
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	g.Expect(second.Spec.FileName).To(Equal(name))
+	g.Expect(second.Spec.Supersedes).To(Equal(first.Name))
+	code, got, _ := h.download(g, second.Name)
+	g.Expect(code).To(Equal(http.StatusOK))
+	g.Expect(got).To(Equal(written))
+	setPhase(g, second, coredogv1.PhaseUploaded)
+	g.Eventually(fileGone(path), wait, 100*time.Millisecond).Should(BeTrue())
+	g.Consistently(func(g Gomega) {
+		dumps := h.dumps(g)
+		g.Expect(dumps).To(HaveLen(2))
+	}, time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+// TestCutCoreIsCapturedAfterCutQuietTime: without /proc, a core that stays
+// shorter than its program headers say (RLIMIT_CORE, a full disk) is held
+// for the cut quiet time, not the settle time, and then captured as it is,
+// marked truncated.
+func TestCutCoreIsCapturedAfterCutQuietTime(t *testing.T) {
+	g := NewWithT(t)
+	const cutQuiet = 3 * time.Second
+	h := newHarness(t, func(c *app.Config) { c.ProcRoot = ""; c.CutQuietTime = cutQuiet })
+	c, err := testcrash.Run(crasher, t.TempDir(), t.Logf)
+	must(t, err)
+	core, err := os.ReadFile(c.Core)
+	must(t, err)
+	h.start()
+	g.Eventually(func(g Gomega) { h.endpoint(g) }, wait, 100*time.Millisecond).Should(Succeed())
+	name := "core.cut-0.crashy." + strconv.Itoa(c.PID) + ".11.1767225600"
+	cut := core[:len(core)/3]
+	must(t, os.WriteFile(filepath.Join(h.dir, name), cut, 0o600))
+	written := time.Now()
+	// Well past the settle time, well short of the cut quiet time.
+	g.Consistently(func(g Gomega) { g.Expect(h.dumps(g)).To(BeEmpty()) }, cutQuiet/2, 100*time.Millisecond).Should(Succeed())
+	var cd *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) { cd = h.dumpFor(g, name) }, wait, 100*time.Millisecond).Should(Succeed())
+	// creationTimestamp has whole seconds.
+	g.Expect(cd.CreationTimestamp.Sub(written)).To(BeNumerically(">=", cutQuiet-time.Second))
+	g.Expect(cd.Spec.Size).To(Equal(int64(len(cut))))
+	g.Expect(cd.Spec.ELF).NotTo(BeNil())
+	g.Expect(cd.Spec.ELF.Truncated).To(BeTrue())
+	code, got, _ := h.download(g, cd.Name)
+	g.Expect(code).To(Equal(http.StatusOK))
+	g.Expect(got).To(Equal(cut))
 }

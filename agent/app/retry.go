@@ -59,10 +59,12 @@ func (q *retryQueue) add(cd *coredogv1.CoreDump) {
 	}
 }
 
-func (q *retryQueue) remove(name string) {
+func (q *retryQueue) remove(name string) (wasQueued bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	_, wasQueued = q.items[name]
 	delete(q.items, name)
+	return wasQueued
 }
 
 // next returns the oldest waiting CoreDump.

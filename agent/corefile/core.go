@@ -137,6 +137,12 @@ type coreReader struct {
 	aux   auxv
 	prSig int
 	siSig int
+	// Where the program headers are, and where the furthest of them, or of
+	// the segments they describe, ends; and where the section headers end
+	// (DeclaredSize).
+	phoff, hsize uint64
+	segEnd       uint64
+	shEnd        uint64
 }
 
 func (cr *coreReader) fail(err error) {
@@ -260,6 +266,18 @@ func (cr *coreReader) readHeaders() ([]noteSeg, error) {
 		phoff, shoff = uint64(bo.Uint32(hdr[28:])), uint64(bo.Uint32(hdr[32:]))
 		phentsize, phnum, shentsize = uint64(bo.Uint16(hdr[42:])), uint64(bo.Uint16(hdr[44:])), uint64(bo.Uint16(hdr[46:]))
 	}
+	cr.phoff, cr.hsize = phoff, uint64(hsize)
+	if shoff != 0 && shentsize != 0 {
+		// A core has section headers only when e_phnum overflows: then
+		// section header 0, written last, holds the count (PN_XNUM).
+		shnum := uint64(bo.Uint16(hdr[60:]))
+		if !cr.is64 {
+			shnum = uint64(bo.Uint16(hdr[48:]))
+		}
+		if end := shoff + max(shnum, 1)*shentsize; end > shoff {
+			cr.shEnd = end
+		}
+	}
 	if phnum == pnXNum {
 		// More than 65534 mappings: the real count is in section header 0's sh_info.
 		phnum = cr.extendedPhnum(shoff, shentsize)
@@ -279,6 +297,9 @@ func (cr *coreReader) readHeaders() ([]noteSeg, error) {
 	if phnum > maxPhnum {
 		cr.fail(fmt.Errorf("%w: %d program headers, reading the first %d", ErrLimit, phnum, maxPhnum))
 		phnum = maxPhnum
+	}
+	if end := phoff + phnum*phentsize; end >= phoff {
+		cr.segEnd = end
 	}
 	if phoff > uint64(cr.size) || phnum*phentsize > uint64(cr.size)-phoff {
 		cr.c.Truncated = true
@@ -336,6 +357,9 @@ func (cr *coreReader) readProgs(phoff, phentsize, phnum uint64) []noteSeg {
 				offset, vaddr, filesz, align = bo.Uint64(p[8:]), bo.Uint64(p[16:]), bo.Uint64(p[32:]), bo.Uint64(p[48:])
 			} else {
 				offset, vaddr, filesz, align = uint64(bo.Uint32(p[4:])), uint64(bo.Uint32(p[8:])), uint64(bo.Uint32(p[16:])), uint64(bo.Uint32(p[28:]))
+			}
+			if end := offset + filesz; end >= offset && filesz > 0 {
+				cr.segEnd = max(cr.segEnd, end)
 			}
 			if elf.ProgType(typ) != elf.PT_LOAD && elf.ProgType(typ) != elf.PT_NOTE {
 				continue

@@ -59,6 +59,21 @@ type fileState struct {
 	// change of the same inode is then a re-emission worth logging.
 	emitted    Identity
 	hasEmitted bool
+
+	// declared is the size the file says it will have (Options.DeclaredSize),
+	// as read when it looked like declaredOf; hasDeclared is false when it
+	// says nothing.
+	declared    int64
+	hasDeclared bool
+	declaredOf  observation
+	// declaredRead is set once declared has been read.
+	declaredRead bool
+}
+
+// short reports whether the file, as last seen, is shorter than it says it
+// will be: its writer has more to write, or was cut off.
+func (s *fileState) short() bool {
+	return s.declaredRead && s.hasDeclared && s.last.size < s.declared
 }
 
 // record is what the tracker keeps of every path, pending or not. A file
@@ -90,7 +105,12 @@ func (s *fileState) observe(o observation, at time.Time) {
 // process that is gone when we look has finished writing, so a stat taken
 // afterwards shows the final size. The other order could pair a stale size
 // with a PID that vanished in between.
-func complete(s *fileState, pid pidState, settle time.Duration) bool {
+//
+// Without a process to check, a file that is shorter than it declares
+// (a core whose program headers say where it ends) is still being written
+// however long it has been still, until it has been still for cutQuiet:
+// then it is taken as cut (RLIMIT_CORE, a full disk) and emitted as it is.
+func complete(s *fileState, pid pidState, settle, cutQuiet time.Duration) bool {
 	stable := s.lastSeen.Sub(s.stableSince)
 	switch pid {
 	case pidAlive:
@@ -105,8 +125,25 @@ func complete(s *fileState, pid pidState, settle time.Duration) bool {
 		quiet := s.lastSeen.Sub(time.Unix(0, s.last.mtimeNanos))
 		return stable >= pidConfirm || quiet >= pidConfirm
 	default:
+		if s.short() {
+			return stable >= max(settle, cutQuiet)
+		}
 		return stable >= settle
 	}
+}
+
+// needsDeclared reports whether the file's declared size is worth reading
+// now: only the settle-time rule uses it, only once the file has been still
+// for the settle time (so at most once per version of the file, not on every
+// look), and not again for an observation it was read at.
+func (s *fileState) needsDeclared(pid pidState, settle time.Duration) bool {
+	return pid == pidUnknown && s.lastSeen.Sub(s.stableSince) >= settle && (!s.declaredRead || s.declaredOf != s.last)
+}
+
+// setDeclared records what the file said about its final size when it
+// looked like s.last.
+func (s *fileState) setDeclared(size int64, ok bool) {
+	s.declared, s.hasDeclared, s.declaredOf, s.declaredRead = size, ok, s.last, true
 }
 
 // ready is a file judged complete, with what the caller needs to log.
@@ -116,16 +153,21 @@ type ready struct {
 	// identity: it grew or was touched after we judged it complete.
 	changed  bool
 	previous Identity
+	// declared is the size a short (cut) file said it would have.
+	declared int64
 }
 
 // tracker holds the state of every path in the tree and decides when each is
 // emitted. It does no I/O: callers bring observations, PID states and times,
 // which keeps it testable with a fake clock.
 type tracker struct {
-	dir     string
-	settle  time.Duration
-	files   map[string]*record
-	pending map[string]*fileState
+	dir    string
+	settle time.Duration
+	// cutQuiet is how long a file shorter than it declares must be still
+	// before it is taken as cut.
+	cutQuiet time.Duration
+	files    map[string]*record
+	pending  map[string]*fileState
 	// emitted is every identity emitted, so that no identity is emitted
 	// twice, even through another path (a hard link) or after Forget. A
 	// rescan forgets the identities that no file in the tree has any more
@@ -135,13 +177,14 @@ type tracker struct {
 	scan uint32
 }
 
-func newTracker(dir string, settle time.Duration) *tracker {
+func newTracker(dir string, settle, cutQuiet time.Duration) *tracker {
 	return &tracker{
-		dir:     dir,
-		settle:  settle,
-		files:   map[string]*record{},
-		pending: map[string]*fileState{},
-		emitted: map[Identity]struct{}{},
+		dir:      dir,
+		settle:   settle,
+		cutQuiet: cutQuiet,
+		files:    map[string]*record{},
+		pending:  map[string]*fileState{},
+		emitted:  map[Identity]struct{}{},
 	}
 }
 
@@ -212,12 +255,15 @@ func (t *tracker) update(r *record, isNew bool, o observation, src Source, now t
 // emit, at most once per identity.
 func (t *tracker) judge(path string, pid pidState, now time.Time) (ready, bool) {
 	s, ok := t.pending[path]
-	if !ok || !complete(s, pid, t.settle) {
+	if !ok || !complete(s, pid, t.settle, t.cutQuiet) {
 		return ready{}, false
 	}
 	t.settled(path)
 	id := s.last.identity()
 	r := ready{changed: s.hasEmitted, previous: s.emitted}
+	if s.short() && pid == pidUnknown {
+		r.declared = s.declared
+	}
 	if _, dup := t.emitted[id]; dup {
 		return ready{}, false
 	}
@@ -230,6 +276,11 @@ func (t *tracker) judge(path string, pid pidState, now time.Time) (ready, bool) 
 		Source:     s.source,
 		SeenAt:     s.firstSeen,
 		CompleteAt: now,
+		Cut:        r.declared > 0,
+	}
+	if s.hasEmitted {
+		prev := s.emitted
+		r.Previous = &prev
 	}
 	return r, true
 }

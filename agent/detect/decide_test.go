@@ -20,6 +20,9 @@ type look struct {
 	pid   pidState
 	// mtimeAgo dates a change's modification time back from the look.
 	mtimeAgo time.Duration
+	// declared is the size the file says it will have at this look; 0
+	// means it says nothing.
+	declared int64
 	want     bool
 }
 
@@ -141,6 +144,58 @@ func TestComplete(t *testing.T) {
 			},
 		},
 		{
+			name: "shorter than declared: a writer's pause of twice the settle time is waited out",
+			looks: []look{
+				{size: 4096, declared: 8192},
+				{after: settle, size: 4096, declared: 8192},
+				{after: settle, size: 4096, declared: 8192}, // old rule: taken here, half a core
+				{after: 250 * ms, size: 8192, declared: 8192},
+				{after: settle - ms, size: 8192, declared: 8192},
+				{after: ms, size: 8192, declared: 8192, want: true},
+			},
+		},
+		{
+			name: "shorter than declared and still for the cut quiet time: taken as cut",
+			looks: []look{
+				{size: 4096, declared: 8192},
+				{after: 5 * settle, size: 4096, declared: 8192},
+				{after: 5*settle - ms, size: 4096, declared: 8192},
+				{after: ms, size: 4096, declared: 8192, want: true},
+			},
+		},
+		{
+			name: "a change while short starts the cut quiet time again",
+			looks: []look{
+				{size: 4096, declared: 1 << 20},
+				{after: 9 * settle, size: 8192, declared: 1 << 20},
+				{after: 9 * settle, size: 8192, declared: 1 << 20},
+				{after: settle, size: 8192, declared: 1 << 20, want: true},
+			},
+		},
+		{
+			name: "as long as declared, or longer: the settle time alone",
+			looks: []look{
+				{size: 8192, declared: 8192},
+				{after: settle, size: 8192, declared: 8192, want: true},
+				{after: settle, size: 9000, declared: 8192},
+				{after: settle, size: 9000, declared: 8192, want: true},
+			},
+		},
+		{
+			name: "process gone: a short file is cut, no need to wait",
+			looks: []look{
+				{size: 4096, pid: pidAlive, declared: 8192},
+				{after: 100 * ms, size: 4096, pid: pidGone, declared: 8192, want: true},
+			},
+		},
+		{
+			name: "process alive: the declared size changes nothing",
+			looks: []look{
+				{size: 8192, pid: pidAlive, declared: 8192},
+				{after: time.Hour, size: 8192, pid: pidAlive, declared: 8192},
+			},
+		},
+		{
 			name: "process gone ignores the settle time but still needs a confirming look",
 			looks: []look{
 				{size: 4096, pid: pidGone},
@@ -166,7 +221,12 @@ func TestComplete(t *testing.T) {
 				} else {
 					s.observe(o, clk.Now())
 				}
-				if got := complete(&s, l.pid, settle); got != l.want {
+				if l.declared > 0 {
+					s.setDeclared(l.declared, true)
+				} else {
+					s.setDeclared(0, false)
+				}
+				if got := complete(&s, l.pid, settle, 10*settle); got != l.want {
 					t.Errorf("look %d (t=%s, size %d, process %s): complete = %v, want %v",
 						i, clk.Since(epoch), l.size, l.pid, got, l.want)
 				}
@@ -291,7 +351,7 @@ func TestTracker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := clocktesting.NewFakeClock(epoch)
-			tr := newTracker(dir, settle)
+			tr := newTracker(dir, settle, 10*settle)
 			firstSeen := map[string]time.Time{}
 			firstSrc := map[string]Source{}
 			for i, o := range tt.ops {
@@ -314,6 +374,9 @@ func TestTracker(t *testing.T) {
 					}
 					if r.changed != o.change {
 						t.Errorf("op %d: changed = %v, want %v", i, r.changed, o.change)
+					}
+					if o.change != (r.Previous != nil) || (r.Previous != nil && *r.Previous != r.previous) {
+						t.Errorf("op %d: Previous = %v, want the earlier identity only when changed", i, r.Previous)
 					}
 					want := tr.files[o.path].last
 					if r.Identity != want.identity() || r.Path != o.path || r.RelPath != o.path[len(dir)+1:] ||

@@ -73,7 +73,17 @@ type File struct {
 	SeenAt time.Time
 	// CompleteAt is when it was judged complete.
 	CompleteAt time.Time
+	// Previous is the identity this file (the same inode at the same path)
+	// had when it was last emitted, if it was: it changed after it was
+	// judged complete, and this emission supersedes that one.
+	Previous *Identity
+	// Cut is set when the file is shorter than it declares and was emitted
+	// only because it stayed still for Options.CutQuietTime.
+	Cut bool
 }
+
+// DefaultCutQuietFactor times SettleTime is CutQuietTime when it is not set.
+const DefaultCutQuietFactor = 10
 
 // Options configure a Detector.
 type Options struct {
@@ -87,6 +97,17 @@ type Options struct {
 	// SettleTime is how long size and mtime must stay the same before a
 	// file is complete, when its process cannot be checked. Required.
 	SettleTime time.Duration
+	// DeclaredSize, if set, returns the size the file at path says it will
+	// have when its writer is done (a core's program headers say where it
+	// ends), and false when it says nothing. It is the one place where the
+	// detector has a file read, through the caller; it is called with the
+	// detector's lock held, only for a file whose process cannot be checked,
+	// once it has been still for SettleTime, and once per version of it.
+	DeclaredSize func(path string) (int64, bool)
+	// CutQuietTime is how long a file shorter than its DeclaredSize must
+	// stay still before it is taken as cut and emitted as it is; default
+	// DefaultCutQuietFactor × SettleTime, and never less than SettleTime.
+	CutQuietTime time.Duration
 	// DisableWatch skips fsnotify and polls only.
 	DisableWatch bool
 	// ProcRoot is the host's /proc as mounted in the agent. "" means never
@@ -154,6 +175,12 @@ func New(opts Options) (*Detector, error) {
 	if opts.PollInterval < 0 {
 		return nil, fmt.Errorf("detect: PollInterval must not be negative, got %s", opts.PollInterval)
 	}
+	if opts.CutQuietTime < 0 {
+		return nil, fmt.Errorf("detect: CutQuietTime must not be negative, got %s", opts.CutQuietTime)
+	}
+	if opts.CutQuietTime == 0 {
+		opts.CutQuietTime = DefaultCutQuietFactor * opts.SettleTime
+	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("detect: resolving Dir %q: %w", opts.Dir, err)
@@ -184,7 +211,7 @@ func New(opts Options) (*Detector, error) {
 		recheck:      recheckInterval(opts.SettleTime, opts.HostPID != nil && opts.ProcRoot != ""),
 		newWatcher:   fsnotify.NewWatcher,
 		fallbackPoll: fallbackPollInterval,
-		t:            newTracker(dir, opts.SettleTime),
+		t:            newTracker(dir, opts.SettleTime, opts.CutQuietTime),
 	}, nil
 }
 
@@ -352,11 +379,15 @@ func (d *Detector) emit(ctx context.Context, out chan<- File, files []ready) boo
 			return false
 		}
 		log := d.log.WithValues("path", f.Path, "identity", f.Identity.String(), "size", f.Identity.Size, "source", f.Source)
-		if r.changed {
+		switch {
+		case r.changed:
 			// Settling should prevent this for ordinary writers; seeing it
 			// means the settle time is too short for this node.
 			log.Info("Core file changed after it was emitted, emitted it again", "previousIdentity", r.previous.String())
-		} else {
+		case f.Cut:
+			log.Info("Core file is shorter than its headers say and has not changed for the cut quiet time: taking it as cut",
+				"declaredSize", r.declared, "cutQuietTime", d.opts.CutQuietTime.String())
+		default:
 			log.Info("Found complete core file", "waited", f.CompleteAt.Sub(f.SeenAt).String())
 		}
 		if d.opts.OnFound != nil {
@@ -579,6 +610,7 @@ func (d *Detector) handleEvent(ev fsnotify.Event) []ready {
 		// PID first, then stat: see complete.
 		pid := d.pidState(path)
 		if d.observeLocked(path, SourceWatch) {
+			d.readDeclaredLocked(path, pid)
 			if r, ok := d.t.judge(path, pid, d.clock.Now()); ok {
 				return []ready{r}
 			}
@@ -608,11 +640,27 @@ func (d *Detector) judgePendingLocked() []ready {
 		if !d.observeLocked(path, s.source) {
 			continue
 		}
+		d.readDeclaredLocked(path, pid)
 		if r, ok := d.t.judge(path, pid, d.clock.Now()); ok {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// readDeclaredLocked asks what size the pending file at path declares, when
+// the settle-time rule is about to judge it (see fileState.needsDeclared).
+func (d *Detector) readDeclaredLocked(path string, pid pidState) {
+	s, ok := d.t.pending[path]
+	if !ok || d.opts.DeclaredSize == nil || !s.needsDeclared(pid, d.opts.SettleTime) {
+		return
+	}
+	size, declared := d.opts.DeclaredSize(path)
+	s.setDeclared(size, declared)
+	if s.short() {
+		d.log.Info("Core file is shorter than its headers say: waiting for the rest", "path", path,
+			"size", s.last.size, "declaredSize", size, "cutAfter", d.opts.CutQuietTime.String())
+	}
 }
 
 // pidState checks whether the process that dumped path still exists.

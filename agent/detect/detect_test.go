@@ -509,7 +509,96 @@ func TestRunEmitsGrownFileAgain(t *testing.T) {
 	if second.Identity.Inode != first.Identity.Inode || second.Identity.Size != 13 {
 		t.Errorf("second emission %+v, want the same inode with 13 bytes", second)
 	}
+	if first.Previous != nil || second.Previous == nil || *second.Previous != first.Identity {
+		t.Errorf("Previous: first %v, second %v; want none, then the first's identity %s", first.Previous, second.Previous, first.Identity)
+	}
 	checkIdentity(t, second)
+}
+
+// declaring says every file will end up want bytes long, as a core's
+// program headers do, and counts how often it was asked.
+func declaring(want int64, asked *atomic.Int32) func(string) (int64, bool) {
+	return func(string) (int64, bool) {
+		asked.Add(1)
+		return want, true
+	}
+}
+
+// TestRunWaitsForDeclaredSize: without a process to check, a writer that
+// pauses for twice the settle time halfway through a file that says how long
+// it will be is waited for, and the file is emitted once, whole.
+func TestRunWaitsForDeclaredSize(t *testing.T) {
+	t.Parallel()
+	const settle = 300 * time.Millisecond
+	var asked atomic.Int32
+	// The cut quiet time is far past the pause, so that a slow machine
+	// cannot make this test take the first half as cut.
+	h := newHarness(t, Options{SettleTime: settle, CutQuietTime: time.Minute, PollInterval: 100 * time.Millisecond, DeclaredSize: declaring(8192, &asked)})
+	h.start()
+	f, err := os.Create(h.path("core.slow.10"))
+	mustOK(t, err)
+	defer f.Close()
+	chunk := strings.Repeat("x", 4096)
+	_, err = f.WriteString(chunk)
+	mustOK(t, err)
+	time.Sleep(2 * settle)
+	if n := len(h.emitted()); n != 0 {
+		t.Fatalf("%d files emitted during the pause", n)
+	}
+	if asked.Load() == 0 {
+		t.Fatal("the declared size was never asked for")
+	}
+	_, err = f.WriteString(chunk)
+	mustOK(t, err)
+	mustOK(t, f.Close())
+	got := h.waitFor(1, 10*time.Second)
+	if got[0].Identity.Size != 8192 || got[0].Cut || got[0].Previous != nil {
+		t.Errorf("emitted %+v, want the whole 8192 bytes, not cut, superseding nothing", got[0])
+	}
+	before := asked.Load()
+	h.settleFor(2*settle, "core.slow.10")
+	if after := asked.Load(); after != before {
+		t.Errorf("the declared size of a file judged complete was read %d more times", after-before)
+	}
+}
+
+// TestRunTakesShortFileAsCutAfterCutQuietTime: a file that stays shorter
+// than it declares is emitted, marked cut, once it has been still for the
+// cut quiet time, and not before.
+func TestRunTakesShortFileAsCutAfterCutQuietTime(t *testing.T) {
+	t.Parallel()
+	const settle, cutQuiet = 200 * time.Millisecond, 1500 * time.Millisecond
+	var asked atomic.Int32
+	h := newHarness(t, Options{SettleTime: settle, CutQuietTime: cutQuiet, DeclaredSize: declaring(1<<20, &asked)})
+	h.start()
+	h.write("core.cut.11", "only the start")
+	written := time.Now()
+	got := h.waitFor(1, 20*time.Second)
+	if !got[0].Cut || got[0].Identity.Size != int64(len("only the start")) {
+		t.Errorf("emitted %+v, want the file as it is, marked cut", got[0])
+	}
+	if waited := got[0].CompleteAt.Sub(written); waited < cutQuiet {
+		t.Errorf("emitted %s after the write, want at least the cut quiet time %s", waited, cutQuiet)
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("declared size read %d times for one unchanging file, want once", n)
+	}
+}
+
+// TestRunDeclaredSizeIsNotAskedWhenTheProcessDecides: with the dumping
+// process to check, the file is never read.
+func TestRunDeclaredSizeIsNotAskedWhenTheProcessDecides(t *testing.T) {
+	t.Parallel()
+	proc := t.TempDir()
+	var asked atomic.Int32
+	h := newHarness(t, Options{ProcRoot: proc, DeclaredSize: declaring(1<<20, &asked),
+		HostPID: func(string) (int64, bool) { return 4242, true }})
+	h.start()
+	h.write("core.pid.12", "short, and the process is gone")
+	got := h.waitFor(1, 10*time.Second)
+	if got[0].Cut || asked.Load() != 0 {
+		t.Errorf("emitted %+v after %d reads of the declared size; want no reads, not cut", got[0], asked.Load())
+	}
 }
 
 func TestRunManyFilesAtOnce(t *testing.T) {

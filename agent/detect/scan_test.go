@@ -12,7 +12,7 @@ import (
 // knows is looked up without copying, and a settled file keeps only its
 // record.
 func TestObserveKnownPathAllocatesNothing(t *testing.T) {
-	tr := newTracker("/cores", time.Second)
+	tr := newTracker("/cores", time.Second, 10*time.Second)
 	a := observation{dev: 8, ino: 100, ctimeNanos: 1, mtimeNanos: 1, size: 4096}
 	path := []byte("/cores/core.1")
 	if _, first := tr.observeName(path, a, SourceRescan, epoch); !first {
@@ -44,7 +44,7 @@ func TestObserveKnownPathAllocatesNothing(t *testing.T) {
 }
 
 func TestSweepForgetsWhatTheRescanDidNotFind(t *testing.T) {
-	tr := newTracker("/cores", time.Second)
+	tr := newTracker("/cores", time.Second, 10*time.Second)
 	a := observation{dev: 8, ino: 100, ctimeNanos: 1, mtimeNanos: 1, size: 4096}
 	b := observation{dev: 8, ino: 200, ctimeNanos: 2, mtimeNanos: 2, size: 4096}
 	tr.beginScan()
@@ -71,7 +71,7 @@ func TestSweepForgetsWhatTheRescanDidNotFind(t *testing.T) {
 // The emitted set forgets identities that have left the tree once they
 // outnumber the files, and never one that is still there.
 func TestEmittedIdentitiesAreBoundedByTheTree(t *testing.T) {
-	tr := newTracker("/cores", time.Second)
+	tr := newTracker("/cores", time.Second, 10*time.Second)
 	now := epoch
 	emit := func(path string, o observation) {
 		t.Helper()

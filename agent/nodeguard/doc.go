@@ -9,7 +9,9 @@
 //
 // It must not touch anything it was not handed: it never scans the core
 // directory and never deletes a file to make room. A file goes only through
-// DeleteFile, which the caller calls when a CoreDump is final or deleted. It
+// DeleteFile or DeleteFileIf, which the caller calls when a CoreDump is final
+// or deleted; the latter lets the caller check, right before the unlink, that
+// the file is still the one it captured. It
 // does not talk to the API server: turning a refusal into a CoreDump with
 // reason QuotaExceeded, and removing the refused file, belong to the caller.
 package nodeguard

@@ -123,15 +123,41 @@ func (g *Guard) Admit(name, path string, size int64) (admitted bool, reason stri
 // already gone are not errors, so that the CoreDump becoming Uploaded and
 // then being deleted may both call it.
 func (g *Guard) DeleteFile(name string) error {
+	return g.DeleteFileIf(name, nil)
+}
+
+// DeleteFileIf is DeleteFile that first asks same, right before the file is
+// removed, whether the file at its path is still the one the caller admitted
+// (unchanged since it was captured). When same returns an error the file is
+// left as it is, still counted, and the error is returned wrapped; an error
+// that wraps fs.ErrNotExist means the file is gone, which is success. A nil
+// same deletes unconditionally.
+func (g *Guard) DeleteFileIf(name string, same func(path string) error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f, ok := g.files[name]
 	if !ok {
 		return nil
 	}
+	if same != nil {
+		if err := same(f.path); errors.Is(err, fs.ErrNotExist) {
+			g.remove(name)
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("deleting core %s: %w", name, err)
+		}
+	}
 	if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting core %s: %w", name, err)
 	}
 	g.remove(name)
 	return nil
+}
+
+// Forget stops counting name's file without touching it: the file is no
+// longer that name's (it changed, and a newer capture admitted it afresh).
+func (g *Guard) Forget(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.remove(name)
 }

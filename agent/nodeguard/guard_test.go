@@ -3,6 +3,7 @@ package nodeguard
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,6 +246,64 @@ func TestGuardDeleteFile(t *testing.T) {
 		}
 		if g.Usage() != 100 {
 			t.Errorf("Usage = %d, want 100: stuck stays counted", g.Usage())
+		}
+	})
+}
+
+func TestGuardDeleteFileIf(t *testing.T) {
+	errChanged := errors.New("changed since it was captured")
+	for _, tc := range []struct {
+		name      string
+		same      error
+		wantErr   error
+		wantFile  bool
+		wantUsage int64
+	}{
+		{name: "unchanged: deleted", wantUsage: 0},
+		{name: "changed: kept and still counted", same: errChanged, wantErr: errChanged, wantFile: true, wantUsage: 10},
+		{name: "gone: forgotten", same: fmt.Errorf("opening: %w", fs.ErrNotExist), wantFile: true, wantUsage: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeCore(t, dir, "a", 10)
+			g := NewGuard(Options{Dir: dir})
+			if admit, _, err := g.Admit("a", path, 10); err != nil || !admit {
+				t.Fatalf("Admit = %v, %v", admit, err)
+			}
+			var asked string
+			err := g.DeleteFileIf("a", func(p string) error { asked = p; return tc.same })
+			if asked != path {
+				t.Errorf("same was asked about %q, want %q", asked, path)
+			}
+			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
+				t.Errorf("DeleteFileIf = %v, want %v", err, tc.wantErr)
+			}
+			_, statErr := os.Stat(path)
+			if exists := statErr == nil; exists != tc.wantFile {
+				t.Errorf("file exists = %v, want %v", exists, tc.wantFile)
+			}
+			if g.Usage() != tc.wantUsage {
+				t.Errorf("Usage = %d, want %d", g.Usage(), tc.wantUsage)
+			}
+		})
+	}
+	t.Run("Forget stops counting and leaves the file", func(t *testing.T) {
+		dir := t.TempDir()
+		path := writeCore(t, dir, "a", 10)
+		g := NewGuard(Options{Dir: dir})
+		if admit, _, err := g.Admit("a", path, 10); err != nil || !admit {
+			t.Fatalf("Admit = %v, %v", admit, err)
+		}
+		g.Forget("a")
+		g.Forget("never admitted")
+		if _, err := os.Stat(path); err != nil || g.Usage() != 0 {
+			t.Errorf("after Forget: stat %v, Usage %d; want the file, 0", err, g.Usage())
+		}
+		if err := g.DeleteFile("a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("DeleteFile of a forgotten name touched the file: %v", err)
 		}
 	})
 }

@@ -14,6 +14,10 @@ type Entry struct {
 	// Size is the size when registered. The download streams what is there
 	// and reports the real size in a trailer; the controller compares.
 	Size int64
+	// ModTimeNanos and CtimeNanos are the file's times when registered. The
+	// server does not look at them: the agent does, before it deletes the
+	// file, so that it never deletes one that changed after it was captured.
+	ModTimeNanos, CtimeNanos int64
 }
 
 // Registry holds the files the agent registered itself; only these are ever

@@ -197,6 +197,15 @@ type CoreDumpSpec struct {
 	// +optional
 	// +kubebuilder:validation:Enum=QuotaExceeded
 	RefusedReason string `json:"refusedReason,omitempty"`
+	// supersedes names the CoreDump this agent made earlier for the same file
+	// (same node, path and inode) before it changed: the file grew or was
+	// rewritten after it was captured, so that dump holds an earlier,
+	// shorter version, and this one holds the file as it is now. The agent
+	// does not delete a file that changed after it was captured. It is a
+	// claim of the agent's, for people and tools; nothing acts on it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Supersedes string `json:"supersedes,omitempty"`
 }
 
 // PodReference describes the pod that owned the crashed process.

@@ -506,7 +506,7 @@ func (d *demo) stepOperator(ctx context.Context) error {
 	agentArgs := []string{
 		"--kubeconfig", d.cp.Kubeconfig, "--node-name", nodeName, "--policy", d.policyName,
 		"--namespace", systemNamespace, "--dir", d.coresDir, "--file-name-pattern", d.pattern.String(),
-		"--proc-root", "", "--listen", "127.0.0.1:0", "--tls-dir", tlsDir,
+		"--proc-root", "/proc", "--listen", "127.0.0.1:0", "--tls-dir", tlsDir,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 		"--poll-interval", "1s", "--settle-time", "500ms", "--lease-renew-interval", "2s",
 		"--min-node-free", "0%", "--zap-encoder", "console",
@@ -524,8 +524,8 @@ func (d *demo) stepOperator(ctx context.Context) error {
 		}
 	}
 	d.p.linef("started the agent (pid %d): %s %s", a.Cmd.Process.Pid, d.rel(a.Cmd.Path), strings.Join(shown, " "))
-	d.p.linef(`(--proc-root "": the agent runs without the host's PIDs, so a file counts as complete once it has`)
-	d.p.linef("been still for --settle-time)")
+	d.p.linef("(--proc-root /proc: the agent sees the host's PIDs, as the DaemonSet's pod does with hostPID, so a")
+	d.p.linef("file named with %%P counts as complete once that process is gone and the file has stopped changing)")
 
 	lease := agentlease.Name(d.policyName, nodeName)
 	var endpoint string

@@ -33,6 +33,8 @@ func TestDemoWithFileStorage(t *testing.T) {
 		"CoreDumped   pod/crashy-0",
 		"verified: ",
 		"removed " + o.WorkDir,
+		// The agent runs as deployed: with the host's PIDs.
+		"--proc-root /proc ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the transcript lacks %q", want)

@@ -276,8 +276,10 @@ func TestFaultDiskFullDuringCore(t *testing.T) {
 	}
 	crashed := time.Now()
 	name := filepath.Base(c.Core)
-	// The agent waits the settle time (1 s) before it takes the file, and
-	// deletes it only once it is stored.
+	// The agent takes this cut core only once it has been still for the
+	// cut quiet time (10 × the settle time of 1 s: no PID to check, and the
+	// file is shorter than its program headers say), and deletes it only
+	// once it is stored.
 	data, err := os.ReadFile(c.Core)
 	must(t, err)
 	var st syscall.Statfs_t
