@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -46,30 +45,15 @@ func main() {
 }
 
 // runReceive takes one core from the kernel. Nobody reads the helper's
-// output, so failures go to a small log next to the installed binary.
+// output: receive.Main logs failures to receive.log next to the installed
+// binary, in the directory it verifies first.
 func runReceive(args []string) error {
 	exe, err := os.Executable()
 	if err != nil {
+		_, _ = io.Copy(io.Discard, os.Stdin)
 		return err
 	}
-	dir := filepath.Dir(exe)
-	cfg, err := receive.ReadConfig(filepath.Join(dir, receive.ConfigName))
-	if err == nil {
-		_, err = receive.Run(cfg, args, os.Stdin)
-	} else {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-	}
-	if err != nil {
-		logPath := filepath.Join(dir, "receive.log")
-		if st, serr := os.Stat(logPath); serr == nil && st.Size() > 1<<20 {
-			_ = os.Remove(logPath)
-		}
-		if f, ferr := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); ferr == nil {
-			fmt.Fprintf(f, "%s receive %v: %v\n", time.Now().UTC().Format(time.RFC3339), args, err)
-			f.Close()
-		}
-	}
-	return err
+	return receive.Main(filepath.Dir(exe), args, os.Stdin)
 }
 
 func run() error {
