@@ -120,11 +120,16 @@ func TestAgentRefusesAReceiverDirectoryAnotherUserMade(t *testing.T) {
 	for _, mode := range []string{"Manage", "Pipe"} {
 		t.Run(mode, func(t *testing.T) {
 			sysctl := filepath.Join(t.TempDir(), "core_pattern")
-			must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
 			must(t, os.WriteFile(filepath.Join(filepath.Dir(sysctl), "core_pipe_limit"), []byte("0\n"), 0o644))
 			h := newHarness(t, func(c *app.Config) {
 				c.CorePattern, c.SysctlPath, c.ReceiverBinary = mode, sysctl, "/bin/true"
 			})
+			// An agent before this one was killed and left its pattern.
+			ours := h.dir + "/" + h.cfg.FileNamePattern
+			if mode == "Pipe" {
+				ours = receive.CorePattern(h.dir)
+			}
+			must(t, os.WriteFile(sysctl, []byte(ours+"\n"), 0o644))
 			for p := h.dir; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
 				must(t, os.Chmod(p, 0o755))
 			}
@@ -156,7 +161,7 @@ printf '|%[2]s %%%%P' > %[1]s/.coredog/core_pattern.original`, h.dir, evil))
 				t.Fatalf("Run = %v, want a refusal naming the unsafe directory", err)
 			}
 			t.Logf("the agent said: %v", err)
-			if b, _ := os.ReadFile(sysctl); string(b) != "core\n" {
+			if b, _ := os.ReadFile(sysctl); string(b) != ours+"\n" {
 				t.Fatalf("core_pattern = %q, want it untouched", b)
 			}
 			if _, err := os.Lstat(filepath.Join(h.dir, receive.InstallDir, receive.BinaryName)); !os.IsNotExist(err) {

@@ -51,7 +51,8 @@ func TestInstallRefusesADirectoryAnotherUserCanChange(t *testing.T) {
 				asAttacker(t, fmt.Sprintf(`printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s; chmod 0755 %[2]s
 mv -f %[1]s/.coredog %[1]s/.coredog.old 2>/dev/null && mkdir %[1]s/.coredog || true
 cp %[2]s %[1]s/.coredog/agent.x && mv -f %[1]s/.coredog/agent.x %[1]s/.coredog/agent`, host, evil))
-				t.Fatalf("Install accepted a directory uid 1000 controls, and uid 1000 replaced the receiver the kernel runs as root")
+				got, _ := os.ReadFile(filepath.Join(host, InstallDir, BinaryName))
+				t.Fatalf("Install accepted a directory uid 1000 controls; the receiver the kernel runs as root is now %q", got)
 			}
 			if !errors.Is(err, hostdir.ErrUnsafe) {
 				t.Fatalf("Install = %v, want hostdir.ErrUnsafe", err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -40,8 +41,32 @@ func main() {
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
+		writeTerminationMessage(err)
 		os.Exit(1)
 	}
+}
+
+// terminationLog is the file whose contents the kubelet puts into the
+// container's status when it ends (terminationMessagePath's default), so that
+// why the agent stopped (a refused core directory, say) shows in `kubectl
+// describe pod` as well as in its log.
+const terminationLog = "/dev/termination-log"
+
+// maxTerminationMessage is the kubelet's limit.
+const maxTerminationMessage = 4096
+
+func writeTerminationMessage(err error) {
+	// No O_CREATE: outside a pod there is no such file, and none is made.
+	f, ferr := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	msg := err.Error()
+	if len(msg) > maxTerminationMessage {
+		msg = msg[:maxTerminationMessage]
+	}
+	_, _ = f.WriteString(msg)
 }
 
 // runReceive takes one core from the kernel. Nobody reads the helper's
