@@ -27,7 +27,7 @@ var kernelArgs = []string{"4242", "7", "4242", "7", "11", "1767225600", "0", "0"
 func TestInstallRefusesADirectoryAnotherUserCanChange(t *testing.T) {
 	cases := []struct {
 		name   string
-		attack string             // run as uid 1000 in the core directory %[1]s
+		attack string            // run as uid 1000 in the core directory %[1]s
 		root   func(host string) // what root did, for the cases without an attacker step
 	}{
 		{name: "a directory uid 1000 made", attack: `mkdir -m 0777 %[1]s/.coredog`},
