@@ -69,8 +69,15 @@ func open(path string, strict bool) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening /: %w", err)
 	}
-	st, err := checkDir(fd, "/", clean == "/" && !strict)
-	if err != nil {
+	how := shared
+	if strict {
+		how = final
+	}
+	rootCheck := crossing
+	if clean == "/" {
+		rootCheck = how
+	}
+	if _, err := checkDir(fd, "/", rootCheck); err != nil {
 		_ = unix.Close(fd)
 		return nil, err
 	}
@@ -80,10 +87,6 @@ func open(path string, strict bool) (*Dir, error) {
 		comps = nil
 	}
 	for i, c := range comps {
-		if err := crossable(st, displayPath(walked)); err != nil {
-			_ = unix.Close(fd)
-			return nil, err
-		}
 		walked += "/" + c
 		nfd, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		_ = unix.Close(fd)
@@ -94,8 +97,11 @@ func open(path string, strict bool) (*Dir, error) {
 			return nil, fmt.Errorf("opening %s: %w", walked, err)
 		}
 		fd = nfd
-		last := i == len(comps)-1
-		if st, err = checkDir(fd, walked, last && !strict); err != nil {
+		check := crossing
+		if i == len(comps)-1 {
+			check = how
+		}
+		if _, err := checkDir(fd, walked, check); err != nil {
 			_ = unix.Close(fd)
 			return nil, err
 		}
@@ -110,9 +116,19 @@ func displayPath(p string) string {
 	return p
 }
 
-// checkDir checks that fd is a directory owned by root that, unless
-// shared, no one else may write.
-func checkDir(fd int, path string, shared bool) (unix.Stat_t, error) {
+// How checkDir judges who else may write a directory.
+const (
+	// crossing: a directory on the way; others may write it if it is sticky.
+	crossing = iota
+	// final: the directory asked for; no one else may write it.
+	final
+	// shared: the directory asked for, which others may write.
+	shared
+)
+
+// checkDir checks that fd is a directory owned by root that no one else may
+// write, as how says.
+func checkDir(fd int, path string, how int) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return st, fmt.Errorf("stat %s: %w", path, err)
@@ -123,7 +139,8 @@ func checkDir(fd int, path string, shared bool) (unix.Stat_t, error) {
 	if st.Uid != 0 {
 		return st, fmt.Errorf("%s is owned by uid %d, not root: %w", path, st.Uid, ErrUnsafe)
 	}
-	if !shared && st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
+	writable := st.Mode&0o022 != 0
+	if (how == final && writable) || (how == crossing && writable && st.Mode&unix.S_ISVTX == 0) {
 		return st, fmt.Errorf("%s has mode %#o: group or others may write it: %w", path, st.Mode&0o7777, ErrUnsafe)
 	}
 	return st, nil
@@ -177,7 +194,7 @@ func (d *Dir) Ensure(name string, mode uint32) (*Dir, error) {
 			return nil, fmt.Errorf("chmod %s: %w", p, err)
 		}
 	}
-	if _, err := checkDir(fd, p, false); err != nil {
+	if _, err := checkDir(fd, p, final); err != nil {
 		_ = unix.Close(fd)
 		if !created {
 			return nil, fmt.Errorf("%w (it was there before the agent; remove it)", err)
@@ -328,7 +345,7 @@ func Helper(root, helper string) error {
 		return fmt.Errorf("opening %s: %w", root, err)
 	}
 	defer unix.Close(rootFd)
-	if _, err := checkDir(rootFd, "/", false); err != nil {
+	if _, err := checkDir(rootFd, "/", crossing); err != nil {
 		return err
 	}
 	fd, err := unix.Dup(rootFd)
@@ -400,7 +417,7 @@ func Helper(root, helper string) error {
 			}
 			_ = unix.Close(fd)
 			fd, walked = nfd, name
-			if _, err := checkDir(fd, name, false); err != nil {
+			if _, err := checkDir(fd, name, crossing); err != nil {
 				return fmt.Errorf("helper %s: %w", helper, err)
 			}
 		case unix.S_IFREG:
