@@ -77,17 +77,16 @@ func open(path string, strict bool) (*Dir, error) {
 	if clean == "/" {
 		rootCheck = how
 	}
-	if _, err := checkDir(fd, "/", rootCheck); err != nil {
+	if err := checkDir(fd, "/", rootCheck); err != nil {
 		_ = unix.Close(fd)
 		return nil, err
 	}
-	walked := ""
 	comps := strings.Split(strings.TrimPrefix(clean, "/"), "/")
 	if clean == "/" {
 		comps = nil
 	}
 	for i, c := range comps {
-		walked += "/" + c
+		walked := "/" + filepath.Join(comps[:i+1]...)
 		nfd, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		_ = unix.Close(fd)
 		if err != nil {
@@ -101,7 +100,7 @@ func open(path string, strict bool) (*Dir, error) {
 		if i == len(comps)-1 {
 			check = how
 		}
-		if _, err := checkDir(fd, walked, check); err != nil {
+		if err := checkDir(fd, walked, check); err != nil {
 			_ = unix.Close(fd)
 			return nil, err
 		}
@@ -128,22 +127,22 @@ const (
 
 // checkDir checks that fd is a directory owned by root that no one else may
 // write, as how says.
-func checkDir(fd int, path string, how int) (unix.Stat_t, error) {
+func checkDir(fd int, path string, how int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return st, fmt.Errorf("stat %s: %w", path, err)
+		return fmt.Errorf("stat %s: %w", path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return st, fmt.Errorf("%s is not a directory: %w", path, ErrUnsafe)
+		return fmt.Errorf("%s is not a directory: %w", path, ErrUnsafe)
 	}
 	if st.Uid != 0 {
-		return st, fmt.Errorf("%s is owned by uid %d, not root: %w", path, st.Uid, ErrUnsafe)
+		return fmt.Errorf("%s is owned by uid %d, not root: %w", path, st.Uid, ErrUnsafe)
 	}
 	writable := st.Mode&0o022 != 0
 	if (how == final && writable) || (how == crossing && writable && st.Mode&unix.S_ISVTX == 0) {
-		return st, fmt.Errorf("%s has mode %#o: group or others may write it: %w", path, st.Mode&0o7777, ErrUnsafe)
+		return fmt.Errorf("%s has mode %#o: group or others may write it: %w", path, st.Mode&0o7777, ErrUnsafe)
 	}
-	return st, nil
+	return nil
 }
 
 // crossable reports whether a directory may be walked through: one that
@@ -194,7 +193,7 @@ func (d *Dir) Ensure(name string, mode uint32) (*Dir, error) {
 			return nil, fmt.Errorf("chmod %s: %w", p, err)
 		}
 	}
-	if _, err := checkDir(fd, p, final); err != nil {
+	if err := checkDir(fd, p, final); err != nil {
 		_ = unix.Close(fd)
 		if !created {
 			return nil, fmt.Errorf("%w (it was there before the agent; remove it)", err)
@@ -345,7 +344,7 @@ func Helper(root, helper string) error {
 		return fmt.Errorf("opening %s: %w", root, err)
 	}
 	defer unix.Close(rootFd)
-	if _, err := checkDir(rootFd, "/", crossing); err != nil {
+	if err := checkDir(rootFd, "/", crossing); err != nil {
 		return err
 	}
 	fd, err := unix.Dup(rootFd)
@@ -417,7 +416,7 @@ func Helper(root, helper string) error {
 			}
 			_ = unix.Close(fd)
 			fd, walked = nfd, name
-			if _, err := checkDir(fd, name, crossing); err != nil {
+			if err := checkDir(fd, name, crossing); err != nil {
 				return fmt.Errorf("helper %s: %w", helper, err)
 			}
 		case unix.S_IFREG:
