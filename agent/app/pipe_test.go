@@ -59,6 +59,7 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 		pattern = strings.TrimSpace(string(b))
 		return pattern
 	}, wait, 50*time.Millisecond).Should(Equal(receive.CorePattern(h.dir)))
+	// core_pipe_limit is set before core_pattern.
 	b, err := os.ReadFile(pipeLimit)
 	must(t, err)
 	g.Expect(string(b)).To(Equal(strconv.Itoa(corepattern.PipeLimit)), "core_pipe_limit while the agent runs")

@@ -127,7 +127,7 @@ func New(sysctlPath string, logger logr.Logger) *Manager {
 		logger = logr.Discard()
 	}
 	return &Manager{
-		log:        logger.WithValues("sysctl", sysctlPath),
+		log:        logger,
 		pattern:    value{name: "core_pattern", path: sysctlPath},
 		helperRoot: "/",
 	}
@@ -181,8 +181,9 @@ func (m *Manager) Set(pattern string) error {
 }
 
 // SetPipe is Set for a pipe pattern ("|/absolute/helper args"), the agent's
-// own receiver in corePattern Pipe. With WithPipeLimit it also sets
-// core_pipe_limit to PipeLimit; if that fails, the pattern is put back.
+// own receiver in corePattern Pipe. With WithPipeLimit it first sets
+// core_pipe_limit to PipeLimit; if the pattern then fails, the limit is put
+// back.
 func (m *Manager) SetPipe(pattern string) error {
 	helper, ok := strings.CutPrefix(pattern, "|")
 	if !ok {
@@ -196,14 +197,16 @@ func (m *Manager) SetPipe(pattern string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.set(&m.pattern, pattern); err != nil {
+	if m.pipeLimit == nil {
+		return m.set(&m.pattern, pattern)
+	}
+	// The limit first, so that it holds for the first receiver the kernel
+	// starts.
+	if err := m.set(m.pipeLimit, strconv.Itoa(PipeLimit)); err != nil {
 		return err
 	}
-	if m.pipeLimit == nil {
-		return nil
-	}
-	if err := m.set(m.pipeLimit, strconv.Itoa(PipeLimit)); err != nil {
-		return errors.Join(err, m.restore(&m.pattern))
+	if err := m.set(&m.pattern, pattern); err != nil {
+		return errors.Join(err, m.restore(m.pipeLimit))
 	}
 	return nil
 }
@@ -224,9 +227,9 @@ func (m *Manager) set(v *value, want string) error {
 			// An agent before us was killed before it could restore: the
 			// value it replaced is on disk.
 			original = saved
-			m.log.Info("Sysctl still holds the value of an agent that did not exit cleanly; restoring later to the value it saved", "name", v.name, "original", saved)
+			m.log.Info("Sysctl still holds the value of an agent that did not exit cleanly; restoring later to the value it saved", "name", v.name, "path", v.path, "original", saved)
 		} else if cur == want {
-			m.log.Info("Sysctl already holds the managed value; the value before it is unknown and will not be restored", "name", v.name, "value", want)
+			m.log.Info("Sysctl already holds the managed value; the value before it is unknown and will not be restored", "name", v.name, "path", v.path, "value", want)
 		}
 		if err := m.saveState(v, original); err != nil {
 			return fmt.Errorf("saving the current %s before setting it: %w", v.name, err)
@@ -239,7 +242,7 @@ func (m *Manager) set(v *value, want string) error {
 		v.saved, v.original = true, original
 	}
 	v.written = want
-	m.log.Info("Set sysctl", "name", v.name, "value", want, "original", v.original)
+	m.log.Info("Set sysctl", "name", v.name, "path", v.path, "value", want, "original", v.original)
 	return nil
 }
 
@@ -269,14 +272,14 @@ func (m *Manager) restore(v *value) error {
 	// A read error is not fatal: the write below is what matters, and it
 	// reports its own error.
 	if cur, err := read(v.path); err == nil && cur != v.written {
-		m.log.Info("Sysctl was changed by someone else; leaving it", "name", v.name, "current", cur, "managed", v.written, "original", v.original)
+		m.log.Info("Sysctl was changed by someone else; leaving it", "name", v.name, "path", v.path, "current", cur, "managed", v.written, "original", v.original)
 		v.saved = false
 		m.dropState(v)
 		return nil
 	}
 	if v == &m.pattern {
 		if err := m.checkHelper(v.original); err != nil {
-			m.log.Error(err, "Not restoring core_pattern: the program it pipes to is not safe to run as root; the managed pattern stays", "original", v.original)
+			m.log.Error(err, "Not restoring core_pattern: the program it pipes to is not safe to run as root; the managed pattern stays", "path", v.path, "original", v.original)
 			return fmt.Errorf("restoring core_pattern to %q: %w", v.original, err)
 		}
 	}
@@ -285,7 +288,7 @@ func (m *Manager) restore(v *value) error {
 	}
 	v.saved = false
 	m.dropState(v)
-	m.log.Info("Restored sysctl", "name", v.name, "value", v.original)
+	m.log.Info("Restored sysctl", "name", v.name, "path", v.path, "value", v.original)
 	return nil
 }
 

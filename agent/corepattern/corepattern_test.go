@@ -549,13 +549,21 @@ func TestSetPipeSetsAndRestoresCorePipeLimit(t *testing.T) {
 		t.Fatalf("core_pipe_limit = %q, want the administrator's 4 kept", got)
 	}
 
-	// A missing core_pipe_limit fails SetPipe and leaves core_pattern as it was.
+	// A missing core_pipe_limit fails SetPipe before core_pattern is touched.
 	fourth := New(pattern, testLogger(t)).WithPipeLimit(filepath.Join(dir, "missing"))
 	if err := fourth.SetPipe(ours); err == nil {
 		t.Fatal("SetPipe succeeded without a core_pipe_limit")
 	}
 	if got := readFile(t, pattern); got != "core" {
-		t.Fatalf("core_pattern = %q after a failed SetPipe, want it put back", got)
+		t.Fatalf("core_pattern = %q after a failed SetPipe, want it untouched", got)
+	}
+	// A core_pattern that cannot be written puts core_pipe_limit back.
+	fifth := New(filepath.Join(dir, "no", "core_pattern"), testLogger(t)).WithPipeLimit(limit)
+	if err := fifth.SetPipe(ours); err == nil {
+		t.Fatal("SetPipe succeeded without a core_pattern")
+	}
+	if got := readFile(t, limit); got != "4" {
+		t.Fatalf("core_pipe_limit = %q after a failed SetPipe, want 4 put back", got)
 	}
 }
 
