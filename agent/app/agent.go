@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,7 +90,15 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		ready:    make(chan struct{}),
 	}
 	a.pending = newRetryQueue(a.createCoreDump, log)
-	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits})
+	guardOpts := nodeguard.Options{Dir: cfg.Dir, Limits: set.limits}
+	if cfg.CorePattern == string(coredogv1.CorePatternPipe) {
+		// Cores the receivers are still writing count with the admitted ones.
+		guardOpts.InFlight = func() int64 {
+			n, _ := receive.InFlight(cfg.Dir, receive.DefaultMaxReceivers)
+			return n
+		}
+	}
+	a.guard = nodeguard.NewGuard(guardOpts)
 
 	if restore, err := a.setCorePattern(); err != nil {
 		return err
@@ -299,14 +308,24 @@ func (a *Agent) setCorePattern() (restore func() error, err error) {
 	if mode != coredogv1.CorePatternManage && mode != coredogv1.CorePatternPipe {
 		return nil, nil
 	}
-	// The value the agent replaces is kept under hostPath as well, so that
+	// The values the agent replaces are kept under hostPath as well, so that
 	// an agent that is killed before it can restore is followed by one
-	// that still restores the administrator's value.
-	stateDir := filepath.Join(cfg.Dir, receive.InstallDir)
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", stateDir, err)
+	// that still restores the administrator's value. The directory is the
+	// receiver's: one the agent created, that only root can change. One
+	// that someone else made is refused, since whatever it holds becomes
+	// core_pattern, which the kernel runs as root.
+	inst, err := receive.OpenInstallDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("refusing to set core_pattern (%s): %w", mode, err)
 	}
+	stateDir := inst.Path()
+	_ = inst.Close()
 	m := corepattern.New(cfg.SysctlPath, a.log.WithName("corepattern")).WithState(filepath.Join(stateDir, "core_pattern.original"))
+	// A pipe to restore is checked in the host's file system, which the
+	// agent sees through the host's /proc.
+	if root := filepath.Join(cmp.Or(cfg.ProcRoot, "/proc"), "1", "root"); isDir(root) {
+		m.WithHelperRoot(root)
+	}
 	switch mode {
 	case coredogv1.CorePatternManage:
 		pattern, err := corepattern.Pattern(cfg.Dir, cfg.FileNamePattern)
@@ -330,16 +349,21 @@ func (a *Agent) setCorePattern() (restore func() error, err error) {
 		}
 		pattern, err := receive.Install(bin, receive.Config{
 			Dir: cfg.Dir, FileNamePattern: cfg.FileNamePattern, MaxBytes: a.set.limits.MaxUsage, ProcRoot: procRoot,
+			MaxReceivers: receive.DefaultMaxReceivers, MaxInFlight: a.set.limits.MaxUsage,
+			MinFree: a.set.limits.MinFree, MinFreePercent: a.set.limits.MinFreePercent,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("installing the core receiver: %w", err)
 		}
+		// core_pipe_limit sits beside core_pattern (in /proc/sys/kernel).
+		m.WithPipeLimit(filepath.Join(filepath.Dir(cfg.SysctlPath), "core_pipe_limit"))
 		if err := m.SetPipe(pattern); err != nil {
 			return nil, err
 		}
 		a.log.Info("Set kernel.core_pattern to pipe cores to the agent's receiver", "pattern", pattern, "sysctl", cfg.SysctlPath)
 		return func() error {
 			if err := m.Restore(); err != nil {
+				// The kernel may still run the receiver: leave it.
 				return err
 			}
 			// The kernel no longer runs the receiver: take it away.
@@ -347,4 +371,9 @@ func (a *Agent) setCorePattern() (restore func() error, err error) {
 		}, nil
 	}
 	return m.Restore, nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

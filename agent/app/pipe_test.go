@@ -2,17 +2,26 @@ package app_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	. "github.com/onsi/gomega"
 
 	"github.com/coredog/coredog/agent/app"
+	"github.com/coredog/coredog/agent/corepattern"
+	"github.com/coredog/coredog/agent/hostdir"
 	"github.com/coredog/coredog/agent/receive"
+	"github.com/coredog/coredog/internal/scheme"
 	"github.com/coredog/coredog/test/testcrash"
 )
 
@@ -32,6 +41,9 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	}
 	sysctl := filepath.Join(t.TempDir(), "core_pattern")
 	must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
+	// core_pipe_limit is found beside core_pattern.
+	pipeLimit := filepath.Join(filepath.Dir(sysctl), "core_pipe_limit")
+	must(t, os.WriteFile(pipeLimit, []byte("0\n"), 0o644))
 	h := newHarness(t, func(c *app.Config) {
 		c.CorePattern, c.SysctlPath, c.ReceiverBinary = "Pipe", sysctl, bin
 	})
@@ -47,6 +59,10 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 		pattern = strings.TrimSpace(string(b))
 		return pattern
 	}, wait, 50*time.Millisecond).Should(Equal(receive.CorePattern(h.dir)))
+	// core_pipe_limit is set before core_pattern.
+	b, err := os.ReadFile(pipeLimit)
+	must(t, err)
+	g.Expect(string(b)).To(Equal(strconv.Itoa(corepattern.PipeLimit)), "core_pipe_limit while the agent runs")
 
 	// The kernel splits the command, expands each specifier, and runs it.
 	c, err := testcrash.Run(crasher, t.TempDir(), t.Logf)
@@ -82,10 +98,76 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	}, wait, 100*time.Millisecond).Should(Succeed())
 
 	h.stop()
-	b, err := os.ReadFile(sysctl)
+	b, err = os.ReadFile(sysctl)
 	must(t, err)
 	g.Expect(strings.TrimSpace(string(b))).To(Equal("core"))
+	b, err = os.ReadFile(pipeLimit)
+	must(t, err)
+	g.Expect(strings.TrimSpace(string(b))).To(Equal("0"), "core_pipe_limit restored")
 	// A clean exit takes the receiver away with the pattern.
 	_, err = os.Stat(filepath.Join(h.dir, receive.InstallDir, receive.BinaryName))
 	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the receiver must be gone: %v", err)
+}
+
+// TestAgentRefusesAReceiverDirectoryAnotherUserMade is the attack of an
+// unprivileged process (uid 1000) on a node whose core directory is
+// world-writable (1777): before the agent starts it makes
+// <hostPath>/.coredog and plants core_pattern.original piping to its own
+// program, so that the agent would install the receiver where it can replace
+// it, and on exit "restore" a core_pattern that runs its program as root.
+// The agent must refuse to start in Manage and Pipe alike, saying why, and
+// leave core_pattern alone.
+func TestAgentRefusesAReceiverDirectoryAnotherUserMade(t *testing.T) {
+	for _, mode := range []string{"Manage", "Pipe"} {
+		t.Run(mode, func(t *testing.T) {
+			sysctl := filepath.Join(t.TempDir(), "core_pattern")
+			must(t, os.WriteFile(filepath.Join(filepath.Dir(sysctl), "core_pipe_limit"), []byte("0\n"), 0o644))
+			h := newHarness(t, func(c *app.Config) {
+				c.CorePattern, c.SysctlPath, c.ReceiverBinary = mode, sysctl, "/bin/true"
+			})
+			// An agent before this one was killed and left its pattern.
+			ours := h.dir + "/" + h.cfg.FileNamePattern
+			if mode == "Pipe" {
+				ours = receive.CorePattern(h.dir)
+			}
+			must(t, os.WriteFile(sysctl, []byte(ours+"\n"), 0o644))
+			for p := h.dir; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+				must(t, os.Chmod(p, 0o755))
+			}
+			must(t, os.Chmod(h.dir, os.ModeSticky|0o777))
+			evil := filepath.Join(h.dir, "evil")
+			attacker := exec.Command("/bin/sh", "-ec", fmt.Sprintf(`mkdir -m 0777 %[1]s/.coredog
+printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s; chmod 0755 %[2]s
+printf '|%[2]s %%%%P' > %[1]s/.coredog/core_pattern.original`, h.dir, evil))
+			attacker.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
+			if out, err := attacker.CombinedOutput(); err != nil {
+				t.Fatalf("attacker: %v\n%s", err, out)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- app.Run(ctx, h.cfg, restCfg, scheme.New(), testr.New(t)) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				// The old agent started; stopping it "restores" the planted value.
+				cancel()
+				<-done
+				b, _ := os.ReadFile(sysctl)
+				t.Fatalf("the agent started in a directory uid 1000 made; core_pattern after it stopped: %q", b)
+			}
+			if err == nil || !errors.Is(err, hostdir.ErrUnsafe) || !strings.Contains(err.Error(), "refusing to set core_pattern") {
+				t.Fatalf("Run = %v, want a refusal naming the unsafe directory", err)
+			}
+			t.Logf("the agent said: %v", err)
+			if b, _ := os.ReadFile(sysctl); string(b) != ours+"\n" {
+				t.Fatalf("core_pattern = %q, want it untouched", b)
+			}
+			if _, err := os.Lstat(filepath.Join(h.dir, receive.InstallDir, receive.BinaryName)); !os.IsNotExist(err) {
+				t.Fatalf("a receiver was installed: %v", err)
+			}
+		})
+	}
 }

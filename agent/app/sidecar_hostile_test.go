@@ -25,6 +25,7 @@ func TestPipeSidecarsOnlyFromTheReceiver(t *testing.T) {
 	g := NewWithT(t)
 	sysctl := filepath.Join(t.TempDir(), "core_pattern")
 	must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(filepath.Dir(sysctl), "core_pipe_limit"), []byte("0\n"), 0o644))
 	h := newHarness(t, func(c *app.Config) {
 		// The receiver is installed but never run here.
 		c.CorePattern, c.SysctlPath, c.ReceiverBinary = "Pipe", sysctl, "/bin/true"

@@ -2,15 +2,21 @@ package corepattern
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+
+	"github.com/coredog/coredog/agent/hostdir"
 )
 
 // sysctlFile stands in for /proc/sys/kernel/core_pattern. Tests never touch
@@ -371,5 +377,199 @@ func TestStateSurvivesAKilledAgent(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Fatalf("state file left behind: %v", err)
+	}
+}
+
+// attackerUID is the unprivileged user the attacks run as.
+const attackerUID = 1000
+
+// asAttacker runs script with sh as uid and gid 1000, as an unprivileged
+// process on the node (or a pod writing into a shared hostPath) would.
+func asAttacker(t *testing.T, script string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the attack tests change users and need root")
+	}
+	cmd := exec.Command("/bin/sh", "-ec", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: attackerUID, Gid: attackerUID}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("attacker step %q: %v\n%s", script, err, out)
+	}
+}
+
+// sharedDir is a world-writable sticky directory (a 1777 core directory)
+// that uid 1000 can reach.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p := dir; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestRestoreRefusesAPlantedOriginal is the attack of an unprivileged
+// process on a node whose core directory is world-writable: it creates
+// <hostPath>/.coredog before any agent, plants core_pattern.original piping
+// to its own program, and waits for an agent that was killed to be replaced.
+// The next agent must not take the planted value, so that its Restore never
+// makes the kernel run that program as root.
+func TestRestoreRefusesAPlantedOriginal(t *testing.T) {
+	host := sharedDir(t)
+	evil := filepath.Join(host, "evil")
+	planted := "|" + evil + " %P"
+	asAttacker(t, fmt.Sprintf(`mkdir -m 0777 %[1]s/.coredog
+printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s
+chmod 0755 %[2]s
+printf '%%s' '%[3]s' > %[1]s/.coredog/core_pattern.original`, host, evil, planted))
+
+	// The killed agent left its pattern in the kernel.
+	const ours = "|/var/lib/coredog/cores/.coredog/agent receive %P"
+	sysctl := sysctlFile(t, ours+"\n")
+	m := New(sysctl, testLogger(t)).WithState(filepath.Join(host, ".coredog", "core_pattern.original"))
+	setErr := m.SetPipe(ours)
+	restoreErr := m.Restore()
+	got := readFile(t, sysctl)
+	if strings.TrimSpace(got) == planted {
+		t.Fatalf("the agent restored the planted core_pattern %q", got)
+	}
+	if setErr == nil || !errors.Is(setErr, hostdir.ErrUnsafe) {
+		t.Errorf("SetPipe = %v, want a refusal of the planted directory", setErr)
+	}
+	t.Logf("SetPipe: %v; Restore: %v", setErr, restoreErr)
+}
+
+// TestRestoreRefusesAHelperOthersCanChange: the value to restore pipes to a
+// program that someone other than root owns or can replace. Restoring it
+// would make the kernel run that program as root on the next crash, so the
+// managed pattern stays and Restore says why.
+func TestRestoreRefusesAHelperOthersCanChange(t *testing.T) {
+	cases := []struct {
+		name string
+		// attack prepares <dir>; the helper is <dir>/bin/helper.
+		attack string
+		root   func(t *testing.T, dir string)
+		safe   bool
+	}{
+		{name: "helper owned by uid 1000", attack: `mkdir -m 0755 %[1]s/bin; printf '#!/bin/sh\n' > %[1]s/bin/helper; chmod 0755 %[1]s/bin/helper`},
+		{name: "root's helper in a directory uid 1000 owns", attack: `mkdir -m 0755 %[1]s/bin`, root: func(t *testing.T, dir string) {
+			must(t, os.WriteFile(filepath.Join(dir, "bin", "helper"), []byte("#!/bin/sh\n"), 0o755))
+		}},
+		{name: "root's helper that others may write", root: func(t *testing.T, dir string) {
+			must(t, os.Mkdir(filepath.Join(dir, "bin"), 0o755))
+			must(t, os.WriteFile(filepath.Join(dir, "bin", "helper"), []byte("#!/bin/sh\n"), 0o755))
+			must(t, os.Chmod(filepath.Join(dir, "bin", "helper"), 0o757))
+		}},
+		{name: "a link uid 1000 owns to root's helper", attack: `ln -s /usr/bin/true %[1]s/bin`},
+		{name: "root's directory in a non-sticky world-writable one", root: func(t *testing.T, dir string) {
+			must(t, os.Chmod(dir, 0o777))
+			must(t, os.Mkdir(filepath.Join(dir, "bin"), 0o755))
+			must(t, os.WriteFile(filepath.Join(dir, "bin", "helper"), []byte("#!/bin/sh\n"), 0o755))
+		}},
+		{name: "root's helper, root's directories", safe: true, root: func(t *testing.T, dir string) {
+			must(t, os.Mkdir(filepath.Join(dir, "bin"), 0o755))
+			must(t, os.WriteFile(filepath.Join(dir, "bin", "helper"), []byte("#!/bin/sh\n"), 0o755))
+		}},
+		{name: "root's link to root's helper", safe: true, root: func(t *testing.T, dir string) {
+			must(t, os.Symlink("/usr/bin", filepath.Join(dir, "bin")))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := sharedDir(t)
+			if tc.attack != "" {
+				asAttacker(t, fmt.Sprintf(tc.attack, dir))
+			}
+			if tc.root != nil {
+				tc.root(t, dir)
+			}
+			helper := filepath.Join(dir, "bin", "helper")
+			if tc.name == "a link uid 1000 owns to root's helper" || tc.name == "root's link to root's helper" {
+				helper = filepath.Join(dir, "bin", "true")
+			}
+			original := "|" + helper + " %P %s"
+			sysctl := sysctlFile(t, original+"\n")
+			m := New(sysctl, testLogger(t))
+			const ours = "/var/lib/coredog/cores/core.%e.%p"
+			must(t, m.Set(ours))
+			err := m.Restore()
+			got := strings.TrimSpace(readFile(t, sysctl))
+			if tc.safe {
+				if err != nil || got != original {
+					t.Fatalf("Restore = %v, core_pattern %q; want %q restored", err, got, original)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUnsafeHelper) || got != ours {
+				t.Fatalf("Restore = %v, core_pattern %q; want ErrUnsafeHelper and %q kept", err, got, ours)
+			}
+		})
+	}
+}
+
+// TestSetPipeSetsAndRestoresCorePipeLimit: a pipe pattern comes with a
+// non-zero core_pipe_limit, so that /proc/<pid> stays while the receiver
+// runs; both are restored, also by the agent after one that was killed, and
+// a value someone else wrote since is left.
+func TestSetPipeSetsAndRestoresCorePipeLimit(t *testing.T) {
+	const ours = "|/var/lib/coredog/cores/.coredog/agent receive %P"
+	dir := t.TempDir()
+	pattern, limit := filepath.Join(dir, "core_pattern"), filepath.Join(dir, "core_pipe_limit")
+	must(t, os.WriteFile(pattern, []byte("core\n"), 0o644))
+	must(t, os.WriteFile(limit, []byte("0\n"), 0o644))
+	state := filepath.Join(t.TempDir(), "core_pattern.original")
+
+	first := New(pattern, testLogger(t)).WithState(state).WithPipeLimit(limit)
+	must(t, first.SetPipe(ours))
+	if got := readFile(t, limit); got != strconv.Itoa(PipeLimit) {
+		t.Fatalf("core_pipe_limit = %q, want %d", got, PipeLimit)
+	}
+	// Killed: the next agent finds both of its values in place.
+	second := New(pattern, testLogger(t)).WithPipeLimit(limit).WithState(state)
+	must(t, second.SetPipe(ours))
+	must(t, second.Restore())
+	if got := readFile(t, limit); got != "0" {
+		t.Fatalf("core_pipe_limit restored to %q, want 0", got)
+	}
+	if got := readFile(t, pattern); got != "core" {
+		t.Fatalf("core_pattern restored to %q", got)
+	}
+
+	// Someone else changes core_pipe_limit meanwhile: theirs stays.
+	third := New(pattern, testLogger(t)).WithState(state).WithPipeLimit(limit)
+	must(t, third.SetPipe(ours))
+	must(t, os.WriteFile(limit, []byte("4\n"), 0o644))
+	must(t, third.Restore())
+	if got := readFile(t, limit); got != "4\n" {
+		t.Fatalf("core_pipe_limit = %q, want the administrator's 4 kept", got)
+	}
+
+	// A missing core_pipe_limit fails SetPipe before core_pattern is touched.
+	fourth := New(pattern, testLogger(t)).WithPipeLimit(filepath.Join(dir, "missing"))
+	if err := fourth.SetPipe(ours); err == nil {
+		t.Fatal("SetPipe succeeded without a core_pipe_limit")
+	}
+	if got := readFile(t, pattern); got != "core" {
+		t.Fatalf("core_pattern = %q after a failed SetPipe, want it untouched", got)
+	}
+	// A core_pattern that cannot be written puts core_pipe_limit back.
+	fifth := New(filepath.Join(dir, "no", "core_pattern"), testLogger(t)).WithPipeLimit(limit)
+	if err := fifth.SetPipe(ours); err == nil {
+		t.Fatal("SetPipe succeeded without a core_pattern")
+	}
+	if got := readFile(t, limit); got != "4" {
+		t.Fatalf("core_pipe_limit = %q after a failed SetPipe, want 4 put back", got)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

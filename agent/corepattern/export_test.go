@@ -1,6 +1,6 @@
 package corepattern
 
-// Current reads the sysctl file, without the trailing newline the kernel adds.
+// Current reads the core_pattern sysctl file, without the trailing newline the kernel adds.
 func (m *Manager) Current() (string, error) {
-	return m.read()
+	return read(m.pattern.path)
 }

@@ -16,14 +16,19 @@ type Options struct {
 	Limits Limits
 	// Statfs measures Dir's file system. nil means Statfs.
 	Statfs func(dir string) (FSStat, error)
+	// InFlight is the number of bytes that cores still being written (by
+	// the Pipe receivers) hold or may yet take; they count against
+	// MaxUsage with the admitted files. nil means none.
+	InFlight func() int64
 }
 
 // Guard keeps the core files the agent has admitted and enforces Limits when
 // a new one arrives. It is safe for concurrent use.
 type Guard struct {
-	dir    string
-	limits Limits
-	statfs func(string) (FSStat, error)
+	dir      string
+	limits   Limits
+	statfs   func(string) (FSStat, error)
+	inFlight func() int64
 
 	// mu also serialises Admit, so that two new cores never both count on the
 	// same free space.
@@ -44,10 +49,11 @@ type localFile struct {
 // NewGuard returns a Guard with no files admitted.
 func NewGuard(o Options) *Guard {
 	g := &Guard{
-		dir:    o.Dir,
-		limits: o.Limits,
-		statfs: o.Statfs,
-		files:  make(map[string]localFile),
+		dir:      o.Dir,
+		limits:   o.Limits,
+		statfs:   o.Statfs,
+		inFlight: o.InFlight,
+		files:    make(map[string]localFile),
 	}
 	if g.statfs == nil {
 		g.statfs = Statfs
@@ -102,6 +108,11 @@ func (g *Guard) Admit(name, path string, size int64) (admitted bool, reason stri
 	usage := g.usage
 	if old, ok := g.files[name]; ok {
 		usage -= max(old.size, 0)
+	}
+	if g.inFlight != nil {
+		// Cores the receivers are still writing are not admitted yet, but
+		// they are on the disk, or about to be.
+		usage += max(g.inFlight(), 0)
 	}
 	var st FSStat
 	if g.limits.needsFS() {

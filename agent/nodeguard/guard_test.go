@@ -342,3 +342,36 @@ func TestGuardConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestGuardCountsCoresInFlight: bytes that Pipe receivers are still writing
+// count against maxNodeUsage with the admitted files, so that a core that
+// fits alone is refused beside them.
+func TestGuardCountsCoresInFlight(t *testing.T) {
+	tests := []struct {
+		name       string
+		inFlight   int64
+		size       int64
+		wantAdmit  bool
+		wantReason string
+	}{
+		{name: "nothing in flight", inFlight: 0, size: 600, wantAdmit: true},
+		{name: "fits beside what is in flight", inFlight: 300, size: 600, wantAdmit: true},
+		{name: "over maxNodeUsage with what is in flight", inFlight: 500, size: 600, wantReason: "maxNodeUsage"},
+		{name: "a negative count is none", inFlight: -5000, size: 1000, wantAdmit: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			g := NewGuard(Options{Dir: dir, Limits: Limits{MaxUsage: 1000}, InFlight: func() int64 { return tt.inFlight }})
+			path := writeCore(t, dir, "core", int(tt.size))
+			ok, reason, err := g.Admit("core", path, tt.size)
+			if err != nil || ok != tt.wantAdmit || !strings.Contains(reason, tt.wantReason) {
+				t.Fatalf("Admit = %v, %q, %v; want %v, %q", ok, reason, err, tt.wantAdmit, tt.wantReason)
+			}
+			// What is in flight is not the guard's: its usage holds admitted files only.
+			if want := map[bool]int64{true: tt.size, false: 0}[ok]; g.Usage() != want {
+				t.Fatalf("Usage = %d, want %d", g.Usage(), want)
+			}
+		})
+	}
+}

@@ -22,8 +22,8 @@ type Limits struct {
 	MinFreePercent int
 }
 
-// keepFree is the number of bytes to keep free on a file system of total bytes.
-func (l Limits) keepFree(total int64) int64 {
+// KeepFree is the number of bytes to keep free on a file system of total bytes.
+func (l Limits) KeepFree(total int64) int64 {
 	keep := max(l.MinFree, 0)
 	if l.MinFreePercent > 0 && total > 0 {
 		// Split to stay clear of overflow on very large file systems.
@@ -99,7 +99,7 @@ func decide(usage int64, fs FSStat, limits Limits, n int64) (admit bool, reason 
 		return false, fmt.Sprintf("the core alone (%s) is larger than maxNodeUsage (%s)",
 			formatBytes(n), formatBytes(limits.MaxUsage))
 	}
-	keep := limits.keepFree(fs.Total)
+	keep := limits.KeepFree(fs.Total)
 	overUsage := limits.MaxUsage > 0 && usage+n > limits.MaxUsage
 	underFree := keep > 0 && fs.Free-n < keep
 	if overUsage || underFree {

@@ -147,12 +147,8 @@ func TestRunRefusesBadInput(t *testing.T) {
 
 func TestInstall(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(t.TempDir(), "agent")
-	if err := os.WriteFile(bin, []byte("#!/bin/true\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Dir: dir, FileNamePattern: "core.%e", MaxBytes: 10}
-	pattern, err := Install(bin, cfg)
+	cfg := Config{Dir: dir, FileNamePattern: "core.%e", MaxBytes: 10, MaxReceivers: 3}
+	pattern, err := Install(fakeBinary(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +159,28 @@ func TestInstall(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("installed binary: %v %v", st, err)
 	}
-	got, err := ReadConfig(filepath.Join(dir, InstallDir, ConfigName))
+	if st, err := os.Stat(filepath.Join(dir, InstallDir)); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("install directory: %v %v", st, err)
+	}
+	inst, err := OpenInstallDir(dir)
+	must(t, err)
+	defer inst.Close()
+	got, err := readConfig(inst)
 	if err != nil || got != cfg {
 		t.Fatalf("config %+v, %v", got, err)
+	}
+	for i := range 3 {
+		if _, err := os.Stat(filepath.Join(dir, InstallDir, slotName(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Installing again (the next agent) replaces the files in place.
+	if _, err := Install(fakeBinary(t), cfg); err != nil {
+		t.Fatal(err)
+	}
+	must(t, Uninstall(dir))
+	if _, err := os.Stat(filepath.Join(dir, InstallDir, BinaryName)); !os.IsNotExist(err) {
+		t.Fatalf("binary after Uninstall: %v", err)
 	}
 }
 

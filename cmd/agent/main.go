@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"time"
+	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -41,35 +41,44 @@ func main() {
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "agent:", err)
+		writeTerminationMessage(err)
 		os.Exit(1)
 	}
 }
 
+// terminationLog is the file whose contents the kubelet puts into the
+// container's status when it ends (terminationMessagePath's default), so that
+// why the agent stopped (a refused core directory, say) shows in `kubectl
+// describe pod` as well as in its log.
+const terminationLog = "/dev/termination-log"
+
+// maxTerminationMessage is the kubelet's limit.
+const maxTerminationMessage = 4096
+
+func writeTerminationMessage(err error) {
+	// No O_CREATE: outside a pod there is no such file, and none is made.
+	f, ferr := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	msg := err.Error()
+	if len(msg) > maxTerminationMessage {
+		msg = msg[:maxTerminationMessage]
+	}
+	_, _ = f.WriteString(msg)
+}
+
 // runReceive takes one core from the kernel. Nobody reads the helper's
-// output, so failures go to a small log next to the installed binary.
+// output: receive.Main logs failures to receive.log next to the installed
+// binary, in the directory it verifies first.
 func runReceive(args []string) error {
 	exe, err := os.Executable()
 	if err != nil {
+		_, _ = io.Copy(io.Discard, os.Stdin)
 		return err
 	}
-	dir := filepath.Dir(exe)
-	cfg, err := receive.ReadConfig(filepath.Join(dir, receive.ConfigName))
-	if err == nil {
-		_, err = receive.Run(cfg, args, os.Stdin)
-	} else {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-	}
-	if err != nil {
-		logPath := filepath.Join(dir, "receive.log")
-		if st, serr := os.Stat(logPath); serr == nil && st.Size() > 1<<20 {
-			_ = os.Remove(logPath)
-		}
-		if f, ferr := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); ferr == nil {
-			fmt.Fprintf(f, "%s receive %v: %v\n", time.Now().UTC().Format(time.RFC3339), args, err)
-			f.Close()
-		}
-	}
-	return err
+	return receive.Main(filepath.Dir(exe), args, os.Stdin)
 }
 
 func run() error {
