@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 
+	"github.com/coredog/coredog/agent/budget"
 	"github.com/coredog/coredog/agent/corepattern"
 	"github.com/coredog/coredog/agent/detect"
 	"github.com/coredog/coredog/agent/nodeguard"
@@ -48,6 +49,14 @@ type Agent struct {
 	// seen, until the file is captured.
 	cgMu    sync.Mutex
 	cgroups map[string]string
+
+	// budget decides which crashes get a CoreDump (guarded by budgetMu);
+	// series writes the counts of the others; creating holds the names
+	// whose create is under way.
+	budgetMu sync.Mutex
+	budget   *budget.Budget
+	series   *seriesWriter
+	creating sync.Map
 
 	ready chan struct{}
 	// captures says how long the running captures have taken, for /healthz.
@@ -89,6 +98,11 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		ready:    make(chan struct{}),
 	}
 	a.pending = newRetryQueue(a.createCoreDump, log)
+	a.budget = budget.New(set.budget)
+	a.series = &seriesWriter{
+		client: c, ns: cfg.Namespace, node: cfg.NodeName, policy: cfg.Policy, log: log.WithName("series"),
+		gone: a.budgetGone, latest: a.budgetLatest, creating: a.isCreating, pending: map[string]*tally{},
+	}
 	a.guard = nodeguard.NewGuard(nodeguard.Options{Dir: cfg.Dir, Limits: set.limits})
 
 	if restore, err := a.setCorePattern(); err != nil {
@@ -179,6 +193,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	}
 	goRun("lease", a.heartbeat)
 	goRun("retries", a.pending.run)
+	goRun("series", a.series.run)
 
 	files := make(chan detect.File, 64)
 	goRun("detection", func(ctx context.Context) error { return a.detector.Run(ctx, files) })
