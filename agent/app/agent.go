@@ -191,6 +191,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		wg.Wait()
 		return errors.Join(drain(errs)...)
 	}
+	a.seedBudget(ctx)
 	goRun("lease", a.heartbeat)
 	goRun("retries", a.pending.run)
 	goRun("series", a.series.run)

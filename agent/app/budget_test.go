@@ -125,3 +125,28 @@ func TestCrashLoopIsCounted(t *testing.T) {
 	g.Expect(perKey[hot]).To(Equal(keyMax), "the hot pod gets its whole burst")
 	g.Expect(int64(perKey[hot]) + hotCounted).To(Equal(int64(perHost[hot])))
 }
+
+// TestRestartedAgentKeepsItsBudget: an agent that restarts (as a crash-looping
+// or evicted agent would) does not hand a crash loop fresh buckets; the
+// crash after the restart is counted on the CoreDump made before it.
+func TestRestartedAgentKeepsItsBudget(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, func(c *app.Config) { c.SignatureBurst = 1 })
+	h.start()
+	first, _ := h.crash("web-0")
+	var cd *coredogv1.CoreDump
+	g.Eventually(func(g Gomega) { cd = h.dumpFor(g, first) }, wait, 100*time.Millisecond).Should(Succeed())
+	h.stop()
+
+	h.start()
+	second, _ := h.crash("web-0")
+	g.Eventually(func(g Gomega) {
+		dumps := h.dumps(g)
+		g.Expect(dumps).To(HaveLen(1))
+		g.Expect(dumps[0].Name).To(Equal(cd.Name))
+		g.Expect(dumps[0].Series).NotTo(BeNil())
+		g.Expect(dumps[0].Series.Count).To(Equal(int64(1)))
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	_, err := os.Stat(filepath.Join(h.dir, second))
+	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the counted crash's file is still on the node")
+}

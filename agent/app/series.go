@@ -1,10 +1,13 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +26,49 @@ const (
 	// seriesFinalFlush bounds the last write when the agent stops.
 	seriesFinalFlush = 5 * time.Second
 )
+
+// seedListPage is how many CoreDumps one list request of seedBudget returns.
+const seedListPage = 500
+
+// seedBudget hands the creation budget the CoreDumps of this node and
+// policy that exist already, oldest first, so that a restarted agent spends
+// the budget it had and counts on its own CoreDumps. Without it each
+// restart would give a crash loop fresh buckets. A failed list leaves the
+// buckets full: the agent still runs.
+func (a *Agent) seedBudget(ctx context.Context) {
+	type made struct {
+		key, name string
+		at        time.Time
+	}
+	var all []made
+	opts := metav1.ListOptions{FieldSelector: a.nodeSelector().String(), Limit: seedListPage}
+	for {
+		list, err := a.client.listDumps(ctx, a.cfg.Namespace, opts)
+		if err != nil {
+			a.log.Info("Cannot list this node's CoreDumps; the creation budget starts full", "err", err.Error())
+			return
+		}
+		for i := range list.Items {
+			cd := &list.Items[i]
+			if !cd.DeletionTimestamp.IsZero() {
+				continue
+			}
+			key := coredogv1.BudgetKey(cd.Spec.PolicyName, cd.Spec.NodeWorkload(), cd.Spec.Signature)
+			all = append(all, made{key: key, name: cd.Name, at: cd.CreationTimestamp.Time})
+		}
+		if opts.Continue = list.Continue; opts.Continue == "" {
+			break
+		}
+	}
+	slices.SortFunc(all, func(x, y made) int {
+		return cmp.Or(x.at.Compare(y.at), strings.Compare(x.name, y.name))
+	})
+	a.budgetMu.Lock()
+	defer a.budgetMu.Unlock()
+	for _, m := range all {
+		a.budget.Record(m.key, m.name, m.at)
+	}
+}
 
 // errGone: the CoreDump no longer exists, is being deleted, or is not this
 // agent's; nothing is counted on it.

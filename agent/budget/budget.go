@@ -120,6 +120,25 @@ func (b *Budget) Decide(k, name string, now time.Time) Decision {
 	return Decision{Create: true}
 }
 
+// Record counts a CoreDump of key k that exists already, made at at (by
+// this agent before it restarted), as if it had been decided then: a
+// restarted agent neither starts with full buckets nor forgets what to
+// count on. Call it in creation order.
+func (b *Budget) Record(k, name string, at time.Time) {
+	l := b.limits
+	st := b.keys[k]
+	if st == nil {
+		b.prune(at)
+		st = &key{}
+		b.keys[k] = st
+	}
+	b.node.refill(at, l.NodeBurst, l.NodeInterval)
+	st.bucket.refill(at, l.KeyBurst, l.KeyInterval)
+	b.node.tokens = max(b.node.tokens-1, 0)
+	st.bucket.tokens = max(st.bucket.tokens-1, 0)
+	st.target, b.latest = name, name
+}
+
 // Gone forgets a CoreDump that no longer exists (deleted, or being deleted),
 // so that nothing more is counted on it.
 func (b *Budget) Gone(name string) {

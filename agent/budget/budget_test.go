@@ -109,3 +109,31 @@ func TestKeysAreBounded(t *testing.T) {
 		t.Errorf("%d keys remembered, more than %d", len(b.keys), maxKeys)
 	}
 }
+
+// TestRecordCarriesTheBudgetOverARestart: CoreDumps made before a restart
+// spend the buckets as they did then, and stay the targets of their keys.
+func TestRecordCarriesTheBudgetOverARestart(t *testing.T) {
+	l := Limits{NodeBurst: 3, NodeInterval: 10 * time.Second, KeyBurst: 2, KeyInterval: time.Minute}
+	t0 := time.Unix(1767225600, 0)
+	for _, tc := range []struct {
+		name  string
+		after time.Duration // from the last recorded CoreDump to the crash
+		key   string
+		want  Decision
+	}{
+		{"the key's burst is spent", time.Second, "a", Decision{Target: "old-a2"}},
+		{"the node's burst is spent", time.Second, "c", Decision{Target: "old-b", Other: true}},
+		{"the node's bucket refills meanwhile", 10 * time.Second, "c", Decision{Create: true}},
+		{"and the key's", time.Minute, "a", Decision{Create: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := New(l)
+			b.Record("a", "old-a1", t0)
+			b.Record("a", "old-a2", t0)
+			b.Record("b", "old-b", t0)
+			if got := b.Decide(tc.key, "new", t0.Add(tc.after)); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
