@@ -108,9 +108,11 @@ test-e2e: build ## The end-to-end suite alone (binaries as processes, versitygw,
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/e2e/
 
 .PHONY: test-faults
-test-faults: build ## The full fault matrix (TestFault* in test/e2e with COREDOG_FAULTS=full); writes docs/reliability.md.
+test-faults: build ## The full fault matrix (TestFault* in test/e2e with COREDOG_FAULTS=full; writes docs/reliability.md) and the full 60 s crash loop.
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" COREDOG_FAULTS=full COREDOG_FAULTS_REPORT=$(CURDIR)/docs/reliability.md \
 		$(GO) test -count=1 -timeout 80m -v -run '^TestFault' ./test/e2e/
+	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" COREDOG_FAULTS=full \
+		$(GO) test -count=1 -timeout 10m -run '^TestCrashLoopIsCounted$$' ./agent/app/
 
 .PHONY: versitygw
 versitygw: ## Build (once) and print the versitygw S3 server's path.

@@ -115,13 +115,11 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 // hands it to the function of its phase. Every phase but Uploading's backoff
 // comes back at the latest when the retention ends.
 func (r *CoreDumpReconciler) reconcileNormal(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
-	now := r.now()
-	expires := cd.CreationTimestamp.Add(ttlOf(policy))
-	if !now.Before(expires) {
-		ctrl.LoggerFrom(ctx).Info("Deleting CoreDump: its retention has passed", "ttl", ttlOf(policy).String())
+	untilExpiry, expired := r.untilExpiry(cd, policy)
+	if expired {
+		ctrl.LoggerFrom(ctx).Info("Deleting CoreDump: its retention has passed", "ttl", retentionOf(cd, policy).String(), "phase", cd.Status.Phase)
 		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, cd))
 	}
-	untilExpiry := ctrl.Result{RequeueAfter: expires.Sub(now)}
 
 	if cd.Status.Phase == "" {
 		cd.Status.Phase = coredogv1.PhasePending
@@ -160,6 +158,8 @@ func (r *CoreDumpReconciler) reconcilePending(ctx context.Context, cd *coredogv1
 		if reason == coredogv1.ReasonThrottled {
 			r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventThrottled, "Throttle", "%s", msg)
 		}
+		// Skipped keeps the dump for the shorter skippedTTL.
+		untilExpiry, _ = r.untilExpiry(cd, policy)
 		return untilExpiry, nil
 	}
 	if cd.Spec.Size > storage.MaxObjectSize {
@@ -579,6 +579,32 @@ func backoff(attempt int32) time.Duration {
 		return backoffCap
 	}
 	return d
+}
+
+// untilExpiry is the requeue that brings cd back when its retention ends;
+// expired when it has.
+func (r *CoreDumpReconciler) untilExpiry(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (res ctrl.Result, expired bool) {
+	left := cd.CreationTimestamp.Add(retentionOf(cd, p)).Sub(r.now())
+	if left <= 0 {
+		return ctrl.Result{}, true
+	}
+	return ctrl.Result{RequeueAfter: left}, false
+}
+
+// retentionOf is how long cd is kept: the policy's ttl, or for a dump that
+// was not stored (Skipped: not selected, throttled, refused on the node) its
+// skippedTTL, never longer than ttl. A crash loop's records go within the
+// hour, the dumps someone may open stay.
+func retentionOf(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) time.Duration {
+	ttl := ttlOf(p)
+	if cd.Status.Phase != coredogv1.PhaseSkipped {
+		return ttl
+	}
+	skipped := coredogv1.DefaultSkippedTTL
+	if p != nil {
+		skipped = durationOr(p.Spec.Retention.SkippedTTL, coredogv1.DefaultSkippedTTL)
+	}
+	return min(skipped, ttl)
 }
 
 func ttlOf(p *coredogv1.CoreDumpPolicy) time.Duration {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 
+	"github.com/coredog/coredog/agent/budget"
 	"github.com/coredog/coredog/agent/corepattern"
 	"github.com/coredog/coredog/agent/detect"
 	"github.com/coredog/coredog/agent/nodeguard"
@@ -49,6 +50,14 @@ type Agent struct {
 	// seen, until the file is captured.
 	cgMu    sync.Mutex
 	cgroups map[string]string
+
+	// budget decides which crashes get a CoreDump (guarded by budgetMu);
+	// series writes the counts of the others; creating holds the names
+	// whose create is under way.
+	budgetMu sync.Mutex
+	budget   *budget.Budget
+	series   *seriesWriter
+	creating sync.Map
 
 	ready chan struct{}
 	// captures says how long the running captures have taken, for /healthz.
@@ -90,6 +99,11 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		ready:    make(chan struct{}),
 	}
 	a.pending = newRetryQueue(a.createCoreDump, log)
+	a.budget = budget.New(set.budget)
+	a.series = &seriesWriter{
+		client: c, ns: cfg.Namespace, node: cfg.NodeName, policy: cfg.Policy, log: log.WithName("series"),
+		gone: a.budgetGone, latest: a.budgetLatest, creating: a.isCreating, pending: map[string]*tally{},
+	}
 	guardOpts := nodeguard.Options{Dir: cfg.Dir, Limits: set.limits}
 	if cfg.CorePattern == string(coredogv1.CorePatternPipe) {
 		// Cores the receivers are still writing count with the admitted ones.
@@ -188,8 +202,10 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		wg.Wait()
 		return errors.Join(drain(errs)...)
 	}
+	a.seedBudget(ctx)
 	goRun("lease", a.heartbeat)
 	goRun("retries", a.pending.run)
+	goRun("series", a.series.run)
 
 	files := make(chan detect.File, 64)
 	goRun("detection", func(ctx context.Context) error { return a.detector.Run(ctx, files) })

@@ -125,6 +125,9 @@ func newHarnessTB(tb testing.TB, t *testing.T, mutate func(*app.Config)) *harnes
 		MetricsAddr: "0", HealthAddr: "0",
 		PollInterval: 500 * time.Millisecond, SettleTime: 300 * time.Millisecond,
 		MaxNodeUsage: "10Gi", MinNodeFree: "0%", MaxParallel: 4, LeaseRenew: time.Second,
+		// Every file of these tests becomes a CoreDump; the creation
+		// budget's own tests set it.
+		NodeBurst: 100000, SignatureBurst: 100000,
 	}
 	if mutate != nil {
 		mutate(&h.cfg)

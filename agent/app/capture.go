@@ -167,8 +167,13 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 	}
 	cd := a.buildCoreDump(name, f, core, parseErr, containerID)
 	if f.Previous != nil {
+		// The same crash, grown since it was captured: its CoreDump was
+		// paid for.
 		a.supersede(cd, *f.Previous)
+	} else if !a.withinBudget(f, cd) {
+		return
 	}
+	defer a.creating.Delete(name)
 	if f.Cut {
 		log.Info("Capturing a core file that is shorter than its headers say: its writer stopped before the end", "size", f.Identity.Size)
 	}
@@ -245,6 +250,55 @@ func declaredSize(path string) (int64, bool) {
 		return 0, false
 	}
 	return corefile.DeclaredSize(file, st.Size)
+}
+
+// withinBudget draws on the creation budget for a file that has no CoreDump
+// yet. Past the budget the crash is counted on an existing CoreDump of this
+// agent's and the file is removed: a crash loop costs the API server one
+// write a second, not one object per crash, and the node no disk.
+func (a *Agent) withinBudget(f detect.File, cd *coredogv1.CoreDump) bool {
+	if a.dumps != nil && a.dumps.has(cd.Name) {
+		// Found again after a restart: its CoreDump was paid for.
+		return true
+	}
+	key := coredogv1.BudgetKey(cd.Spec.PolicyName, cd.Spec.NodeWorkload(), cd.Spec.Signature)
+	a.budgetMu.Lock()
+	d := a.budget.Decide(key, cd.Name, time.Now())
+	if d.Create {
+		a.creating.Store(cd.Name, struct{}{})
+	}
+	a.budgetMu.Unlock()
+	if d.Create {
+		return true
+	}
+	a.series.add(d.Target, d.Other, cd.CrashTime())
+	a.metrics.counted.Inc()
+	if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Error(err, "Removing a counted core file", "file", f.RelPath)
+	}
+	_ = os.Remove(cgroupSidecar(f.Path))
+	a.detector.Forget(f.Path)
+	a.log.V(1).Info("Counted a crash on an existing CoreDump: the creation budget is spent", "file", f.RelPath, "on", d.Target, "otherSignature", d.Other)
+	return false
+}
+
+// budgetGone and budgetLatest are the series writer's view of the budget.
+func (a *Agent) budgetGone(name string) {
+	a.budgetMu.Lock()
+	defer a.budgetMu.Unlock()
+	a.budget.Gone(name)
+}
+
+func (a *Agent) budgetLatest() string {
+	a.budgetMu.Lock()
+	defer a.budgetMu.Unlock()
+	return a.budget.Latest()
+}
+
+// isCreating reports whether a CoreDump's create is under way or queued.
+func (a *Agent) isCreating(name string) bool {
+	_, ok := a.creating.Load(name)
+	return ok || a.pending.has(name)
 }
 
 // describe reads the file's ELF notes. err is set when the file is no longer

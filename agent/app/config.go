@@ -9,6 +9,7 @@
 package app
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/coredog/coredog/agent/budget"
 	"github.com/coredog/coredog/agent/corefile"
 	"github.com/coredog/coredog/agent/nodeguard"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -55,6 +57,12 @@ type Config struct {
 	// must stay still, with no process to check, before it is taken as cut;
 	// 0 means detect.DefaultCutQuietFactor × SettleTime.
 	CutQuietTime time.Duration
+	// NodeBurst, NodePerMinute, SignatureBurst and SignaturePerHour are the
+	// creation budget (the policy's spec.limits.coreDumps).
+	NodeBurst        int
+	NodePerMinute    int
+	SignatureBurst   int
+	SignaturePerHour int
 }
 
 // BindFlags registers the agent's flags.
@@ -83,12 +91,19 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MinNodeFree, "min-node-free", "5%", "Free space to leave on the node: a size (2Gi) or a percentage (5%).")
 	fs.IntVar(&c.MaxParallel, "max-parallel-downloads", 4, "Concurrent dump downloads served.")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew-interval", 10*time.Second, "How often the agent renews its Lease.")
+	fs.IntVar(&c.NodeBurst, "node-burst", int(coredogv1.DefaultNodeBurst), "CoreDumps the agent may create at once; past the budget crashes are counted on an existing CoreDump.")
+	fs.IntVar(&c.NodePerMinute, "node-per-minute", int(coredogv1.DefaultNodePerMinute), "CoreDumps the agent may create a minute once its burst is spent.")
+	fs.IntVar(&c.SignatureBurst, "signature-burst", int(coredogv1.DefaultSignatureBurst),
+		"CoreDumps one container (or hostname) and crash signature may have at once.")
+	fs.IntVar(&c.SignaturePerHour, "signature-per-hour", int(coredogv1.DefaultSignaturePerHour),
+		"CoreDumps one container (or hostname) and crash signature may have an hour once its burst is spent.")
 }
 
 // settings are Config parsed into the forms the parts take.
 type settings struct {
 	pattern *corefile.Pattern
 	limits  nodeguard.Limits
+	budget  budget.Limits
 }
 
 // validate checks the configuration and parses what needs parsing.
@@ -143,6 +158,19 @@ func (c *Config) validate() (settings, error) {
 	}
 	if c.LeaseRenew <= 0 {
 		c.LeaseRenew = 10 * time.Second
+	}
+	// Zero is a Config built in code without the flags: the API's defaults.
+	nodeBurst := cmp.Or(c.NodeBurst, int(coredogv1.DefaultNodeBurst))
+	nodePerMinute := cmp.Or(c.NodePerMinute, int(coredogv1.DefaultNodePerMinute))
+	sigBurst := cmp.Or(c.SignatureBurst, int(coredogv1.DefaultSignatureBurst))
+	sigPerHour := cmp.Or(c.SignaturePerHour, int(coredogv1.DefaultSignaturePerHour))
+	if nodeBurst < 1 || nodePerMinute < 1 || sigBurst < 1 || sigPerHour < 1 {
+		errs = append(errs, errors.New("--node-burst, --node-per-minute, --signature-burst and --signature-per-hour must be positive"))
+	} else {
+		s.budget = budget.Limits{
+			NodeBurst: nodeBurst, NodeInterval: time.Minute / time.Duration(nodePerMinute),
+			KeyBurst: sigBurst, KeyInterval: time.Hour / time.Duration(sigPerHour),
+		}
 	}
 	return s, errors.Join(errs...)
 }

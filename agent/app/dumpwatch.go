@@ -80,6 +80,13 @@ func (w *dumpWatch) kick() {
 	}
 }
 
+// has reports whether the CoreDump name is known to exist.
+func (w *dumpWatch) has(name string) bool {
+	w.store.mu.Lock()
+	defer w.store.mu.Unlock()
+	return w.store.names.has(name)
+}
+
 // synced is closed once the first list has been seen whole.
 func (w *dumpWatch) synced() <-chan struct{} { return w.store.synced }
 

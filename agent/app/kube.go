@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 
@@ -131,4 +132,11 @@ func (k *kubeClient) createLease(ctx context.Context, lease *coordinationv1.Leas
 // updateLease writes lease; a stale resourceVersion is a Conflict.
 func (k *kubeClient) updateLease(ctx context.Context, lease *coordinationv1.Lease) error {
 	return k.leases.Put().Namespace(lease.Namespace).Resource(leasesResource).Name(lease.Name).Body(lease).Do(ctx).Error()
+}
+
+// patchDump merge-patches the CoreDump name with patch (JSON). A
+// resourceVersion in the patch makes it conditional: a Conflict when the
+// object changed meanwhile.
+func (k *kubeClient) patchDump(ctx context.Context, namespace, name string, patch []byte) error {
+	return k.dumps.Patch(types.MergePatchType).Namespace(namespace).Resource(coreDumpsResource).Name(name).Body(patch).Do(ctx).Error()
 }

@@ -11,6 +11,7 @@ type metrics struct {
 	found         *prometheus.CounterVec
 	localBytes    prometheus.Gauge
 	refused       *prometheus.CounterVec
+	counted       prometheus.Counter
 	createErrors  prometheus.Counter
 	mode          *prometheus.GaugeVec
 }
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "coredog_agent_refused_dumps_total",
 			Help: "Core files the agent did not keep, by reason.",
 		}, []string{"reason"}),
+		counted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coredog_agent_counted_crashes_total",
+			Help: "Crashes past the creation budget, counted on an existing CoreDump's series instead of getting one; their files are removed.",
+		}),
 		createErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coredog_agent_coredump_create_errors_total",
 			Help: "Failed attempts to create a CoreDump (each is retried).",
@@ -43,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 for the way the agent finds files now: watch (fsnotify and polling) or poll (polling alone).",
 		}, []string{"mode"}),
 	}
-	reg.MustRegister(m.detectLatency, m.found, m.localBytes, m.refused, m.createErrors, m.mode)
+	reg.MustRegister(m.detectLatency, m.found, m.localBytes, m.refused, m.counted, m.createErrors, m.mode)
 	return m
 }
 

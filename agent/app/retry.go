@@ -67,6 +67,14 @@ func (q *retryQueue) remove(name string) (wasQueued bool) {
 	return wasQueued
 }
 
+// has reports whether the CoreDump name waits to be created.
+func (q *retryQueue) has(name string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.items[name]
+	return ok
+}
+
 // next returns the oldest waiting CoreDump.
 func (q *retryQueue) next() *coredogv1.CoreDump {
 	q.mu.Lock()

@@ -45,3 +45,25 @@ func (p *CoreDumpPolicy) GetConditions() []metav1.Condition { return p.Status.Co
 
 // SetConditions replaces the policy's status conditions.
 func (p *CoreDumpPolicy) SetConditions(c []metav1.Condition) { p.Status.Conditions = c }
+
+// BudgetKey is the key of one crash budget: a policy, a workload and a crash
+// signature. The manager's upload rate limit keys by the resolved workload
+// (controllers/throttle); an agent's creation budget, which must decide
+// before any pod is resolved, by NodeWorkload.
+func BudgetKey(policy, workload, signature string) string {
+	return policy + "|" + workload + "|" + signature
+}
+
+// NodeWorkload names the workload a crash belongs to from what its agent
+// knows on the node: the container ID, else the process's hostname (a
+// pod's name), else nothing but the node.
+func (s *CoreDumpSpec) NodeWorkload() string {
+	switch {
+	case s.ContainerID != "":
+		return "container " + s.ContainerID + " on " + s.NodeName
+	case s.Process.Hostname != "":
+		return "hostname " + s.Process.Hostname + " on " + s.NodeName
+	default:
+		return "node " + s.NodeName
+	}
+}

@@ -297,6 +297,31 @@ type CoreDumpStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// CoreDumpSeries counts the crashes an agent counted on a CoreDump instead
+// of creating one each, once its budget (spec.limits.coreDumps of the
+// policy) was spent: the Event series of events.k8s.io, for crashes. Their
+// files were removed from the node. Only the agent that created the
+// CoreDump writes it, and the counts only grow.
+type CoreDumpSeries struct {
+	// count is how many further crashes of this dump's node, container (or
+	// hostname) and signature were counted here.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	Count int64 `json:"count"`
+	// otherCount is how many crashes of other containers or signatures on
+	// this node were counted here: they came while the node's budget was
+	// spent and had no CoreDump of their own to be counted on.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	OtherCount int64 `json:"otherCount,omitempty"`
+	// firstObserved is when the first crash counted here was found.
+	// +required
+	FirstObserved metav1.Time `json:"firstObserved"`
+	// lastObserved is when the last crash counted here was found.
+	// +required
+	LastObserved metav1.Time `json:"lastObserved"`
+}
+
 // CoreDump is one core dump captured on a node.
 //
 // +kubebuilder:object:root=true
@@ -316,6 +341,7 @@ type CoreDumpStatus struct {
 // +kubebuilder:printcolumn:name="Signature",type=string,JSONPath=`.spec.signature`,priority=1
 // +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.status.storage.url`,priority=1
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec) || self.spec == oldSelf.spec",message="CoreDump spec is immutable: it records what the agent found; delete the CoreDump instead"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.series) || (has(self.series) && self.series.count >= oldSelf.series.count && (has(self.series.otherCount) ? self.series.otherCount : 0) >= (has(oldSelf.series.otherCount) ? oldSelf.series.otherCount : 0) && self.series.firstObserved == oldSelf.series.firstObserved)",message="CoreDump series counts only grow and its firstObserved is fixed"
 type CoreDump struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -323,6 +349,11 @@ type CoreDump struct {
 	// spec holds the facts the agent found; immutable.
 	// +required
 	Spec CoreDumpSpec `json:"spec"`
+
+	// series counts the crashes counted on this CoreDump instead of getting
+	// one each; absent while there are none.
+	// +optional
+	Series *CoreDumpSeries `json:"series,omitempty"`
 
 	// status is what the controller did with the dump.
 	// +optional

@@ -69,6 +69,16 @@ const (
 	DefaultRateLimitWindow = time.Hour
 	// DefaultRetentionTTL is spec.retention.ttl's default.
 	DefaultRetentionTTL = 720 * time.Hour
+	// DefaultSkippedTTL is spec.retention.skippedTTL's default.
+	DefaultSkippedTTL = time.Hour
+	// DefaultNodeBurst is spec.limits.coreDumps.nodeBurst's default.
+	DefaultNodeBurst int32 = 30
+	// DefaultNodePerMinute is spec.limits.coreDumps.nodePerMinute's default.
+	DefaultNodePerMinute int32 = 10
+	// DefaultSignatureBurst is spec.limits.coreDumps.signatureBurst's default.
+	DefaultSignatureBurst int32 = 5
+	// DefaultSignaturePerHour is spec.limits.coreDumps.signaturePerHour's default.
+	DefaultSignaturePerHour int32 = 6
 	// MaxCorePatternBytes is the kernel's limit on core_pattern (CORENAME_MAX_SIZE is 128 with the NUL).
 	MaxCorePatternBytes = 127
 )
@@ -256,6 +266,51 @@ type LimitsSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	RateLimit RateLimitSpec `json:"rateLimit,omitempty"`
+
+	// coreDumps caps the CoreDump objects each agent creates, so that a pod
+	// that crashes in a loop cannot flood the API server and etcd. A crash
+	// past these budgets gets no CoreDump of its own: the agent counts it in
+	// the series of the latest CoreDump it made for the same container (or
+	// hostname) and signature, and removes the file.
+	// +optional
+	// +kubebuilder:default={}
+	CoreDumps CoreDumpBudgetSpec `json:"coreDumps,omitempty"`
+}
+
+// CoreDumpBudgetSpec is two token buckets an agent draws on before it
+// creates a CoreDump: one for its node, and one for each container (or
+// hostname, when the container is not known) and crash signature. A new
+// CoreDump needs a token from both.
+type CoreDumpBudgetSpec struct {
+	// nodeBurst is how many CoreDumps one agent may create at once.
+	// +optional
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	NodeBurst *int32 `json:"nodeBurst,omitempty"`
+
+	// nodePerMinute is how many CoreDumps one agent may create a minute once its burst is spent.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=6000
+	NodePerMinute *int32 `json:"nodePerMinute,omitempty"`
+
+	// signatureBurst is how many CoreDumps one container (or hostname) and
+	// crash signature may have at once on one node.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	SignatureBurst *int32 `json:"signatureBurst,omitempty"`
+
+	// signaturePerHour is how many CoreDumps one container (or hostname) and
+	// crash signature may have an hour on one node once its burst is spent.
+	// +optional
+	// +kubebuilder:default=6
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=360000
+	SignaturePerHour *int32 `json:"signaturePerHour,omitempty"`
 }
 
 // RateLimitSpec caps uploads per workload and crash signature; dumps past the
@@ -284,6 +339,15 @@ type RetentionSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="retention.ttl must be positive, e.g. 720h"
 	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// skippedTTL: after this a CoreDump that was not stored (Skipped:
+	// not selected, throttled, refused for the node's disk limit) is
+	// deleted. It holds no dump, only the record and its count of crashes.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="retention.skippedTTL must be positive, e.g. 1h"
+	SkippedTTL *metav1.Duration `json:"skippedTTL,omitempty"`
 }
 
 // AgentSpec overrides the agent container.

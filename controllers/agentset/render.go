@@ -134,6 +134,18 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 	if spec.Limits.MinNodeFree != "" {
 		args = append(args, "--min-node-free="+spec.Limits.MinNodeFree)
 	}
+	budget := spec.Limits.CoreDumps
+	for _, f := range []struct {
+		flag string
+		v    *int32
+	}{
+		{"--node-burst", budget.NodeBurst}, {"--node-per-minute", budget.NodePerMinute},
+		{"--signature-burst", budget.SignatureBurst}, {"--signature-per-hour", budget.SignaturePerHour},
+	} {
+		if f.v != nil {
+			args = append(args, f.flag+"="+strconv.Itoa(int(*f.v)))
+		}
+	}
 	if manage {
 		args = append(args, "--core-pattern="+string(spec.CorePattern), "--sysctl-path="+SysctlPath)
 	}

@@ -74,7 +74,14 @@ func TestRenderDaemonSet(t *testing.T) {
 			p.Spec.Detection.SettleTime = &metav1.Duration{Duration: 1500 * time.Millisecond}
 			p.Spec.Limits.MaxNodeUsage = new(resource.MustParse("20Gi"))
 			p.Spec.Limits.MinNodeFree = "10%"
+			p.Spec.Limits.CoreDumps = coredogv1.CoreDumpBudgetSpec{
+				NodeBurst: new(int32(50)), NodePerMinute: new(int32(20)), SignatureBurst: new(int32(3)), SignaturePerHour: new(int32(12)),
+			}
 		}, func(t *testing.T, c corev1.Container, pod corev1.PodSpec) {
+			expectArg(t, c, "--node-burst=50")
+			expectArg(t, c, "--node-per-minute=20")
+			expectArg(t, c, "--signature-burst=3")
+			expectArg(t, c, "--signature-per-hour=12")
 			expectArg(t, c, "--poll-interval=30s")
 			expectArg(t, c, "--settle-time=1.5s")
 			expectArg(t, c, "--max-node-usage=20Gi")

@@ -77,6 +77,11 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 		{"zero maxDumpSize", validPolicy("v14"), func(o client.Object) { pol(o).Spec.Limits.MaxDumpSize = new(resource.MustParse("0")) }, "maxDumpSize must be positive"},
 		{"unknown compression", validPolicy("v15"), func(o client.Object) { pol(o).Spec.Storage.Compression = "Brotli" }, `supported values: "Zstd", "Gzip", "None"`},
 		{"unknown core pattern mode", validPolicy("v16"), func(o client.Object) { pol(o).Spec.CorePattern = "Sometimes" }, `supported values: "Observe", "Manage", "Pipe"`},
+		{"zero skippedTTL", validPolicy("v17"), func(o client.Object) { pol(o).Spec.Retention.SkippedTTL = &metav1.Duration{} }, "retention.skippedTTL must be positive"},
+		{"zero node burst", validPolicy("v18"), func(o client.Object) { pol(o).Spec.Limits.CoreDumps.NodeBurst = ptr.To[int32](0) }, "should be greater than or equal to 1"},
+		{"huge signature rate", validPolicy("v19"), func(o client.Object) {
+			pol(o).Spec.Limits.CoreDumps.SignaturePerHour = ptr.To[int32](1 << 30)
+		}, "should be less than or equal to 360000"},
 		{"policy name too long", validPolicy(strings.Repeat("p", 41)), func(client.Object) {}, "at most 40 characters"},
 		{"range in key template", validPolicy("v17"), func(o client.Object) {
 			pol(o).Spec.Storage.KeyTemplate = "{{range 1000000000}}{{end}}{{.Name}}"
@@ -136,6 +141,33 @@ func TestCoreDumpSpecIsImmutable(t *testing.T) {
 	err := k8s.Update(ctx, obj)
 	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("CoreDump spec is immutable"))
+
+	// The series the agent writes only grows, from a fixed first crash.
+	first := metav1.NewTime(time.Unix(1767225600, 0))
+	g.Eventually(func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		obj.Series = &coredogv1.CoreDumpSeries{Count: 5, OtherCount: 2, FirstObserved: first, LastObserved: first}
+		return k8s.Update(ctx, obj)
+	}, timeout, interval).Should(Succeed())
+	for what, s := range map[string]coredogv1.CoreDumpSeries{
+		"a smaller count":       {Count: 4, OtherCount: 2, FirstObserved: first, LastObserved: first},
+		"a smaller other count": {Count: 5, FirstObserved: first, LastObserved: first},
+		"another first crash":   {Count: 6, OtherCount: 2, FirstObserved: metav1.NewTime(first.Add(time.Hour)), LastObserved: first},
+	} {
+		var cur coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &cur)).To(Succeed())
+		cur.Series = &s
+		err := k8s.Update(ctx, &cur)
+		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: got %v", what, err)
+		g.Expect(err.Error()).To(ContainSubstring("series counts only grow"), what)
+	}
+	var cur coredogv1.CoreDump
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(obj), &cur)).To(Succeed())
+	cur.Series = nil
+	err = k8s.Update(ctx, &cur)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "dropping the series: got %v", err)
 
 	// Labels and status stay writable (the controller writes them too, so retry on conflicts).
 	g.Eventually(func() error {

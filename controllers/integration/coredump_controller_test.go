@@ -363,6 +363,28 @@ func TestRetentionDeletesStoredDumpAndCoreDump(t *testing.T) {
 	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the stored dump must go with the CoreDump")
 }
 
+// TestSkippedDumpsGoAfterTheirShortTTL: a dump that was not stored is a
+// record of a crash, not a dump anyone can open; it goes after skippedTTL
+// while a stored dump of the same policy stays for ttl.
+func TestSkippedDumpsGoAfterTheirShortTTL(t *testing.T) {
+	g := NewWithT(t)
+	e := newDumpEnv(t, "skipttl", func(p *coredogv1.CoreDumpPolicy) {
+		p.Spec.Selector.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}
+		p.Spec.Retention.SkippedTTL = &metav1.Duration{Duration: 4 * time.Second}
+	})
+	createPod(t, "payments", "ledger-0", e.node)
+	createPod(t, "marketing", "blog-0", e.node)
+	stored := e.waitPhase(g, e.crashFile("ledger-0", "ledger", coreLike(16<<10)), coredogv1.PhaseUploaded)
+	skipped := e.waitPhase(g, e.crashFile("blog-0", "blog", coreLike(16<<10)), coredogv1.PhaseSkipped)
+	g.Eventually(func() bool {
+		var got coredogv1.CoreDump
+		return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(skipped), &got))
+	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue(), "the Skipped dump outlived its skippedTTL")
+	g.Expect(time.Since(skipped.CreationTimestamp.Time)).To(BeNumerically(">=", 4*time.Second), "deleted before its skippedTTL")
+	var got coredogv1.CoreDump
+	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(stored), &got)).To(Succeed(), "the stored dump went with the skipped one")
+}
+
 func TestCoreDumpForANodeWithoutAgentSaysSo(t *testing.T) {
 	g := NewWithT(t)
 	p := createPolicy(t, newPolicy("orphan", "/var/lib/cores-orphan"))

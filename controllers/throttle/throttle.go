@@ -50,7 +50,7 @@ func Of(cd *coredogv1.CoreDump) Dump {
 
 // Key is the rate-limit budget a dump draws on: its policy, workload and signature.
 func Key(cd *coredogv1.CoreDump) string {
-	return cd.Spec.PolicyName + "|" + Workload(cd) + "|" + cd.Spec.Signature
+	return coredogv1.BudgetKey(cd.Spec.PolicyName, Workload(cd), cd.Spec.Signature)
 }
 
 // Workload names the workload a dump's budget belongs to, for keys and for people.

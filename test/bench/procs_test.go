@@ -103,6 +103,8 @@ func (s *suite) startAgentOnce(o agentOpts, procRoot string) (_ *localcluster.Pr
 		"--poll-interval", o.poll.String(),
 		"--min-node-free", "0%",
 		"--max-node-usage", "0",
+		// Every file of a benchmark becomes a CoreDump: no creation budget.
+		"--node-burst=100000", "--signature-burst=100000",
 	}
 	if o.disableWatch {
 		args = append(args, "--disable-watch")

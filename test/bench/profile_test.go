@@ -163,6 +163,7 @@ func BenchmarkProfileIdleAgent(b *testing.B) {
 		Listen: "127.0.0.1:0", TLSDir: s.tlsDir(policy), CorePattern: string(coredogv1.CorePatternObserve),
 		MetricsAddr: "0", HealthAddr: "0", PollInterval: idlePoll, SettleTime: 2 * time.Second,
 		MaxNodeUsage: "0", MinNodeFree: "0%", MaxParallel: 4, LeaseRenew: 10 * time.Second,
+		NodeBurst: 100000, SignatureBurst: 100000,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

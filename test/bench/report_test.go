@@ -376,7 +376,7 @@ func (p *reporter) render(w *strings.Builder, complete bool) {
 	pf("the control plane is envtest's kube-apiserver and etcd (`hack/envtest.sh`), the S3 server versitygw (`hack/versitygw.sh`). There is no kubelet: each agent process is started by the benchmark with its policy's Secret written where the kubelet would mount it, and serves one node name.\n")
 	pf("- Times are taken by the benchmark's clock: file completion (a write returning, or a rename into the watched directory) and the first informer event that shows the CoreDump created or in a phase. The API's own timestamps have one-second resolution.\n")
 	pf("- Peak RSS is VmHWM from /proc/<pid>/status of a process started for the run (or reset with `clear_refs`), never less than the VmRSS samples; CPU is utime+stime from /proc/<pid>/stat over the measured interval.\n")
-	pf("- Agents run with `--proc-root` set to an empty directory (no PID exists), except in §3 where it is the real /proc; `--min-node-free 0%%`, `--max-node-usage 0`, `--poll-interval 10s` unless said otherwise; the manager with its defaults. Policies set `rateLimit.count` to 100000 so that nothing is throttled.\n")
+	pf("- Agents run with `--proc-root` set to an empty directory (no PID exists), except in §3 where it is the real /proc; `--min-node-free 0%%`, `--max-node-usage 0`, `--poll-interval 10s` unless said otherwise, and `--node-burst`, `--signature-burst` 100000 so that every file becomes a CoreDump; the manager with its defaults. Policies set `rateLimit.count` to 100000 so that nothing is throttled.\n")
 	if len(p.binaries) > 0 {
 		var bins []string
 		for _, bi := range p.binaries {

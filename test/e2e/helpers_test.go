@@ -162,6 +162,9 @@ func (n *node) startAgent() {
 		"--settle-time", n.opts.settle.String(),
 		"--min-node-free", "0%",
 		"--lease-renew-interval", "1s",
+		// Every file these tests write must become a CoreDump: the
+		// creation budget has its own test (agent/app TestCrashLoopIsCounted).
+		"--node-burst=100000", "--signature-burst=100000",
 	}
 	if n.opts.disableWatch {
 		args = append(args, "--disable-watch")

@@ -83,8 +83,10 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			foreign.Spec.HolderIdentity = new("node-a")
 			expectForbidden(t, "node-a updating node-b's Lease", onA.Update(ctx, foreign))
 
-			must(t, onA.Create(ctx, coreDump(src.namespace, "core-0123456789abcdef0123", "node-a")))
+			mine := coreDump(src.namespace, "core-0123456789abcdef0123", "node-a")
+			must(t, onA.Create(ctx, mine))
 			expectForbidden(t, "node-a creating a CoreDump of node-b", onA.Create(ctx, coreDump(src.namespace, "core-0123456789abcdef0124", "node-b")))
+			seriesUpdates(ctx, t, admin, onA, onB, mine)
 			// A CoreDump is named as agents name them, and carries nothing
 			// the manager owns.
 			for _, tc := range []struct {
@@ -129,6 +131,57 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			unbound := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "")
 			expectForbidden(t, "a token not bound to a pod", unbound.Create(ctx, lease(src.namespace, agentlease.Name("p3", "node-a"), "node-a")))
 		})
+	}
+}
+
+// seriesUpdates: an agent counts crashes in the series of its own node's
+// CoreDump after the manager has put its finalizer, labels and annotations
+// on it; it cannot change those, and another node's agent cannot write the
+// series at all.
+func seriesUpdates(ctx context.Context, t *testing.T, admin, onA, onB client.Client, mine *coredogv1.CoreDump) {
+	t.Helper()
+	must(t, admin.Get(ctx, client.ObjectKeyFromObject(mine), mine))
+	mine.Finalizers = []string{coredogv1.FinalizerCleanup}
+	mine.Labels = map[string]string{coredogv1.LabelNode: "node-a", coredogv1.LabelPod: "web-0"}
+	mine.Annotations = map[string]string{coredogv1.AnnotationPodUID: "u1"}
+	must(t, admin.Update(ctx, mine))
+	t.Cleanup(func() {
+		var cur coredogv1.CoreDump
+		if admin.Get(context.Background(), client.ObjectKeyFromObject(mine), &cur) == nil {
+			cur.Finalizers = nil
+			_ = admin.Update(context.Background(), &cur)
+		}
+	})
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	count := func(c client.Client, n int64, edit func(*coredogv1.CoreDump)) error {
+		var cur coredogv1.CoreDump
+		must(t, admin.Get(ctx, client.ObjectKeyFromObject(mine), &cur))
+		orig := cur.DeepCopy()
+		cur.Series = &coredogv1.CoreDumpSeries{Count: n, FirstObserved: now, LastObserved: now}
+		if edit != nil {
+			edit(&cur)
+		}
+		return c.Patch(ctx, &cur, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	}
+	must(t, count(onA, 1, nil))
+	must(t, count(onA, 7, nil))
+	expectForbidden(t, "node-b counting on node-a's CoreDump", count(onB, 8, nil))
+	for _, tc := range []struct {
+		what string
+		edit func(*coredogv1.CoreDump)
+	}{
+		{"dropping the manager's finalizer", func(cd *coredogv1.CoreDump) { cd.Finalizers = nil }},
+		{"changing the manager's pod label", func(cd *coredogv1.CoreDump) { cd.Labels[coredogv1.LabelPod] = "web-1" }},
+		{"adding a label", func(cd *coredogv1.CoreDump) { cd.Labels["team"] = "a" }},
+		{"dropping the manager's annotations", func(cd *coredogv1.CoreDump) { cd.Annotations = nil }},
+		{"adding the manager's notified annotation", func(cd *coredogv1.CoreDump) { cd.Annotations[coredogv1.AnnotationNotified] = "true" }},
+	} {
+		expectForbidden(t, "node-a counting on its CoreDump and "+tc.what, count(onA, 9, tc.edit))
+	}
+	var cur coredogv1.CoreDump
+	must(t, admin.Get(ctx, client.ObjectKeyFromObject(mine), &cur))
+	if cur.Series == nil || cur.Series.Count != 7 || len(cur.Finalizers) != 1 || cur.Labels[coredogv1.LabelPod] != "web-0" {
+		t.Errorf("after the refused writes the CoreDump has series %+v, finalizers %v, labels %v; want count 7 and the manager's metadata", cur.Series, cur.Finalizers, cur.Labels)
 	}
 }
 

@@ -41,10 +41,11 @@ var (
 		"coredog.io/coredumps/status: get update patch",
 		"coredog.io/coredumps/finalizers: update",
 	)
-	// wantAgentNamespacedRules: create and watch CoreDumps, keep a Lease.
+	// wantAgentNamespacedRules: create and watch CoreDumps, patch their
+	// series, keep a Lease.
 	// Nothing cluster-wide, no Secrets.
 	wantAgentNamespacedRules = expandRules(
-		"coredog.io/coredumps: get list watch create",
+		"coredog.io/coredumps: get list watch create patch",
 		"coordination.k8s.io/leases: get create update",
 	)
 )
