@@ -184,7 +184,13 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		_ = os.Remove(cgroupSidecar(f.Path))
 		a.detector.Forget(f.Path)
 	} else {
-		a.registry.Add(serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size})
+		e := serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size}
+		if core != nil {
+			// The arguments go to the manager with the download, never into
+			// the CoreDump: every agent token may read every CoreDump.
+			e.CommandLine = core.CommandLine
+		}
+		a.registry.Add(e)
 		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
 	if err := a.createCoreDump(ctx, cd); err != nil {
@@ -238,7 +244,6 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 		if core.Executable != "" {
 			p.Executable = core.Executable
 		}
-		p.CommandLine = core.CommandLine
 		if core.PID > 0 {
 			p.PID = core.PID
 		}
@@ -268,7 +273,6 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 	}
 	p.Executable = clip(escapeName(p.Executable), 4096)
 	p.Hostname = clip(escapeName(p.Hostname), 253)
-	p.CommandLine = clip(escapeName(p.CommandLine), 4096)
 	if p.Signal < 0 || p.Signal > 128 {
 		p.Signal = 0
 	}

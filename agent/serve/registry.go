@@ -14,6 +14,10 @@ type Entry struct {
 	// Size is the size when registered. The download streams what is there
 	// and reports the real size in a trailer; the controller compares.
 	Size int64
+	// CommandLine is the crashed process's arguments as the core's notes
+	// give them, sent to the controller in wire.CommandLineHeader (never
+	// into the CoreDump, which every agent may read).
+	CommandLine string
 }
 
 // Registry holds the files the agent registered itself; only these are ever

@@ -101,7 +101,7 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 		{"minNodeFree zero with a huge exponent", validPolicy("v24"), func(o client.Object) { pol(o).Spec.Limits.MinNodeFree = "0E1000000000000000000" }, "minNodeFree must be a size such as 2Gi or a percentage"},
 		{"huge rate limit", validPolicy("v22"), func(o client.Object) { pol(o).Spec.Limits.RateLimit.Count = ptr.To[int32](1 << 30) }, "should be less than or equal to 100000"},
 		{"core dump with a huge file name", validCoreDump("c4"), func(o client.Object) { cd(o).Spec.FileName = strings.Repeat("f", 4097) }, "spec.fileName: Too long"},
-		{"core dump with a huge command line", validCoreDump("c5"), func(o client.Object) { cd(o).Spec.Process.CommandLine = strings.Repeat("a ", 2049) }, "spec.process.commandLine: Too long"},
+		{"core dump with an unknown dump mode", validCoreDump("c5"), func(o client.Object) { cd(o).Spec.Process.DumpMode = "Root" }, `supported values: "User", "Privileged"`},
 		{"core dump with an impossible signal", validCoreDump("c6"), func(o client.Object) { cd(o).Spec.Process.Signal = 1 << 20 }, "spec.process.signal"},
 		{"core dump without node", validCoreDump("c1"), func(o client.Object) { cd(o).Spec.NodeName = "" }, "spec.nodeName"},
 		{"core dump with unknown detection source", validCoreDump("c2"), func(o client.Object) { cd(o).Spec.DetectedBy = "Guess" }, `supported values: "Watch", "Poll", "Rescan"`},
