@@ -3,6 +3,7 @@ package wire
 import (
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
@@ -151,6 +152,54 @@ func TestFramed(t *testing.T) {
 	} {
 		if got := tc.c.Framed(tc.head, tc.sent, tc.rawSize); got != tc.want {
 			t.Errorf("%s: Framed = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	long := strings.Repeat("a", MaxCommandLine+10)
+	for _, tc := range []struct {
+		name, raw string
+		// want is what the manager keeps: raw through the header, made safe.
+		want string
+	}{
+		{"plain", "/usr/bin/server --port 8080", "/usr/bin/server --port 8080"},
+		{"empty", "", ""},
+		{"a secret", "db --password=hunter2", "db --password=hunter2"},
+		{"header injection", "x\r\nX-Coredog-Raw-Size: 1\r\n", `x\x0d\x0aX-Coredog-Raw-Size: 1\x0d\x0a`},
+		{"terminal escapes and NUL", "x\x1b[2Jy\x00z\x7f", `x\x1b[2Jy\x00z\x7f`},
+		{"invalid UTF-8", "caf\xe9 \xff", `caf\xe9 \xff`},
+		{"valid UTF-8 and percent signs", "naïve 100% %41 +", "naïve 100% %41 +"},
+		{"cut at the bound", long, long[:MaxCommandLine]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := EncodeCommandLine(tc.raw)
+			for _, c := range []byte(enc) {
+				if c <= ' ' || c >= 0x7f {
+					t.Fatalf("encoded value %q holds byte %#x, which a header may not", enc, c)
+				}
+			}
+			raw, ok := DecodeCommandLine(enc)
+			if !ok {
+				t.Fatalf("DecodeCommandLine(%q) refused", enc)
+			}
+			if got := SafeCommandLine(raw); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeCommandLineRefusesWhatNoAgentSends(t *testing.T) {
+	for _, tc := range []struct{ name, v string }{
+		{"bad escape", "%zz"},
+		{"cut escape", "abc%4"},
+		{"over the bound decoded", strings.Repeat("a", MaxCommandLine+1)},
+		{"over the bound encoded", strings.Repeat("%41", MaxCommandLine+1)},
+		{"huge", strings.Repeat("a", 1<<20)},
+	} {
+		if raw, ok := DecodeCommandLine(tc.v); ok {
+			t.Errorf("%s: decoded to %d bytes, want refusal", tc.name, len(raw))
 		}
 	}
 }
