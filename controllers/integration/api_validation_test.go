@@ -160,6 +160,7 @@ func TestPrinterColumns(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	obj := validCoreDump("columns")
+	obj.Spec.Process.DumpMode = coredogv1.DumpModePrivileged
 	g.Expect(k8s.Create(ctx, obj)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
 	obj.Status = coredogv1.CoreDumpStatus{
@@ -171,8 +172,9 @@ func TestPrinterColumns(t *testing.T) {
 	g.Expect(k8s.Status().Update(ctx, obj)).To(Succeed())
 
 	table := getTable(t, "/apis/coredog.io/v1alpha1/namespaces/"+apiTestNamespace+"/coredumps")
-	g.Expect(table.columns).To(Equal([]string{"Name", "Namespace", "Pod", "Container", "Executable", "Signal", "Size", "Phase", "Age", "Node", "Signature", "Location"}))
+	g.Expect(table.columns).To(Equal([]string{"Name", "Namespace", "Pod", "Container", "Executable", "Signal", "Size", "Phase", "Age", "Node", "Signature", "Location", "Dump Mode"}))
 	g.Expect(table.priority["Node"]).To(Equal(int64(1)))
+	g.Expect(table.priority["Dump Mode"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Signature"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Location"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Pod"]).To(Equal(int64(0)))
@@ -188,6 +190,7 @@ func TestPrinterColumns(t *testing.T) {
 	g.Expect(row["Node"]).To(Equal("node-1"))
 	g.Expect(row["Signature"]).To(Equal("0123456789ab"))
 	g.Expect(row["Location"]).To(Equal("s3://cores/team-a/web-0/x.zst"))
+	g.Expect(row["Dump Mode"]).To(Equal("Privileged"))
 
 	p := createPolicy(t, validPolicy("columns"))
 	g.Eventually(func(g Gomega) {
