@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -156,7 +158,7 @@ func TestFramed(t *testing.T) {
 	}
 }
 
-func TestCommandLine(t *testing.T) {
+func TestCommandLineHeader(t *testing.T) {
 	long := strings.Repeat("a", MaxCommandLine+10)
 	for _, tc := range []struct {
 		name, raw string
@@ -202,4 +204,30 @@ func TestDecodeCommandLineRefusesWhatNoAgentSends(t *testing.T) {
 			t.Errorf("%s: decoded to %d bytes, want refusal", tc.name, len(raw))
 		}
 	}
+}
+
+// FuzzDecodeCommandLine: whatever an agent sends, what the manager keeps is
+// bounded, valid UTF-8 and free of control characters.
+func FuzzDecodeCommandLine(f *testing.F) {
+	for _, s := range []string{"", "a+b", "%00%1b%5B2J", "%zz", "%e9", strings.Repeat("%41", 400)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		raw, ok := DecodeCommandLine(v)
+		if !ok {
+			return
+		}
+		if len(raw) > MaxCommandLine {
+			t.Fatalf("decoded %d bytes", len(raw))
+		}
+		safe := SafeCommandLine(raw)
+		if !utf8.ValidString(safe) || len(safe) > 4*MaxCommandLine {
+			t.Fatalf("unsafe result %q", safe)
+		}
+		for _, r := range safe {
+			if r != ' ' && !unicode.IsPrint(r) {
+				t.Fatalf("control character %U in %q", r, safe)
+			}
+		}
+	})
 }
