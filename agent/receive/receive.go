@@ -112,13 +112,10 @@ func ParseArgs(args []string) (corefile.NameFields, error) {
 	f.Time = time.Unix(ints[5], 0).UTC()
 	f.UID, f.GID = &uid, &gid
 	f.Hostname, f.Executable = args[8], args[9]
-	if dumpMode != "" {
-		switch dumpMode {
-		case "1", "2":
-			f.DumpMode = int(dumpMode[0] - '0')
-		default:
-			return f, fmt.Errorf("argument 9 (%%d): %q is not a dump mode", dumpMode)
-		}
+	// Any other value leaves the dump mode unknown: a flag is no reason to
+	// lose a core.
+	if dumpMode == "1" || dumpMode == "2" {
+		f.DumpMode = int(dumpMode[0] - '0')
 	}
 	return f, nil
 }

@@ -40,7 +40,7 @@ func TestParseArgs(t *testing.T) {
 		{"kernel values", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "1", "web-0", "my app"}, "", 1},
 		{"a privileged dump", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "2", "web-0", "my app"}, "", 2},
 		{"a pattern without %d", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "web-0", "my app"}, "", 0},
-		{"no dump mode the kernel writes", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "0", "web-0", "my app"}, "%d", 0},
+		{"no dump mode the kernel writes: unknown, the core is kept", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "0", "web-0", "my app"}, "", 0},
 		{"too few", []string{"4242"}, "want the 11 values", 0},
 		{"not a number", []string{"x", "7", "4243", "8", "11", "1767225600", "1000", "1000", "h", "e"}, "%P", 0},
 	}
