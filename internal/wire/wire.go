@@ -1,6 +1,8 @@
 // Package wire is the download protocol between a node agent and the
 // manager: the routes, the query parameter and header that name a stream's
-// encoding, the trailers that prove what was sent, the name rule for dumps,
+// encoding, the trailers that prove what was sent, the header that carries
+// the crashed process's command line (and its bounds and escaping), the
+// name rule for dumps,
 // and the mapping from the API's compression to the wire's. The agent's
 // server (agent/serve) and the manager's client (controllers/agentclient)
 // both import it, so that neither links the other.
