@@ -353,6 +353,13 @@ func (a *Agent) setCorePattern() (restore func() error, err error) {
 		}
 		a.log.Info("Set kernel.core_pattern", "pattern", pattern, "sysctl", cfg.SysctlPath)
 	case coredogv1.CorePatternPipe:
+		// Only root may list, read or write where the receiver puts cores
+		// (root-owned, 0600): the kubelet creates a hostPath 0755, and no
+		// pod is meant to mount it, but a process of any uid on the node
+		// could otherwise list which pods crashed.
+		if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("making %s private to root: %w", cfg.Dir, err)
+		}
 		bin := cfg.ReceiverBinary
 		if bin == "" {
 			if bin, err = os.Executable(); err != nil {

@@ -304,6 +304,7 @@ func TestRealCrashBecomesCoreDumpAndIsServedThenReleased(t *testing.T) {
 	g.Expect(s.Process.Signal).To(Equal(int32(11)))
 	g.Expect(s.Process.SignalName).To(Equal("SIGSEGV"))
 	g.Expect(s.Process.DumpedAt.Unix()).To(Equal(int64(1767225600)))
+	g.Expect(s.Process.DumpMode).To(Equal(coredogv1.DumpModeUser), "root's own core, owned by root")
 	g.Expect(s.ELF).NotTo(BeNil())
 	g.Expect(s.ELF.Machine).To(Equal("x86_64"))
 	g.Expect(s.ELF.CrashModule).To(Equal("crashy"))

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -153,7 +154,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 	name := DumpName(a.cfg.NodeName, f.Identity)
 	containerID := a.takeContainerID(f.Path)
 
-	core, parseErr, err := describe(f)
+	core, facts, parseErr, err := describe(f, a.cfg.CorePattern == string(coredogv1.CorePatternPipe))
 	if errors.Is(err, errHardLink) {
 		a.metrics.refused.WithLabelValues("HardLink").Inc()
 		log.Info("Ignoring a file with more than one hard link: it is not a core the kernel wrote")
@@ -165,7 +166,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		log.Info("File changed before it could be captured", "err", err.Error())
 		return
 	}
-	cd := a.buildCoreDump(name, f, core, parseErr, containerID)
+	cd := a.buildCoreDump(name, f, core, parseErr, containerID, facts)
 	if f.Previous != nil {
 		// The same crash, grown since it was captured: its CoreDump was
 		// paid for.
@@ -203,6 +204,11 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 			a.detector.Forget(f.Path)
 		}
 	} else {
+		if core != nil {
+			// The arguments go to the manager with the download, never into
+			// the CoreDump: every agent token may read every CoreDump.
+			captured.CommandLine = core.CommandLine
+		}
 		a.registry.Add(captured)
 		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
@@ -301,33 +307,89 @@ func (a *Agent) isCreating(name string) bool {
 	return ok || a.pending.has(name)
 }
 
+// fileFacts is what the file says about the dump besides its contents.
+type fileFacts struct {
+	// owner is the file's owner: the kernel writes a core as the dumping
+	// process's fsuid, or as root for a dump only fs.suid_dumpable=2 allows.
+	owner uint32
+	// dumpMode is the kernel's %d (1 or 2), from the name or, in Pipe mode,
+	// from the receiver's receive.DumpModeXattr; 0 when neither gives it.
+	dumpMode int
+	// pipe: the receiver wrote the file, as root, whoever crashed.
+	pipe bool
+}
+
 // describe reads the file's ELF notes. err is set when the file is no longer
 // the one detected; parseErr when it is, but could not be fully read.
-func describe(f detect.File) (core *corefile.Core, parseErr error, err error) {
+func describe(f detect.File, pipe bool) (core *corefile.Core, facts fileFacts, parseErr error, err error) {
 	file, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, err
+		return nil, facts, nil, err
 	}
 	defer file.Close()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(file.Fd()), &st); err != nil {
-		return nil, nil, err
+		return nil, facts, nil, err
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Dev != f.Identity.Device || st.Ino != f.Identity.Inode {
-		return nil, nil, errors.New("not the file that was detected")
+		return nil, facts, nil, errors.New("not the file that was detected")
 	}
 	if st.Nlink != 1 {
 		// The kernel writes a core with one link. More mean a hard link,
 		// possibly to a file outside the directory (/etc/shadow): never
 		// describe, serve or upload it.
-		return nil, nil, errHardLink
+		return nil, facts, nil, errHardLink
+	}
+	facts = fileFacts{owner: st.Uid, pipe: pipe}
+	if pipe {
+		facts.dumpMode = dumpModeXattr(int(file.Fd()))
 	}
 	core, parseErr = corefile.ReadCore(file, st.Size)
-	return core, parseErr, nil
+	return core, facts, parseErr, nil
 }
 
-func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, parseErr error, containerID string) *coredogv1.CoreDump {
+// dumpModeXattr reads the dump mode the pipe receiver left on the file: a
+// trusted.* attribute, which only a process with CAP_SYS_ADMIN can set.
+func dumpModeXattr(fd int) int {
+	buf := make([]byte, 4)
+	n, err := unix.Fgetxattr(fd, receive.DumpModeXattr, buf)
+	if err != nil || n != 1 || buf[0] < '1' || buf[0] > '2' {
+		return 0
+	}
+	return int(buf[0] - '0')
+}
+
+// dumpModeOf decides spec.process.dumpMode. The kernel's %d says it, when
+// the name or the receiver gives it. Otherwise a file the kernel wrote
+// itself (Observe, Manage) says it by its owner: the kernel writes a core
+// as the process's fsuid, and as root when it dumps a process only because
+// fs.suid_dumpable=2 (a setuid program, one that changed credentials or
+// made itself non-dumpable). A root-owned core of a process whose real uid
+// is not root is such a dump; one owned by that uid is an ordinary dump. In
+// Pipe mode the receiver owns every file, which says nothing.
+func dumpModeOf(f fileFacts, uid *int64) coredogv1.DumpMode {
+	switch f.dumpMode {
+	case 1:
+		return coredogv1.DumpModeUser
+	case 2:
+		return coredogv1.DumpModePrivileged
+	}
+	switch {
+	case f.pipe || uid == nil:
+		return ""
+	case f.owner == 0 && *uid != 0:
+		return coredogv1.DumpModePrivileged
+	case int64(f.owner) == *uid:
+		return coredogv1.DumpModeUser
+	}
+	return ""
+}
+
+func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, parseErr error, containerID string, facts fileFacts) *coredogv1.CoreDump {
 	fields, _ := a.set.pattern.Parse(filepath.Base(f.Path))
+	if facts.dumpMode == 0 {
+		facts.dumpMode = fields.DumpMode
+	}
 	p := coredogv1.ProcessInfo{
 		Executable: fields.Executable,
 		PID:        fields.PID,
@@ -344,7 +406,6 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 		if core.Executable != "" {
 			p.Executable = core.Executable
 		}
-		p.CommandLine = core.CommandLine
 		if core.PID > 0 {
 			p.PID = core.PID
 		}
@@ -374,11 +435,11 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 	}
 	p.Executable = clip(escapeName(p.Executable), 4096)
 	p.Hostname = clip(escapeName(p.Hostname), 253)
-	p.CommandLine = clip(escapeName(p.CommandLine), 4096)
 	if p.Signal < 0 || p.Signal > 128 {
 		p.Signal = 0
 	}
 	p.SignalName = coredogv1.SignalNameOf(int(p.Signal))
+	p.DumpMode = dumpModeOf(facts, p.UID)
 	dumped := f.ModTime
 	if !fields.Time.IsZero() {
 		dumped = fields.Time

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -160,5 +161,39 @@ func TestKubeClientRequests(t *testing.T) {
 	}
 	if len(limiters) != 3 {
 		t.Errorf("%d distinct rate limiters, want 3", len(limiters))
+	}
+}
+
+// TestDumpWatchAsksOnlyForItsNode: the agent's list and watch of CoreDumps
+// carry its node and policy as field selectors, whatever the reflector
+// passes, so that an agent is sent its own node's dumps only.
+func TestDumpWatchAsksOnlyForItsNode(t *testing.T) {
+	const dumps = "/apis/coredog.io/v1alpha1/namespaces/ns/coredumps"
+	api := &fakeAPIServer{replies: map[string]reply{
+		"GET " + dumps: {http.StatusOK, coredogv1.CoreDumpList{TypeMeta: metav1.TypeMeta{Kind: "CoreDumpList", APIVersion: "coredog.io/v1alpha1"}, ListMeta: metav1.ListMeta{ResourceVersion: "7"}}},
+	}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	k, err := newKubeClient(&rest.Config{Host: srv.URL, QPS: 50, Burst: 100}, NewScheme(), logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newDumpWatch(k, "ns", dumpSelector("node-a", "p"), func(string, string) {})
+	ctx := context.Background()
+	if _, err := w.lw.ListWithContextFunc(ctx, metav1.ListOptions{ResourceVersion: "0"}); err != nil {
+		t.Fatal(err)
+	}
+	if wi, err := w.lw.WatchFuncWithContext(ctx, metav1.ListOptions{ResourceVersion: "7"}); err == nil {
+		wi.Stop()
+	}
+	reqs := api.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("requests %+v", reqs)
+	}
+	for _, r := range reqs {
+		q, err := url.ParseQuery(r.query)
+		if err != nil || q.Get("fieldSelector") != "spec.nodeName=node-a,spec.policyName=p" {
+			t.Errorf("%s %s?%s: the agent asks for other nodes' CoreDumps", r.method, r.path, r.query)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/coredog/coredog/agent/corepattern"
 	"github.com/coredog/coredog/agent/hostdir"
 	"github.com/coredog/coredog/agent/receive"
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/scheme"
 	"github.com/coredog/coredog/test/testcrash"
 )
@@ -32,13 +34,7 @@ import (
 // by the container ID the receiver read while the process existed.
 func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	g := NewWithT(t)
-	bin := filepath.Join(t.TempDir(), "agent")
-	// The flags of `make build`, so that under `make test` this is a cache hit.
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/coredog/coredog/cmd/agent")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the agent: %v\n%s", err, out)
-	}
+	bin := agentBinary(t)
 	sysctl := filepath.Join(t.TempDir(), "core_pattern")
 	must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
 	// core_pipe_limit is found beside core_pattern.
@@ -70,7 +66,70 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	core, err := os.ReadFile(c.Core)
 	must(t, err)
 	values := map[string]string{"%P": pid, "%p": "1", "%I": pid, "%i": "1", "%s": "11", "%t": "1767225600",
-		"%u": "0", "%g": "0", "%h": "api-7f9c", "%e": "crashy"}
+		"%u": "0", "%g": "0", "%d": "2", "%h": "api-7f9c", "%e": "crashy"}
+	receiveAsTheKernel(t, pattern, values, core)
+	// The process goes away once the kernel is done with the receiver.
+	must(t, os.RemoveAll(filepath.Join(h.proc, pid)))
+
+	name := "core.api-7f9c.crashy." + pid + ".11.1767225600"
+	g.Eventually(func(g Gomega) {
+		cd := h.dumpFor(g, name)
+		g.Expect(cd.Spec.ContainerID).To(Equal("docker://" + id))
+		g.Expect(cd.Spec.Size).To(Equal(int64(len(core))))
+		g.Expect(cd.Spec.Process.Hostname).To(Equal("api-7f9c"))
+		g.Expect(cd.Spec.Process.Signal).To(Equal(int32(11)))
+		g.Expect(cd.Spec.ELF).NotTo(BeNil())
+		// %d 2: fs.suid_dumpable=2 dumped a privileged process.
+		g.Expect(cd.Spec.Process.DumpMode).To(Equal(coredogv1.DumpModePrivileged))
+	}, wait, 100*time.Millisecond).Should(Succeed())
+
+	h.stop()
+	b, err = os.ReadFile(sysctl)
+	must(t, err)
+	g.Expect(strings.TrimSpace(string(b))).To(Equal("core"))
+	b, err = os.ReadFile(pipeLimit)
+	must(t, err)
+	g.Expect(strings.TrimSpace(string(b))).To(Equal("0"), "core_pipe_limit restored")
+	// A clean exit takes the receiver away with the pattern.
+	_, err = os.Stat(filepath.Join(h.dir, receive.InstallDir, receive.BinaryName))
+	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the receiver must be gone: %v", err)
+}
+
+var (
+	agentBinOnce sync.Once
+	agentBinPath string
+	agentBinErr  error
+)
+
+// agentBinary builds the agent once for the package's tests that run it as
+// the kernel's pipe receiver, with the flags of `make build`, so that under
+// `make test` this is a cache hit.
+func agentBinary(t *testing.T) string {
+	t.Helper()
+	agentBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "coredog-agent-bin-")
+		if err != nil {
+			agentBinErr = err
+			return
+		}
+		agentBinPath = filepath.Join(dir, "agent")
+		build := exec.Command("go", "build", "-trimpath", "-o", agentBinPath, "github.com/coredog/coredog/cmd/agent")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			agentBinErr = fmt.Errorf("building the agent: %v\n%s", err, out)
+		}
+	})
+	if agentBinErr != nil {
+		t.Fatal(agentBinErr)
+	}
+	return agentBinPath
+}
+
+// receiveAsTheKernel does what the kernel does with a pipe pattern: splits
+// the command, expands each specifier from values, and runs it with the
+// core on stdin.
+func receiveAsTheKernel(t *testing.T, pattern string, values map[string]string, core []byte) {
+	t.Helper()
 	fields := strings.Fields(strings.TrimPrefix(pattern, "|"))
 	args := make([]string, 0, len(fields)-1)
 	for _, f := range fields[1:] {
@@ -84,29 +143,6 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	if out, err := kernel.CombinedOutput(); err != nil {
 		t.Fatalf("the receiver failed: %v\n%s", err, out)
 	}
-	// The process goes away once the kernel is done with the receiver.
-	must(t, os.RemoveAll(filepath.Join(h.proc, pid)))
-
-	name := "core.api-7f9c.crashy." + pid + ".11.1767225600"
-	g.Eventually(func(g Gomega) {
-		cd := h.dumpFor(g, name)
-		g.Expect(cd.Spec.ContainerID).To(Equal("docker://" + id))
-		g.Expect(cd.Spec.Size).To(Equal(int64(len(core))))
-		g.Expect(cd.Spec.Process.Hostname).To(Equal("api-7f9c"))
-		g.Expect(cd.Spec.Process.Signal).To(Equal(int32(11)))
-		g.Expect(cd.Spec.ELF).NotTo(BeNil())
-	}, wait, 100*time.Millisecond).Should(Succeed())
-
-	h.stop()
-	b, err = os.ReadFile(sysctl)
-	must(t, err)
-	g.Expect(strings.TrimSpace(string(b))).To(Equal("core"))
-	b, err = os.ReadFile(pipeLimit)
-	must(t, err)
-	g.Expect(strings.TrimSpace(string(b))).To(Equal("0"), "core_pipe_limit restored")
-	// A clean exit takes the receiver away with the pattern.
-	_, err = os.Stat(filepath.Join(h.dir, receive.InstallDir, receive.BinaryName))
-	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the receiver must be gone: %v", err)
 }
 
 // TestAgentRefusesAReceiverDirectoryAnotherUserMade is the attack of an

@@ -47,7 +47,7 @@ type Pattern struct {
 var ErrInvalidPattern = errors.New("invalid core pattern")
 
 // ParsePattern compiles a core_pattern file-name pattern. It accepts the specifiers
-// %e %p %P %h %s %t %u %g %i %I %% and literal text. An unknown specifier, a trailing
+// %e %p %P %h %s %t %u %g %i %I %d %% and literal text. An unknown specifier, a trailing
 // lone %, a '/', a leading '|' (a pipe handler, which writes no file), an empty
 // pattern or one longer than 127 bytes is an error that names the problem.
 func ParsePattern(pattern string) (*Pattern, error) {
@@ -84,7 +84,7 @@ func ParsePattern(pattern string) (*Pattern, error) {
 		switch s {
 		case '%':
 			lit.WriteByte('%')
-		case 'e', 'p', 'P', 'h', 's', 't', 'u', 'g', 'i', 'I':
+		case 'e', 'p', 'P', 'h', 's', 't', 'u', 'g', 'i', 'I', 'd':
 			flush()
 			if p.has[s] {
 				p.repeats = true
@@ -117,6 +117,7 @@ type NameFields struct {
 	Time         time.Time // %t: dump time, whole seconds, UTC
 	UID, GID     *int64    // %u %g: real UID and GID in the initial user namespace
 	TID, HostTID int64     // %i %I: crashing thread, in its own and in the initial PID namespace
+	DumpMode     int       // %d: 1 (an ordinary dump) or 2 (dumped as root under fs.suid_dumpable=2); 0 when unknown
 }
 
 // isText reports whether specifier s matches free text rather than digits.
@@ -144,6 +145,9 @@ func numberValid(s byte, digits string) (int64, bool) {
 		return v, v >= 1 && v <= maxSignal
 	case 'u', 'g':
 		return v, v <= 1<<32-1
+	case 'd':
+		// The kernel dumps only with dumpable 1 or 2 (SUID_DUMP_USER, SUID_DUMP_ROOT).
+		return v, v >= 1 && v <= 2
 	}
 	return v, true // 't'
 }
@@ -391,6 +395,8 @@ func (p *Pattern) fields(name string, ends []int) NameFields {
 			f.TID = num
 		case 'I':
 			f.HostTID = num
+		case 'd':
+			f.DumpMode = int(num)
 		}
 	}
 	return f
@@ -434,6 +440,8 @@ func (p *Pattern) Render(f NameFields) string {
 			b.WriteString(strconv.FormatInt(f.TID, 10))
 		case 'I':
 			b.WriteString(strconv.FormatInt(f.HostTID, 10))
+		case 'd':
+			b.WriteString(strconv.Itoa(f.DumpMode))
 		}
 	}
 	return b.String()

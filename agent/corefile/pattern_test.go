@@ -22,6 +22,7 @@ func TestParsePattern(t *testing.T) {
 		{pattern: "core.%e.%p.%u.%g.%i.%I", wantSpecs: "epugiI"},
 		{pattern: "100%%-%e", wantSpecs: "e"},
 		{pattern: "%e%p", wantSpecs: "ep"},
+		{pattern: "core.%h.%e.%P.%d", hostPID: true, wantSpecs: "hePd"},
 		{pattern: "", wantErr: "empty"},
 		{pattern: "core.%", wantErr: "trailing lone '%'"},
 		{pattern: "core.%x", wantErr: `unsupported specifier "%x"`},
@@ -51,7 +52,7 @@ func TestParsePattern(t *testing.T) {
 			if p.HasHostPID() != tt.hostPID {
 				t.Errorf("HasHostPID() = %v", p.HasHostPID())
 			}
-			for _, c := range "ephPstugiI" {
+			for _, c := range "ephPstugiId" {
 				if p.HasSpecifier(byte(c)) != strings.ContainsRune(tt.wantSpecs, c) {
 					t.Errorf("HasSpecifier(%c) = %v", c, p.HasSpecifier(byte(c)))
 				}
@@ -73,6 +74,10 @@ func TestParseName(t *testing.T) {
 	}{
 		{"default", def, "core.web-0.myapp.12345.11.1700000000",
 			NameFields{Hostname: "web-0", Executable: "myapp", HostPID: 12345, Signal: 11, Time: ts}, true},
+		{"dump mode user", "core.%e.%P.%d", "core.su.77.1", NameFields{Executable: "su", HostPID: 77, DumpMode: 1}, true},
+		{"dump mode privileged", "core.%e.%P.%d", "core.su.77.2", NameFields{Executable: "su", HostPID: 77, DumpMode: 2}, true},
+		{"dump mode the kernel never dumps with", "core.%e.%P.%d", "core.su.77.0", NameFields{}, false},
+		{"dump mode out of range", "core.%e.%P.%d", "core.su.77.3", NameFields{}, false},
 		{"dotted executable", def, "core.web-0.python3.11.4242.6.1700000000",
 			NameFields{Hostname: "web-0", Executable: "python3.11", HostPID: 4242, Signal: 6, Time: ts}, true},
 		{"dotted host and executable", def, "core.web-0.svc.python3.11.4242.6.1700000000",

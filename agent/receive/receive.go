@@ -5,7 +5,7 @@
 // kernel runs a helper in the host's namespaces and hands it the core on
 // stdin; this package is that helper. The agent installs a copy of its own
 // binary and a small configuration under hostPath, and the kernel runs
-// `<hostPath>/.coredog/agent receive %P %p %I %i %s %t %u %g %h %e`.
+// `<hostPath>/.coredog/agent receive %P %p %I %i %s %t %u %g %d %h %e`.
 //
 // It reads the process's cgroup while the process still exists, writes the
 // core under a dot name (which detection ignores), and renames the finished
@@ -88,8 +88,20 @@ var errNoRoom = errors.New("no room for the core under maxNodeUsage and minNodeF
 
 // Specifiers is what the kernel passes, in this order, after "receive".
 // Arguments are split before the kernel expands them (Linux 5.3 and later),
-// so %e and %h arrive whole even with spaces in them.
-const Specifiers = "%P %p %I %i %s %t %u %g %h %e"
+// so %e and %h arrive whole even with spaces in them. %d is the dump mode:
+// 2 when fs.suid_dumpable=2 made the kernel dump a privileged process as
+// root. SpecifiersWithoutDumpMode is the older list, still used when the
+// longer one would not fit the kernel's 127 bytes, and still read.
+const (
+	Specifiers                = "%P %p %I %i %s %t %u %g %d %h %e"
+	SpecifiersWithoutDumpMode = "%P %p %I %i %s %t %u %g %h %e"
+)
+
+// DumpModeXattr is the extended attribute in which the receiver leaves a
+// core's dump mode (%d, "1" or "2") on the file itself. It is in the
+// trusted namespace: only a process with CAP_SYS_ADMIN (the receiver, a
+// Pipe agent) can set or read it, so no pod can forge it on a file it owns.
+const DumpModeXattr = "trusted.coredog.dumpmode"
 
 // Config is what the agent tells the receiver.
 type Config struct {
@@ -124,14 +136,27 @@ func (c Config) receivers() int {
 
 // CorePattern is the core_pattern that runs the receiver installed under dir.
 func CorePattern(dir string) string {
-	return "|" + filepath.Join(dir, InstallDir, BinaryName) + " receive " + Specifiers
+	p := "|" + filepath.Join(dir, InstallDir, BinaryName) + " receive " + Specifiers
+	if len(p) > maxCorePattern {
+		return "|" + filepath.Join(dir, InstallDir, BinaryName) + " receive " + SpecifiersWithoutDumpMode
+	}
+	return p
 }
+
+// maxCorePattern is the longest core_pattern the kernel keeps.
+const maxCorePattern = 127
 
 // ParseArgs reads the kernel's arguments (after "receive") into name fields.
 func ParseArgs(args []string) (corefile.NameFields, error) {
 	var f corefile.NameFields
-	if len(args) != 10 {
-		return f, fmt.Errorf("want the 10 values of %q, got %d arguments", Specifiers, len(args))
+	dumpMode := ""
+	switch len(args) {
+	case 11:
+		dumpMode = args[8]
+		args = append(args[:8:8], args[9:]...)
+	case 10:
+	default:
+		return f, fmt.Errorf("want the 11 values of %q (or the 10 of %q), got %d arguments", Specifiers, SpecifiersWithoutDumpMode, len(args))
 	}
 	ints := make([]int64, 8)
 	for i := range 8 {
@@ -147,6 +172,11 @@ func ParseArgs(args []string) (corefile.NameFields, error) {
 	f.Time = time.Unix(ints[5], 0).UTC()
 	f.UID, f.GID = &uid, &gid
 	f.Hostname, f.Executable = args[8], args[9]
+	// Any other value leaves the dump mode unknown: a flag is no reason to
+	// lose a core.
+	if dumpMode == "1" || dumpMode == "2" {
+		f.DumpMode = int(dumpMode[0] - '0')
+	}
 	return f, nil
 }
 
@@ -247,6 +277,11 @@ func run(cfg Config, b *budget, args []string, stdin io.Reader) (result, error) 
 	if err != nil {
 		f.Close()
 		return res, err
+	}
+	if fields.DumpMode != 0 {
+		// Best effort: on a file system without extended attributes the
+		// dump mode stays unknown (see the agent's dumpModeOf).
+		_ = unix.Fsetxattr(int(f.Fd()), DumpModeXattr, []byte(strconv.Itoa(fields.DumpMode)), 0)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

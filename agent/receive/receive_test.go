@@ -3,12 +3,15 @@ package receive
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCorePatternFitsTheKernel(t *testing.T) {
@@ -16,20 +19,30 @@ func TestCorePatternFitsTheKernel(t *testing.T) {
 	if len(p) > 127 {
 		t.Fatalf("%q is %d bytes", p, len(p))
 	}
-	if !strings.HasPrefix(p, "|/var/lib/coredog/cores/.coredog/agent receive %P") {
+	if !strings.HasPrefix(p, "|/var/lib/coredog/cores/.coredog/agent receive %P") || !strings.HasSuffix(p, " %d %h %e") {
 		t.Fatalf("pattern %q", p)
+	}
+	// The longest hostPath a Pipe policy may have (73 bytes) leaves no room
+	// for %d: the pattern goes without, and still fits.
+	long := "/" + strings.Repeat("d", 72)
+	if p := CorePattern(long); len(p) > 127 || !strings.HasSuffix(p, " "+SpecifiersWithoutDumpMode) {
+		t.Fatalf("%q is %d bytes", p, len(p))
 	}
 }
 
 func TestParseArgs(t *testing.T) {
 	cases := []struct {
-		name string
-		args []string
-		err  string
+		name     string
+		args     []string
+		err      string
+		dumpMode int
 	}{
-		{"kernel values", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "web-0", "my app"}, ""},
-		{"too few", []string{"4242"}, "want the 10 values"},
-		{"not a number", []string{"x", "7", "4243", "8", "11", "1767225600", "1000", "1000", "h", "e"}, "%P"},
+		{"kernel values", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "1", "web-0", "my app"}, "", 1},
+		{"a privileged dump", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "2", "web-0", "my app"}, "", 2},
+		{"a pattern without %d", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "web-0", "my app"}, "", 0},
+		{"no dump mode the kernel writes: unknown, the core is kept", []string{"4242", "7", "4243", "8", "11", "1767225600", "1000", "1000", "0", "web-0", "my app"}, "", 0},
+		{"too few", []string{"4242"}, "want the 11 values", 0},
+		{"not a number", []string{"x", "7", "4243", "8", "11", "1767225600", "1000", "1000", "h", "e"}, "%P", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,7 +57,7 @@ func TestParseArgs(t *testing.T) {
 				t.Fatal(err)
 			}
 			if f.HostPID != 4242 || f.PID != 7 || f.HostTID != 4243 || f.TID != 8 || f.Signal != 11 || *f.UID != 1000 ||
-				f.Hostname != "web-0" || f.Executable != "my app" || f.Time.Unix() != 1767225600 {
+				f.Hostname != "web-0" || f.Executable != "my app" || f.Time.Unix() != 1767225600 || f.DumpMode != tc.dumpMode {
 				t.Fatalf("fields %+v", f)
 			}
 		})
@@ -237,6 +250,35 @@ func TestRunDoesNotFollowAPlantedSidecar(t *testing.T) {
 			}
 			if got, _ := os.ReadFile(side); string(got) != cgroup {
 				t.Fatalf("sidecar %q", got)
+			}
+		})
+	}
+}
+
+// TestRunMarksTheDumpMode: the kernel's %d reaches the file as an extended
+// attribute only privileged processes can set or read.
+func TestRunMarksTheDumpMode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"privileged", []string{"1", "2", "1", "2", "11", "0", "1000", "1000", "2", "h", "su"}, "2"},
+		{"user", []string{"1", "2", "1", "2", "11", "0", "1000", "1000", "1", "h", "app"}, "1"},
+		{"a pattern without %d", []string{"1", "2", "1", "2", "11", "0", "1000", "1000", "h", "app"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, err := Run(Config{Dir: t.TempDir(), FileNamePattern: "core.%e.%p"}, tc.args, strings.NewReader("core"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 8)
+			n, err := unix.Getxattr(path, DumpModeXattr, buf)
+			switch {
+			case tc.want == "" && !errors.Is(err, unix.ENODATA):
+				t.Fatalf("xattr %q, %v; want none", buf[:max(n, 0)], err)
+			case tc.want != "" && (err != nil || string(buf[:n]) != tc.want):
+				t.Fatalf("xattr %q, %v; want %q", buf[:max(n, 0)], err, tc.want)
 			}
 		})
 	}

@@ -2,7 +2,9 @@
 // over mutually authenticated TLS, the core files this agent registered, each
 // compressed on the fly and followed by trailers giving the size and SHA-256
 // of both the raw file as read and the body as sent: the controller records
-// the first and checks the bytes it stores against the second.
+// the first and checks the bytes it stores against the second. The crashed
+// process's command line, which the CoreDump does not hold, goes with each
+// download in a header (wire.CommandLineHeader).
 //
 // The protocol itself (routes, the encoding parameter and header, the
 // trailers, the name rule) is internal/wire's, shared with the manager's

@@ -237,6 +237,9 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 	}
 
 	start := time.Now()
+	if entry.CommandLine != "" {
+		w.Header().Set(wire.CommandLineHeader, wire.EncodeCommandLine(entry.CommandLine))
+	}
 	res, err := h.stream(w, r, comp, src, enc, snd, out)
 	log := h.log.WithValues("name", name, "compression", comp, "rawBytes", res.raw, "sentBytes", res.sent, "duration", time.Since(start))
 	switch {

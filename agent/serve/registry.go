@@ -18,6 +18,10 @@ type Entry struct {
 	// server does not look at them: the agent does, before it deletes the
 	// file, so that it never deletes one that changed after it was captured.
 	ModTimeNanos, CtimeNanos int64
+	// CommandLine is the crashed process's arguments as the core's notes
+	// give them, sent to the controller in wire.CommandLineHeader (never
+	// into the CoreDump, which every agent may read).
+	CommandLine string
 }
 
 // Registry holds the files the agent registered itself; only these are ever

@@ -66,10 +66,6 @@ type ProcessInfo struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Executable string `json:"executable,omitempty"`
-	// commandLine as the kernel recorded it (at most 80 bytes in ELF cores).
-	// +optional
-	// +kubebuilder:validation:MaxLength=4096
-	CommandLine string `json:"commandLine,omitempty"`
 	// pid in the process's own PID namespace.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
@@ -100,7 +96,28 @@ type ProcessInfo struct {
 	// dumpedAt is the time of the dump, from the file name (%t) when present.
 	// +optional
 	DumpedAt *metav1.Time `json:"dumpedAt,omitempty"`
+	// dumpMode is Privileged when the kernel dumped a process that had
+	// changed credentials or was made non-dumpable (a setuid program, a
+	// daemon that dropped root) because fs.suid_dumpable is 2, and User for
+	// an ordinary dump; absent when the agent could not tell.
+	// +optional
+	DumpMode DumpMode `json:"dumpMode,omitempty"`
 }
+
+// DumpMode says with whose rights the kernel dumped a process: the core
+// pattern's %d (the process's dumpable flag, as prctl PR_GET_DUMPABLE gives it).
+// +kubebuilder:validation:Enum=User;Privileged
+type DumpMode string
+
+const (
+	// DumpModeUser (%d = 1): an ordinary dump, written as the process's own user.
+	DumpModeUser DumpMode = "User"
+	// DumpModePrivileged (%d = 2): the process was not dumpable (setuid or
+	// setgid, changed credentials, PR_SET_DUMPABLE 0) and fs.suid_dumpable
+	// = 2 made the kernel dump it all the same, as root. Its memory may hold
+	// what only root may read (/etc/shadow, host keys), whatever its uid says.
+	DumpModePrivileged DumpMode = "Privileged"
+)
 
 // ELFInfo is what the core's ELF notes say about the crash.
 type ELFInfo struct {
@@ -340,6 +357,7 @@ type CoreDumpSeries struct {
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`,priority=1
 // +kubebuilder:printcolumn:name="Signature",type=string,JSONPath=`.spec.signature`,priority=1
 // +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.status.storage.url`,priority=1
+// +kubebuilder:printcolumn:name="Dump Mode",type=string,JSONPath=`.spec.process.dumpMode`,priority=1,description="Privileged: a setuid or credential-changing process dumped as root (fs.suid_dumpable=2)"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec) || self.spec == oldSelf.spec",message="CoreDump spec is immutable: it records what the agent found; delete the CoreDump instead"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.series) || (has(self.series) && self.series.count >= oldSelf.series.count && (has(self.series.otherCount) ? self.series.otherCount : 0) >= (has(oldSelf.series.otherCount) ? oldSelf.series.otherCount : 0) && self.series.firstObserved == oldSelf.series.firstObserved)",message="CoreDump series counts only grow and its firstObserved is fixed"
 type CoreDump struct {

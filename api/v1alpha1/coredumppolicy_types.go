@@ -115,12 +115,13 @@ type CoreDumpPolicySpec struct {
 	HostPath string `json:"hostPath,omitempty"`
 
 	// fileNamePattern is the core_pattern file name, with % specifiers
-	// (%e %p %P %h %s %t %u %g %i %I %%). The agent parses names with it.
+	// (%e %p %P %h %s %t %u %g %i %I %d %%). The agent parses names with it;
+	// %d (the dump mode) marks dumps of privileged processes (spec.process.dumpMode).
 	// +optional
 	// +kubebuilder:default="core.%h.%e.%P.%s.%t"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=127
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([^%/|[:space:]]|%[epPhstugiI%])+$')",message="fileNamePattern may use only the specifiers %e %p %P %h %s %t %u %g %i %I %%, and no '/', '|' or white space"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([^%/|[:space:]]|%[epPhstugiId%])+$')",message="fileNamePattern may use only the specifiers %e %p %P %h %s %t %u %g %i %I %d %%, and no '/', '|' or white space"
 	FileNamePattern string `json:"fileNamePattern,omitempty"`
 
 	// corePattern says who sets the kernel's core_pattern: Observe (the admin),

@@ -150,6 +150,11 @@ type Stream struct {
 	// RawSize and SHA256 are set when the stream ended cleanly.
 	RawSize int64
 	SHA256  string
+	// CommandLine is the crashed process's arguments from the agent's
+	// wire.CommandLineHeader, made safe to store and show
+	// (wire.SafeCommandLine); empty when the agent sent none, or a value
+	// that is malformed or too long.
+	CommandLine string
 }
 
 type result struct {
@@ -203,12 +208,29 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 	if mode == wire.CompressionNone {
 		s.plain = sha256.New()
 	}
+	s.CommandLine = commandLine(resp.Header, s.log)
 	if !wire.StreamChecked(resp.Trailer) {
 		pr, pw := io.Pipe()
 		s.pw, s.decoded, s.rawSum = pw, make(chan result, 1), sha256.New()
 		go s.decode(pr, mode)
 	}
 	return s, nil
+}
+
+// commandLine reads the command line an agent sent: its word, so bounded
+// and escaped, and never quoted into an error (errors reach the CoreDump's
+// status, which every agent can read).
+func commandLine(h http.Header, log logr.Logger) string {
+	vs := h.Values(wire.CommandLineHeader)
+	if len(vs) == 0 {
+		return ""
+	}
+	raw, ok := wire.DecodeCommandLine(vs[0])
+	if !ok || len(vs) > 1 {
+		log.Info("Ignoring a malformed command line from the agent", "headerBytes", len(vs[0]), "headers", len(vs))
+		return ""
+	}
+	return wire.SafeCommandLine(raw)
 }
 
 func (s *Stream) decode(pr *io.PipeReader, mode wire.Compression) {

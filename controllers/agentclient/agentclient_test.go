@@ -339,3 +339,51 @@ func TestFetchErrorsDoNotScanPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchTakesTheCommandLineAsHostileInput: the command line an agent
+// sends is bounded, must be well encoded and one header, and reaches the
+// caller with control characters and invalid UTF-8 escaped.
+func TestFetchTakesTheCommandLineAsHostileInput(t *testing.T) {
+	f := newFixture(t)
+	kp, err := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		values []string
+		want   string
+	}{
+		{"none", nil, ""},
+		{"as the agent encodes it", []string{wire.EncodeCommandLine("/app/server --token=s3cr3t")}, "/app/server --token=s3cr3t"},
+		{"terminal escapes and invalid UTF-8", []string{wire.EncodeCommandLine("x\x1b]52;c;AAAA\x07 \xff")}, `x\x1b]52;c;AAAA\x07 \xff`},
+		{"raw bytes, not encoded", []string{"%zz"}, ""},
+		{"over the bound", []string{strings.Repeat("a", wire.MaxCommandLine+1)}, ""},
+		{"huge", []string{strings.Repeat("%41", 3000)}, ""},
+		{"twice", []string{"a", "b"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set(wire.CompressionHeader, "zstd")
+				for _, v := range tc.values {
+					w.Header().Add(wire.CommandLineHeader, v)
+				}
+			}))
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+			srv.StartTLS()
+			defer srv.Close()
+			s, err := f.client.Fetch(context.Background(), srv.URL, "core-1", coredogv1.CompressionZstd, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.CommandLine != tc.want {
+				t.Fatalf("CommandLine = %q, want %q", s.CommandLine, tc.want)
+			}
+		})
+	}
+}

@@ -106,7 +106,7 @@ func TestAPIRejectsInvalidObjects(t *testing.T) {
 		{"minNodeFree zero with a huge exponent", validPolicy("v24"), func(o client.Object) { pol(o).Spec.Limits.MinNodeFree = "0E1000000000000000000" }, "minNodeFree must be a size such as 2Gi or a percentage"},
 		{"huge rate limit", validPolicy("v22"), func(o client.Object) { pol(o).Spec.Limits.RateLimit.Count = ptr.To[int32](1 << 30) }, "should be less than or equal to 100000"},
 		{"core dump with a huge file name", validCoreDump("c4"), func(o client.Object) { cd(o).Spec.FileName = strings.Repeat("f", 4097) }, "spec.fileName: Too long"},
-		{"core dump with a huge command line", validCoreDump("c5"), func(o client.Object) { cd(o).Spec.Process.CommandLine = strings.Repeat("a ", 2049) }, "spec.process.commandLine: Too long"},
+		{"core dump with an unknown dump mode", validCoreDump("c5"), func(o client.Object) { cd(o).Spec.Process.DumpMode = "Root" }, `supported values: "User", "Privileged"`},
 		{"core dump with an impossible signal", validCoreDump("c6"), func(o client.Object) { cd(o).Spec.Process.Signal = 1 << 20 }, "spec.process.signal"},
 		{"core dump without node", validCoreDump("c1"), func(o client.Object) { cd(o).Spec.NodeName = "" }, "spec.nodeName"},
 		{"core dump with unknown detection source", validCoreDump("c2"), func(o client.Object) { cd(o).Spec.DetectedBy = "Guess" }, `supported values: "Watch", "Poll", "Rescan"`},
@@ -192,6 +192,7 @@ func TestPrinterColumns(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	obj := validCoreDump("columns")
+	obj.Spec.Process.DumpMode = coredogv1.DumpModePrivileged
 	g.Expect(k8s.Create(ctx, obj)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
 	obj.Status = coredogv1.CoreDumpStatus{
@@ -203,8 +204,9 @@ func TestPrinterColumns(t *testing.T) {
 	g.Expect(k8s.Status().Update(ctx, obj)).To(Succeed())
 
 	table := getTable(t, "/apis/coredog.io/v1alpha1/namespaces/"+apiTestNamespace+"/coredumps")
-	g.Expect(table.columns).To(Equal([]string{"Name", "Namespace", "Pod", "Container", "Executable", "Signal", "Size", "Phase", "Age", "Node", "Signature", "Location"}))
+	g.Expect(table.columns).To(Equal([]string{"Name", "Namespace", "Pod", "Container", "Executable", "Signal", "Size", "Phase", "Age", "Node", "Signature", "Location", "Dump Mode"}))
 	g.Expect(table.priority["Node"]).To(Equal(int64(1)))
+	g.Expect(table.priority["Dump Mode"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Signature"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Location"]).To(Equal(int64(1)))
 	g.Expect(table.priority["Pod"]).To(Equal(int64(0)))
@@ -220,6 +222,7 @@ func TestPrinterColumns(t *testing.T) {
 	g.Expect(row["Node"]).To(Equal("node-1"))
 	g.Expect(row["Signature"]).To(Equal("0123456789ab"))
 	g.Expect(row["Location"]).To(Equal("s3://cores/team-a/web-0/x.zst"))
+	g.Expect(row["Dump Mode"]).To(Equal("Privileged"))
 
 	p := createPolicy(t, validPolicy("columns"))
 	g.Eventually(func(g Gomega) {

@@ -155,7 +155,7 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	doc, err := json.MarshalIndent(map[string]any{
 		"apiVersion": coredogv1.GroupVersion.String(), "kind": "CoreDump",
 		"metadata": map[string]any{"name": cd.Name, "namespace": cd.Namespace, "uid": cd.UID, "labels": cd.Labels, "annotations": cd.Annotations},
-		"spec":     meta.Spec, "status": meta.Status,
+		"spec":     storedSpec(meta.Spec, stream.CommandLine), "status": meta.Status,
 	}, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
@@ -164,6 +164,16 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
 	}
 	return stored, nil
+}
+
+// storedSpec is the spec the metadata file keeps: the CoreDump's, with the
+// command line the agent sent with the download (already bounded and
+// escaped by the agent client).
+func storedSpec(spec coredogv1.CoreDumpSpec, commandLine string) coredogv1.StoredCoreDumpSpec {
+	return coredogv1.StoredCoreDumpSpec{
+		CoreDumpSpec: spec,
+		Process:      coredogv1.StoredProcessInfo{ProcessInfo: spec.Process, CommandLine: commandLine},
+	}
 }
 
 // DeleteStored removes a dump's stored objects, if any.

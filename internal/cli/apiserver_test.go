@@ -60,6 +60,11 @@ func TestAgainstAPIServer(t *testing.T) {
 	dump := bytes.Repeat([]byte("\x7fELF\x02\x01\x01 memory of a crashed process "), 50000)
 	goodKey := "team-a/web-0/20260301T110000Z-server-SIGSEGV-core-good.zst"
 	writeObject(t, filepath.Join(store, goodKey), dump)
+	// The arguments are only in the metadata file the manager stores beside the dump.
+	if err := os.WriteFile(filepath.Join(store, strings.TrimSuffix(goodKey, ".zst")+".json"),
+		[]byte(`{"kind":"CoreDump","spec":{"process":{"executable":"server","commandLine":"/usr/bin/server --port 8080"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	badKey := "team-a/web-0/20260301T111000Z-server-SIGSEGV-core-bad.zst"
 	writeObject(t, filepath.Join(store, badKey), dump)
 
@@ -397,7 +402,7 @@ func apiDump(name string, ago time.Duration, size int64, store, key, sha string)
 		Spec: coredogv1.CoreDumpSpec{
 			PolicyName: "default", NodeName: "node-1", FileName: "core.web-0.server.7.11." + name,
 			Size: size, DisplaySize: coredogv1.DisplaySize(size), DetectedAt: at, DetectedBy: coredogv1.DetectedByWatch,
-			Process: coredogv1.ProcessInfo{Executable: "server", CommandLine: "/usr/bin/server --port 8080", PID: 7, HostPID: 4242,
+			Process: coredogv1.ProcessInfo{Executable: "server", PID: 7, HostPID: 4242,
 				Signal: 11, SignalName: "SIGSEGV", DumpedAt: &at},
 			ELF:       &coredogv1.ELFInfo{Machine: "x86_64", Threads: 2, FaultAddress: "0x0", CrashModule: "/usr/bin/server", CrashOffset: "0x1a2b", BuildID: "deadbeef"},
 			Signature: "0123456789ab",

@@ -169,7 +169,7 @@ func kubeArch(machine string) string {
 }
 
 // executablePath is the program's path for gdb: the crash module when it
-// is the program itself, else an absolute first argument, else the name.
+// is the program itself, else the name (withCommandLine may do better).
 func executablePath(cd *coredogv1.CoreDump) (string, bool) {
 	exe := cd.Spec.Process.Executable
 	matches := func(p string) bool {
@@ -180,9 +180,6 @@ func executablePath(cd *coredogv1.CoreDump) (string, bool) {
 	if e := cd.Spec.ELF; e != nil && path.IsAbs(e.CrashModule) && matches(e.CrashModule) {
 		return e.CrashModule, true
 	}
-	if f := strings.Fields(cd.Spec.Process.CommandLine); len(f) > 0 && path.IsAbs(f[0]) {
-		return f[0], true
-	}
 	if path.IsAbs(exe) {
 		return exe, true
 	}
@@ -190,6 +187,18 @@ func executablePath(cd *coredogv1.CoreDump) (string, bool) {
 		exe = "PROGRAM"
 	}
 	return exe, false
+}
+
+// withCommandLine takes the program's path from an absolute first argument
+// of the stored command line when the CoreDump alone did not give it.
+func withCommandLine(plan DebugPlan, commandLine string) DebugPlan {
+	if plan.ExecutableExact {
+		return plan
+	}
+	if f := strings.Fields(commandLine); len(f) > 0 && path.IsAbs(f[0]) {
+		plan.Executable, plan.ExecutableExact = f[0], true
+	}
+	return plan
 }
 
 func truncateBytes(s string, n int) string {
@@ -329,6 +338,13 @@ func (a *app) debug(ctx context.Context, arg string, o *debugOptions) error {
 	plan, err := PlanDebug(cd, o.image, o.podNamespace, o.podName)
 	if err != nil {
 		return err
+	}
+	if _, serr := storedObject(cd); serr == nil && !plan.ExecutableExact {
+		// The arguments are kept only with the stored dump; without
+		// access to it the program's name does.
+		if cmdline, err := a.storedCommandLine(ctx, cd, o.storageURL); err == nil {
+			plan = withCommandLine(plan, cmdline)
+		}
 	}
 	if !o.run {
 		if _, err := storedObject(cd); err != nil {

@@ -52,7 +52,7 @@ func TestDebugStepsQuoteHostileNames(t *testing.T) {
 				t.Fatal(err)
 			}
 			cd := testDump("core-a", 0, func(cd *coredogv1.CoreDump) {
-				cd.Spec.ELF, cd.Spec.Process.CommandLine = nil, ""
+				cd.Spec.ELF = nil
 				cd.Spec.Process.Executable = exe
 			})
 			p, err := PlanDebug(&cd, "", "", "")

@@ -17,6 +17,7 @@ func TestPlanDebug(t *testing.T) {
 		name                string
 		cd                  coredogv1.CoreDump
 		image, ns, pod      string
+		cmdline             string // the stored command line
 		wantImage, wantNS   string
 		wantPod, wantArch   string
 		wantExe             string
@@ -35,14 +36,16 @@ func TestPlanDebug(t *testing.T) {
 			wantImage: "mine:dbg", wantNS: "scratch", wantPod: "dbg", wantArch: "amd64", wantExe: "/usr/bin/server", wantExact: true},
 		{name: "arm64, path from the command line", cd: testDump("core-a", 0, func(cd *coredogv1.CoreDump) {
 			cd.Spec.ELF.Machine, cd.Spec.ELF.CrashModule = "aarch64", "/lib/libc.so.6"
-		}), wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-core-a", wantArch: "arm64", wantExe: "/usr/bin/server", wantExact: true, wantNote: true},
+		}), cmdline: "/usr/bin/server --port 1", wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-core-a", wantArch: "arm64", wantExe: "/usr/bin/server", wantExact: true, wantNote: true},
 		{name: "name only", cd: testDump("core-a", 0, func(cd *coredogv1.CoreDump) {
-			cd.Spec.ELF, cd.Spec.Process.CommandLine = nil, "server --port 1"
-		}), wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-core-a", wantExe: "server", wantNote: true},
+			cd.Spec.ELF = nil
+		}), cmdline: "server --port 1", wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-core-a", wantExe: "server", wantNote: true},
 		{name: "comm cut at 15 bytes", cd: testDump("core-a", 0, func(cd *coredogv1.CoreDump) {
-			cd.Spec.Process.Executable, cd.Spec.Process.CommandLine = "very-long-serve", ""
+			cd.Spec.Process.Executable = "very-long-serve"
 			cd.Spec.ELF.CrashModule = "/opt/app/very-long-server-name"
 		}), wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-core-a", wantArch: "amd64", wantExe: "/opt/app/very-long-server-name", wantExact: true, wantNote: true},
+		{name: "the crash module wins over the command line", cd: testDump("core-a", 0), cmdline: "/opt/other --x",
+			wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-core-a", wantArch: "amd64", wantExe: "/usr/bin/server", wantExact: true, wantNote: true},
 		{name: "long dump name", cd: testDump(strings.Repeat("x", 70), 0),
 			wantImage: "registry.example/web@sha256:" + sha64, wantNS: "team-a", wantPod: "coredog-debug-" + strings.Repeat("x", 49), wantArch: "amd64", wantExe: "/usr/bin/server", wantExact: true, wantNote: true},
 		{name: "no pod, no image", cd: testDump("core-a", 0, withPod("", "", "", "")), wantErr: "pass --image"},
@@ -50,6 +53,7 @@ func TestPlanDebug(t *testing.T) {
 			wantImage: "x:1", wantNS: "default", wantPod: "coredog-debug-core-a", wantArch: "amd64", wantExe: "/usr/bin/server", wantExact: true},
 	} {
 		p, err := PlanDebug(&tc.cd, tc.image, tc.ns, tc.pod)
+		p = withCommandLine(p, tc.cmdline)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("%s: error %v, want %q", tc.name, err, tc.wantErr)
@@ -111,7 +115,7 @@ func TestRenderDebugSteps(t *testing.T) {
 		}
 	}
 
-	cd = testDump("core-b", 0, func(cd *coredogv1.CoreDump) { cd.Spec.ELF, cd.Spec.Process.CommandLine = nil, "" })
+	cd = testDump("core-b", 0, func(cd *coredogv1.CoreDump) { cd.Spec.ELF = nil })
 	p, _ = PlanDebug(&cd, "", "", "")
 	b.Reset()
 	RenderDebugSteps(&b, p, "gdb:14")

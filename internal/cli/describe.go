@@ -27,10 +27,16 @@ func describeCommand() command {
 		summary: "Show everything known about core dumps.",
 		help: `Show everything known about one or more CoreDumps: the pod and its workload,
 image and image ID, node, the process (executable, arguments, pid, signal,
-fault address), where it crashed (module, offset, build-id), its crash
-signature and how many other dumps share it, where it is stored, its
+dump mode, fault address), where it crashed (module, offset, build-id), its
+crash signature and how many other dumps share it, where it is stored, its
 conditions, and the events about it (on the CoreDump, and the CoreDumped
 events on the pod).
+
+The arguments are not in the CoreDump (they can hold secrets, and every
+node agent can read every CoreDump): they are read from the metadata file
+stored next to the dump, with your own storage credentials, as download
+reads the dump. Without read access to the bucket, describe says so on the
+Arguments line and shows the rest.
 
 NAME may be NAMESPACE/NAME, as list -A prints it.
 
@@ -38,6 +44,8 @@ Examples:
   kubectl coredog describe core-5f0c9e1a2b3c
   kubectl coredog describe -n coredog-system core-5f0c9e1a2b3c core-77aa01b2c3d4`,
 		setup: func(fs *pflag.FlagSet) func(context.Context, *app, []string) error {
+			var storageURL string
+			fs.StringVar(&storageURL, "storage-url", "", "Bucket URL with its options, instead of the policy's spec.storage.url, to read the stored arguments (see download).")
 			return func(ctx context.Context, a *app, args []string) error {
 				if len(args) == 0 {
 					return fmt.Errorf("%w: describe needs a CoreDump name (see kubectl coredog list)", errUsage)
@@ -49,7 +57,7 @@ Examples:
 					if i > 0 {
 						fmt.Fprintln(a.stdout)
 					}
-					if err := a.describe(ctx, arg); err != nil {
+					if err := a.describe(ctx, arg, storageURL); err != nil {
 						return err
 					}
 				}
@@ -70,6 +78,9 @@ type Description struct {
 	Events []eventsv1.Event
 	// EventsError says why events could not be read, if they could not.
 	EventsError string
+	// CommandLine is the crashed process's arguments, from the stored
+	// metadata file; CommandLineError says why there are none to show.
+	CommandLine, CommandLineError string
 }
 
 // getDump fetches a CoreDump by NAME or NAMESPACE/NAME and says what to do
@@ -90,7 +101,7 @@ func (a *app) getDump(ctx context.Context, arg string) (*coredogv1.CoreDump, err
 	return &cd, nil
 }
 
-func (a *app) describe(ctx context.Context, arg string) error {
+func (a *app) describe(ctx context.Context, arg, storageURL string) error {
 	cd, err := a.getDump(ctx, arg)
 	if err != nil {
 		return err
@@ -112,8 +123,26 @@ func (a *app) describe(ctx context.Context, arg string) error {
 	if err != nil {
 		d.EventsError = err.Error()
 	}
+	d.CommandLine, d.CommandLineError = a.describeCommandLine(ctx, cd, storageURL)
 	RenderDescription(a.stdout, d, a.now())
 	return nil
+}
+
+// describeCommandLine is what the Arguments line shows: the stored command
+// line, or why there is none.
+func (a *app) describeCommandLine(ctx context.Context, cd *coredogv1.CoreDump, storageURL string) (string, string) {
+	switch cd.Status.Phase {
+	case coredogv1.PhaseUploaded:
+	case coredogv1.PhaseSkipped, coredogv1.PhaseFailed:
+		return "", "not kept: the arguments are stored only with an uploaded dump"
+	default:
+		return "", "stored with the dump once it is Uploaded"
+	}
+	cmdline, err := a.storedCommandLine(ctx, cd, storageURL)
+	if err != nil {
+		return "", "cannot read the stored metadata: " + err.Error()
+	}
+	return cmdline, ""
 }
 
 // dumpEvents lists the events about cd, oldest first.
@@ -250,7 +279,11 @@ func RenderDescription(w io.Writer, d Description, now time.Time) {
 	pr := cd.Spec.Process
 	p.line(0, "Process:", "")
 	p.line(1, "Executable", pr.Executable)
-	p.line(1, "Arguments", pr.CommandLine)
+	if d.CommandLineError != "" {
+		p.line(1, "Arguments", "<"+d.CommandLineError+">")
+	} else {
+		p.line(1, "Arguments", d.CommandLine)
+	}
 	pid := ""
 	if pr.PID > 0 {
 		pid = strconv.FormatInt(pr.PID, 10)
@@ -270,6 +303,13 @@ func RenderDescription(w io.Writer, d Description, now time.Time) {
 		sig += " (" + strconv.Itoa(int(pr.Signal)) + ")"
 	}
 	p.line(1, "Signal", sig)
+	if pr.DumpMode != "" {
+		mode := string(pr.DumpMode)
+		if pr.DumpMode == coredogv1.DumpModePrivileged {
+			mode += " (dumped as root under fs.suid_dumpable=2: a setuid or credential-changing process; its memory may hold root's secrets)"
+		}
+		p.line(1, "Dump mode", mode)
+	}
 
 	p.line(0, "Crash:", "")
 	if e := cd.Spec.ELF; e != nil {

@@ -29,7 +29,7 @@ func TestRenderDescriptionFull(t *testing.T) {
 		Series: &eventsv1.EventSeries{Count: 3, LastObservedTime: metav1.NewMicroTime(now.Add(-55 * time.Minute))},
 	}}
 	var b bytes.Buffer
-	RenderDescription(&b, Description{Dump: &cd, SameSignature: 1, Events: events}, now)
+	RenderDescription(&b, Description{Dump: &cd, SameSignature: 1, Events: events, CommandLine: "/usr/bin/server --port 8080"}, now)
 	want := lines(
 		"Name:             core-b",
 		"Namespace:        coredog-system",
@@ -109,11 +109,23 @@ func TestRenderDescriptionCases(t *testing.T) {
 			want: []string{"Phase:            Pending", "  not resolved yet", "(other dumps with it could not be listed)", "Events:           <listing events: forbidden>"},
 		},
 		{
+			name: "arguments not readable from storage",
+			d: Description{Dump: new(testDump("core-s", time.Minute)), SameSignature: 0,
+				CommandLineError: "cannot read the stored metadata: no usable storage credentials"},
+			want: []string{"  Arguments:      <cannot read the stored metadata: no usable storage credentials>"},
+		},
+		{
+			name: "privileged dump",
+			d: Description{Dump: new(testDump("core-s", time.Minute, func(cd *coredogv1.CoreDump) {
+				cd.Spec.Process.DumpMode = coredogv1.DumpModePrivileged
+			})), SameSignature: 0},
+			want: []string{"  Dump mode:      Privileged (dumped as root under fs.suid_dumpable=2"},
+		},
+		{
 			name: "hostile values are escaped",
 			d: Description{Dump: new(testDump("core-h", time.Minute, func(cd *coredogv1.CoreDump) {
-				cd.Spec.Process.CommandLine = "x\x1b[2Jy"
 				cd.Spec.FileName = "core.\nfake: line"
-			})), SameSignature: 3},
+			})), SameSignature: 3, CommandLine: "x\x1b[2Jy"},
 			want:    []string{`Arguments:      x\x1b[2Jy`, `core.\nfake: line`, "(3 other dumps have it"},
 			notWant: []string{"\x1b"},
 		},

@@ -24,7 +24,7 @@ func testDump(name string, ago time.Duration, opts ...dumpOpt) coredogv1.CoreDum
 			PolicyName: "default", NodeName: "node-1", FileName: "core.web-0.server.1.11.0",
 			Size: 43 << 20, DisplaySize: "43Mi", DetectedAt: at, DetectedBy: coredogv1.DetectedByWatch,
 			Process: coredogv1.ProcessInfo{
-				Executable: "server", CommandLine: "/usr/bin/server --port 8080", PID: 1, HostPID: 4242,
+				Executable: "server", PID: 1, HostPID: 4242,
 				Signal: 11, SignalName: "SIGSEGV", DumpedAt: &at,
 			},
 			ELF: &coredogv1.ELFInfo{

@@ -1,6 +1,8 @@
 // Package wire is the download protocol between a node agent and the
 // manager: the routes, the query parameter and header that name a stream's
-// encoding, the trailers that prove what was sent, the name rule for dumps,
+// encoding, the trailers that prove what was sent, the header that carries
+// the crashed process's command line (and its bounds and escaping), the
+// name rule for dumps,
 // and the mapping from the API's compression to the wire's. The agent's
 // server (agent/serve) and the manager's client (controllers/agentclient)
 // both import it, so that neither links the other.
@@ -11,10 +13,14 @@ package wire
 
 import (
 	"bytes"
+	"fmt"
 	"hash"
 	"hash/crc32"
 	"net/http"
+	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -45,7 +51,20 @@ const (
 	// authenticates every byte, so this guards only against a stream changed
 	// by a bug on either side (framing, buffering).
 	StreamCRC32CTrailer = "X-Coredog-Stream-Crc32c"
+	// CommandLineHeader carries the crashed process's arguments as the
+	// core's notes give them (NT_PRPSINFO pr_psargs), percent-encoded by
+	// EncodeCommandLine. They travel only here, to the manager, which
+	// writes them into the stored metadata: arguments can hold secrets
+	// (--password=...), and every agent token can list and watch every
+	// node's CoreDumps, so they are never part of the CoreDump object.
+	CommandLineHeader = "X-Coredog-Command-Line"
 )
+
+// MaxCommandLine bounds the command line in bytes, before encoding. The
+// kernel keeps 80 bytes of arguments in a core (ELF_PRARGSZ, with its NUL);
+// the bound leaves room for other producers without letting an agent send
+// an unbounded header.
+const MaxCommandLine = 1024
 
 // Trailers is the value of a download's Trailer header: every trailer is
 // declared before the body, so that a client can tell a stream that ends
@@ -171,4 +190,49 @@ func ValidName(name string) bool {
 
 func isAlnum(c byte) bool {
 	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+}
+
+// EncodeCommandLine is the CommandLineHeader value of a command line:
+// percent-encoded (any byte may be in it, and a header may hold none but
+// visible ASCII), cut at MaxCommandLine bytes first.
+func EncodeCommandLine(raw string) string {
+	if len(raw) > MaxCommandLine {
+		raw = raw[:MaxCommandLine]
+	}
+	return url.QueryEscape(raw)
+}
+
+// DecodeCommandLine reads a CommandLineHeader value, which an agent wrote:
+// longer than MaxCommandLine encoded bytes could be, not percent-encoded, or
+// over MaxCommandLine decoded bytes is refused. What it returns is bytes as
+// the process gave them; SafeCommandLine makes them fit to store and show.
+func DecodeCommandLine(v string) (string, bool) {
+	if len(v) > 3*MaxCommandLine {
+		return "", false
+	}
+	raw, err := url.QueryUnescape(v)
+	if err != nil || len(raw) > MaxCommandLine {
+		return "", false
+	}
+	return raw, true
+}
+
+// SafeCommandLine keeps printable UTF-8 and spaces as they are and writes
+// every other byte (invalid UTF-8, NUL, control characters, DEL) as \xNN,
+// as agents write the names they read: a command line comes from the
+// crashed process and ends up in JSON files, terminals and logs.
+func SafeCommandLine(raw string) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); {
+		r, size := utf8.DecodeRuneInString(raw[i:])
+		if (r == utf8.RuneError && size == 1) || (r != ' ' && !unicode.IsPrint(r)) {
+			for _, c := range []byte(raw[i : i+size]) {
+				fmt.Fprintf(&b, `\x%02x`, c)
+			}
+		} else {
+			b.WriteString(raw[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }

@@ -3,7 +3,10 @@ package wire
 import (
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
@@ -153,4 +156,78 @@ func TestFramed(t *testing.T) {
 			t.Errorf("%s: Framed = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+func TestCommandLineHeader(t *testing.T) {
+	long := strings.Repeat("a", MaxCommandLine+10)
+	for _, tc := range []struct {
+		name, raw string
+		// want is what the manager keeps: raw through the header, made safe.
+		want string
+	}{
+		{"plain", "/usr/bin/server --port 8080", "/usr/bin/server --port 8080"},
+		{"empty", "", ""},
+		{"a secret", "db --password=hunter2", "db --password=hunter2"},
+		{"header injection", "x\r\nX-Coredog-Raw-Size: 1\r\n", `x\x0d\x0aX-Coredog-Raw-Size: 1\x0d\x0a`},
+		{"terminal escapes and NUL", "x\x1b[2Jy\x00z\x7f", `x\x1b[2Jy\x00z\x7f`},
+		{"invalid UTF-8", "caf\xe9 \xff", `caf\xe9 \xff`},
+		{"valid UTF-8 and percent signs", "naïve 100% %41 +", "naïve 100% %41 +"},
+		{"cut at the bound", long, long[:MaxCommandLine]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := EncodeCommandLine(tc.raw)
+			for _, c := range []byte(enc) {
+				if c <= ' ' || c >= 0x7f {
+					t.Fatalf("encoded value %q holds byte %#x, which a header may not", enc, c)
+				}
+			}
+			raw, ok := DecodeCommandLine(enc)
+			if !ok {
+				t.Fatalf("DecodeCommandLine(%q) refused", enc)
+			}
+			if got := SafeCommandLine(raw); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeCommandLineRefusesWhatNoAgentSends(t *testing.T) {
+	for _, tc := range []struct{ name, v string }{
+		{"bad escape", "%zz"},
+		{"cut escape", "abc%4"},
+		{"over the bound decoded", strings.Repeat("a", MaxCommandLine+1)},
+		{"over the bound encoded", strings.Repeat("%41", MaxCommandLine+1)},
+		{"huge", strings.Repeat("a", 1<<20)},
+	} {
+		if raw, ok := DecodeCommandLine(tc.v); ok {
+			t.Errorf("%s: decoded to %d bytes, want refusal", tc.name, len(raw))
+		}
+	}
+}
+
+// FuzzDecodeCommandLine: whatever an agent sends, what the manager keeps is
+// bounded, valid UTF-8 and free of control characters.
+func FuzzDecodeCommandLine(f *testing.F) {
+	for _, s := range []string{"", "a+b", "%00%1b%5B2J", "%zz", "%e9", strings.Repeat("%41", 400)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		raw, ok := DecodeCommandLine(v)
+		if !ok {
+			return
+		}
+		if len(raw) > MaxCommandLine {
+			t.Fatalf("decoded %d bytes", len(raw))
+		}
+		safe := SafeCommandLine(raw)
+		if !utf8.ValidString(safe) || len(safe) > 4*MaxCommandLine {
+			t.Fatalf("unsafe result %q", safe)
+		}
+		for _, r := range safe {
+			if r != ' ' && !unicode.IsPrint(r) {
+				t.Fatalf("control character %U in %q", r, safe)
+			}
+		}
+	})
 }

@@ -26,6 +26,13 @@ import (
 	"github.com/coredog/coredog/internal/pki"
 )
 
+// servedCommandLine is what the agent registers as the process's arguments;
+// servedCommandLineSafe is what the manager must keep of them.
+const (
+	servedCommandLine     = "./server --password=hunter2 \x1b[2J \xff"
+	servedCommandLineSafe = `./server --password=hunter2 \x1b[2J \xff`
+)
+
 // agentWith serves the file at path as "core-1" from a real agent server
 // with a serving certificate for policy "p", and returns its endpoint and a
 // manager client holding that policy's client certificate.
@@ -61,7 +68,7 @@ func agentWith(t *testing.T, path string) (string, *agentclient.Client) {
 		t.Fatal(err)
 	}
 	reg := serve.NewRegistry()
-	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino, Size: st.Size}) //nolint:unconvert
+	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino, Size: st.Size, CommandLine: servedCommandLine}) //nolint:unconvert
 	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: tlsDir, Logger: logr.Discard()}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +114,9 @@ func TestFetchFromRealAgentServer(t *testing.T) {
 			}
 			if s.RawSize != int64(len(data)) || s.SHA256 != sha256Hex(data) {
 				t.Fatalf("verified %d bytes %s", s.RawSize, s.SHA256)
+			}
+			if s.CommandLine != servedCommandLineSafe {
+				t.Fatalf("command line %q, want %q", s.CommandLine, servedCommandLineSafe)
 			}
 			if c == coredogv1.CompressionNone && !bytes.Equal(compressed, data) {
 				t.Fatal("uncompressed stream differs")
