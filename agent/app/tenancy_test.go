@@ -123,6 +123,7 @@ func TestPipeModeCoresAreUnreadableToTheCrashingUID(t *testing.T) {
 	must(t, os.Mkdir(pipeDir, 0o755))
 	sysctl := filepath.Join(t.TempDir(), "core_pattern")
 	must(t, os.WriteFile(sysctl, []byte("core\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(filepath.Dir(sysctl), "core_pipe_limit"), []byte("0\n"), 0o644))
 	h := newHarness(t, func(c *app.Config) {
 		c.CorePattern, c.SysctlPath, c.ReceiverBinary, c.Dir = "Pipe", sysctl, agentBinary(t), pipeDir
 	})
