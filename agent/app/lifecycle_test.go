@@ -199,7 +199,7 @@ func TestManagedCorePatternIsRestoredOnExit(t *testing.T) {
 	h := newHarness(t, func(c *app.Config) { c.CorePattern = "Manage"; c.SysctlPath = sysctl })
 	h.start()
 	want := h.dir + "/" + coredogv1.DefaultFileNamePattern
-	g.Eventually(func() string { b, _ := os.ReadFile(sysctl); return strings.TrimSpace(string(b)) }, wait, 50*time.Millisecond).Should(Equal(want))
+	waitForSysctl(g, sysctl, want)
 	h.stop()
 	b, err := os.ReadFile(sysctl)
 	must(t, err)

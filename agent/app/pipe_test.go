@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/coredog/coredog/agent/receive"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/scheme"
+	"github.com/coredog/coredog/test/attacker"
 	"github.com/coredog/coredog/test/testcrash"
 )
 
@@ -49,12 +49,7 @@ func TestPipeModeReceivesCoresFromTheKernel(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(h.proc, pid, "cgroup"), []byte("0::/system.slice/docker-"+id+".scope\n"), 0o644))
 	h.start()
 
-	var pattern string
-	g.Eventually(func() string {
-		b, _ := os.ReadFile(sysctl)
-		pattern = strings.TrimSpace(string(b))
-		return pattern
-	}, wait, 50*time.Millisecond).Should(Equal(receive.CorePattern(h.dir)))
+	pattern := waitForSysctl(g, sysctl, receive.CorePattern(h.dir))
 	// core_pipe_limit is set before core_pattern.
 	b, err := os.ReadFile(pipeLimit)
 	must(t, err)
@@ -172,13 +167,9 @@ func TestAgentRefusesAReceiverDirectoryAnotherUserMade(t *testing.T) {
 			}
 			must(t, os.Chmod(h.dir, os.ModeSticky|0o777))
 			evil := filepath.Join(h.dir, "evil")
-			attacker := exec.Command("/bin/sh", "-ec", fmt.Sprintf(`mkdir -m 0777 %[1]s/.coredog
+			attacker.Run(t, fmt.Sprintf(`mkdir -m 0777 %[1]s/.coredog
 printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s; chmod 0755 %[2]s
 printf '|%[2]s %%%%P' > %[1]s/.coredog/core_pattern.original`, h.dir, evil))
-			attacker.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
-			if out, err := attacker.CombinedOutput(); err != nil {
-				t.Fatalf("attacker: %v\n%s", err, out)
-			}
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -206,4 +197,14 @@ printf '|%[2]s %%%%P' > %[1]s/.coredog/core_pattern.original`, h.dir, evil))
 			}
 		})
 	}
+}
+
+// waitForSysctl waits until the (test's stand-in) sysctl file holds want,
+// and returns it.
+func waitForSysctl(g Gomega, sysctl, want string) string {
+	g.Eventually(func() string {
+		b, _ := os.ReadFile(sysctl)
+		return strings.TrimSpace(string(b))
+	}, wait, 50*time.Millisecond).Should(Equal(want))
+	return want
 }

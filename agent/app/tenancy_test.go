@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -128,12 +127,7 @@ func TestPipeModeCoresAreUnreadableToTheCrashingUID(t *testing.T) {
 		c.CorePattern, c.SysctlPath, c.ReceiverBinary, c.Dir = "Pipe", sysctl, agentBinary(t), pipeDir
 	})
 	h.start()
-	var pattern string
-	g.Eventually(func() string {
-		b, _ := os.ReadFile(sysctl)
-		pattern = strings.TrimSpace(string(b))
-		return pattern
-	}, wait, 50*time.Millisecond).Should(Equal(receive.CorePattern(pipeDir)))
+	pattern := waitForSysctl(g, sysctl, receive.CorePattern(pipeDir))
 
 	const pid = "6161"
 	uid := strconv.Itoa(tenantUID)

@@ -91,15 +91,7 @@ type Decision struct {
 // would get. A created CoreDump becomes the target of its key and the node's
 // latest.
 func (b *Budget) Decide(k, name string, now time.Time) Decision {
-	l := b.limits
-	b.node.refill(now, l.NodeBurst, l.NodeInterval)
-	st := b.keys[k]
-	if st == nil {
-		b.prune(now)
-		st = &key{}
-		b.keys[k] = st
-	}
-	st.bucket.refill(now, l.KeyBurst, l.KeyInterval)
+	st := b.refill(k, now)
 	nodeOK, keyOK := b.node.tokens >= 1, st.bucket.tokens >= 1
 	switch {
 	case nodeOK && (keyOK || st.target == ""):
@@ -114,9 +106,7 @@ func (b *Budget) Decide(k, name string, now time.Time) Decision {
 		// The node has no CoreDump at all to count on: this one is the
 		// only one, so creating it cannot flood anything.
 	}
-	b.node.tokens = max(b.node.tokens-1, 0)
-	st.bucket.tokens = max(st.bucket.tokens-1, 0)
-	st.target, b.latest = name, name
+	b.spend(st, name)
 	return Decision{Create: true}
 }
 
@@ -125,15 +115,26 @@ func (b *Budget) Decide(k, name string, now time.Time) Decision {
 // restarted agent neither starts with full buckets nor forgets what to
 // count on. Call it in creation order.
 func (b *Budget) Record(k, name string, at time.Time) {
+	b.spend(b.refill(k, at), name)
+}
+
+// refill brings the node's bucket and key k's (made if new) up to now.
+func (b *Budget) refill(k string, now time.Time) *key {
 	l := b.limits
 	st := b.keys[k]
 	if st == nil {
-		b.prune(at)
+		b.prune(now)
 		st = &key{}
 		b.keys[k] = st
 	}
-	b.node.refill(at, l.NodeBurst, l.NodeInterval)
-	st.bucket.refill(at, l.KeyBurst, l.KeyInterval)
+	b.node.refill(now, l.NodeBurst, l.NodeInterval)
+	st.bucket.refill(now, l.KeyBurst, l.KeyInterval)
+	return st
+}
+
+// spend takes a token from the node and from st for the CoreDump name,
+// which becomes the target of its key and the node's latest.
+func (b *Budget) spend(st *key, name string) {
 	b.node.tokens = max(b.node.tokens-1, 0)
 	st.bucket.tokens = max(st.bucket.tokens-1, 0)
 	st.target, b.latest = name, name

@@ -5,18 +5,17 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/coredog/coredog/agent/hostdir"
+	"github.com/coredog/coredog/test/attacker"
 )
 
 // sysctlFile stands in for /proc/sys/kernel/core_pattern. Tests never touch
@@ -380,39 +379,6 @@ func TestStateSurvivesAKilledAgent(t *testing.T) {
 	}
 }
 
-// attackerUID is the unprivileged user the attacks run as.
-const attackerUID = 1000
-
-// asAttacker runs script with sh as uid and gid 1000, as an unprivileged
-// process on the node (or a pod writing into a shared hostPath) would.
-func asAttacker(t *testing.T, script string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the attack tests change users and need root")
-	}
-	cmd := exec.Command("/bin/sh", "-ec", script)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: attackerUID, Gid: attackerUID}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("attacker step %q: %v\n%s", script, err, out)
-	}
-}
-
-// sharedDir is a world-writable sticky directory (a 1777 core directory)
-// that uid 1000 can reach.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for p := dir; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // TestRestoreRefusesAPlantedOriginal is the attack of an unprivileged
 // process on a node whose core directory is world-writable: it creates
 // <hostPath>/.coredog before any agent, plants core_pattern.original piping
@@ -420,10 +386,10 @@ func sharedDir(t *testing.T) string {
 // The next agent must not take the planted value, so that its Restore never
 // makes the kernel run that program as root.
 func TestRestoreRefusesAPlantedOriginal(t *testing.T) {
-	host := sharedDir(t)
+	host := attacker.SharedDir(t)
 	evil := filepath.Join(host, "evil")
 	planted := "|" + evil + " %P"
-	asAttacker(t, fmt.Sprintf(`mkdir -m 0777 %[1]s/.coredog
+	attacker.Run(t, fmt.Sprintf(`mkdir -m 0777 %[1]s/.coredog
 printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s
 chmod 0755 %[2]s
 printf '%%s' '%[3]s' > %[1]s/.coredog/core_pattern.original`, host, evil, planted))
@@ -481,9 +447,9 @@ func TestRestoreRefusesAHelperOthersCanChange(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := sharedDir(t)
+			dir := attacker.SharedDir(t)
 			if tc.attack != "" {
-				asAttacker(t, fmt.Sprintf(tc.attack, dir))
+				attacker.Run(t, fmt.Sprintf(tc.attack, dir))
 			}
 			if tc.root != nil {
 				tc.root(t, dir)

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
+
+	"github.com/coredog/coredog/test/attacker"
 )
 
 func must(t *testing.T, err error) {
@@ -15,26 +15,6 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// asUser1000 runs script as uid and gid 1000.
-func asUser1000(t *testing.T, script string) {
-	t.Helper()
-	cmd := exec.Command("/bin/sh", "-ec", script)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%q as uid 1000: %v\n%s", script, err, out)
-	}
-}
-
-// reachable makes a temporary directory that uid 1000 can walk into.
-func reachable(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for p := dir; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
-		must(t, os.Chmod(p, 0o755))
-	}
-	return dir
 }
 
 func TestOpen(t *testing.T) {
@@ -62,7 +42,7 @@ func TestOpen(t *testing.T) {
 		}},
 		{name: "uid 1000's directory", setup: func(t *testing.T, dir string) string {
 			must(t, os.Chmod(dir, os.ModeSticky|0o777))
-			asUser1000(t, "mkdir -m 0700 "+dir+"/d")
+			attacker.Run(t, "mkdir -m 0700 "+dir+"/d")
 			return filepath.Join(dir, "d")
 		}},
 		{name: "a link to root's directory", setup: func(t *testing.T, dir string) string {
@@ -73,7 +53,7 @@ func TestOpen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := tt.setup(t, reachable(t))
+			p := tt.setup(t, attacker.ReachableDir(t))
 			for _, c := range []struct {
 				open func(string) (*Dir, error)
 				want bool

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coredog/coredog/agent/hostdir"
 	"github.com/coredog/coredog/agent/nodeguard"
+	"github.com/coredog/coredog/test/attacker"
 )
 
 var kernelArgs = []string{"4242", "7", "4242", "7", "11", "1767225600", "0", "0", "web-0", "server"}
@@ -36,9 +37,9 @@ func TestInstallRefusesADirectoryAnotherUserCanChange(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			host := sharedDir(t)
+			host := attacker.SharedDir(t)
 			if tc.attack != "" {
-				asAttacker(t, fmt.Sprintf(tc.attack, host))
+				attacker.Run(t, fmt.Sprintf(tc.attack, host))
 			}
 			if tc.root != nil {
 				tc.root(host)
@@ -48,7 +49,7 @@ func TestInstallRefusesADirectoryAnotherUserCanChange(t *testing.T) {
 				// The old agent got here: now the attacker puts its own
 				// program where the kernel will run the receiver.
 				evil := filepath.Join(host, "evil")
-				asAttacker(t, fmt.Sprintf(`printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s; chmod 0755 %[2]s
+				attacker.Run(t, fmt.Sprintf(`printf '#!/bin/sh\nid > %[1]s/pwned\n' > %[2]s; chmod 0755 %[2]s
 mv -f %[1]s/.coredog %[1]s/.coredog.old 2>/dev/null && mkdir %[1]s/.coredog || true
 cp %[2]s %[1]s/.coredog/agent.x && mv -f %[1]s/.coredog/agent.x %[1]s/.coredog/agent`, host, evil))
 				got, _ := os.ReadFile(filepath.Join(host, InstallDir, BinaryName))
@@ -71,13 +72,13 @@ cp %[2]s %[1]s/.coredog/agent.x && mv -f %[1]s/.coredog/agent.x %[1]s/.coredog/a
 // a receive.log that links to a host file. The receiver (root, host
 // namespaces) must write nothing, neither the core nor the log line.
 func TestReceiverTrustsNothingInADirectoryAnotherUserMade(t *testing.T) {
-	host := sharedDir(t)
+	host := attacker.SharedDir(t)
 	victim := t.TempDir()
 	secret := filepath.Join(victim, "shadow")
 	must(t, os.WriteFile(secret, []byte("root:x:0\n"), 0o600))
 	cfg, err := json.Marshal(Config{Dir: victim, FileNamePattern: "cron.%p", MaxReceivers: 1})
 	must(t, err)
-	asAttacker(t, fmt.Sprintf(`mkdir -m 0755 %[1]s/.coredog
+	attacker.Run(t, fmt.Sprintf(`mkdir -m 0755 %[1]s/.coredog
 printf '%%s' '%[2]s' > %[1]s/.coredog/receive.json
 : > %[1]s/.coredog/slot-0
 ln -s %[3]s %[1]s/.coredog/receive.log`, host, cfg, secret))

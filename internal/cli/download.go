@@ -115,17 +115,9 @@ func (a *app) fetchDump(ctx context.Context, cd *coredogv1.CoreDump, o downloadO
 			return "", fmt.Errorf("%s exists; pass --force to overwrite it, or -o to choose another file", target)
 		}
 	}
-	loc, key, err := a.storageLocation(ctx, cd, o.storageURL)
+	store, loc, key, err := a.openDumpStore(ctx, cd, st, o.storageURL)
 	if err != nil {
 		return "", err
-	}
-	creds, err := CredsFromEnv(loc.Scheme, a.getenv)
-	if err != nil {
-		return "", err
-	}
-	store, err := a.openStore(ctx, loc, creds)
-	if err != nil {
-		return "", storeError(loc, st.URL, err)
 	}
 	defer store.Close()
 	r, err := store.Read(ctx, key)
@@ -292,6 +284,25 @@ func place(tmp, target string, force bool) error {
 		return fmt.Errorf("writing %s: %w", target, err)
 	}
 	return nil
+}
+
+// openDumpStore opens the bucket of cd's stored object st with the
+// caller's own credentials (from the environment), and gives the object's
+// key in it; override is --storage-url.
+func (a *app) openDumpStore(ctx context.Context, cd *coredogv1.CoreDump, st *coredogv1.StorageStatus, override string) (storage.Store, *storage.Location, string, error) {
+	loc, key, err := a.storageLocation(ctx, cd, override)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	creds, err := CredsFromEnv(loc.Scheme, a.getenv)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	store, err := a.openStore(ctx, loc, creds)
+	if err != nil {
+		return nil, nil, "", storeError(loc, st.URL, err)
+	}
+	return store, loc, key, nil
 }
 
 // storageLocation is the bucket and key of cd's object: from --storage-url,

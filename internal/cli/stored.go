@@ -30,17 +30,9 @@ func (a *app) storedCommandLine(ctx context.Context, cd *coredogv1.CoreDump, sto
 	}
 	ctx, cancel := context.WithTimeout(ctx, storedMetadataTimeout)
 	defer cancel()
-	loc, key, err := a.storageLocation(ctx, cd, storageURL)
+	store, loc, key, err := a.openDumpStore(ctx, cd, st, storageURL)
 	if err != nil {
 		return "", err
-	}
-	creds, err := CredsFromEnv(loc.Scheme, a.getenv)
-	if err != nil {
-		return "", err
-	}
-	store, err := a.openStore(ctx, loc, creds)
-	if err != nil {
-		return "", storeError(loc, st.URL, err)
 	}
 	defer store.Close()
 	metaKey := storage.SidecarKey(key)
