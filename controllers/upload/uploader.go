@@ -62,11 +62,7 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	if err != nil {
 		return nil, err
 	}
-	tmpl := p.Spec.Storage.KeyTemplate
-	if tmpl == "" {
-		tmpl = coredogv1.DefaultKeyTemplate
-	}
-	kt, err := storage.ParseKeyTemplate(tmpl)
+	kt, err := storage.ParseKeyTemplate(KeyTemplateOf(p))
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +84,18 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	compression := cmp.Or(p.Spec.Storage.Compression, coredogv1.DefaultCompression)
 	key += encoding(compression).Ext
 	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
+}
+
+// KeyTemplateOf is the key template a policy's dumps are stored with: its
+// own, or the default. The earlier default, which the API server wrote into
+// the policies it defaulted then, is taken as the current one: it let a
+// forged dump's fields render another dump's key.
+func KeyTemplateOf(p *coredogv1.CoreDumpPolicy) string {
+	t := p.Spec.Storage.KeyTemplate
+	if t == "" || t == storage.LegacyDefaultKeyTemplate {
+		return coredogv1.DefaultKeyTemplate
+	}
+	return t
 }
 
 // ErrAgentLease is returned when the agent Lease of the dump's node cannot
