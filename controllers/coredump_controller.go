@@ -517,7 +517,16 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 	if !controllerutil.ContainsFinalizer(cd, coredogv1.FinalizerCleanup) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.Uploader.DeleteStored(ctx, cd, policy); err != nil {
+	err := r.Uploader.DeleteStored(ctx, cd, policy)
+	if errors.Is(err, upload.ErrNotOwned) {
+		// Another dump's object at this dump's key (a forged CoreDump
+		// pointed at it) stays; retrying would not change whose it is.
+		ctrl.LoggerFrom(ctx).Info("Stored objects that are not this dump's are left", "err", err.Error())
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventCleanupFailed, "Delete",
+			"Objects at this dump's key are not this dump's and were left: %v", err)
+		err = nil
+	}
+	if err != nil {
 		r.mu.Lock()
 		if r.cleanupFailures == nil {
 			r.cleanupFailures = map[string]int{}
@@ -539,7 +548,7 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 	// outdated one may lack the storage key of an upload that finished since.
 	patch := client.MergeFromWithOptions(cd.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(cd, coredogv1.FinalizerCleanup)
-	err := r.Patch(ctx, cd, patch)
+	err = r.Patch(ctx, cd, patch)
 	if apierrors.IsConflict(err) {
 		return ctrl.Result{RequeueAfter: staleRetry}, nil
 	}
