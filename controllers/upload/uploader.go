@@ -136,8 +136,9 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	// and every write is conditional: whatever is there already is this
 	// dump's own earlier attempt, which made it to the store but not into
 	// the status, or is not this dump's and stays.
-	for _, k := range []string{key, storage.SidecarKey(key)} {
-		if err := u.clearOwn(ctx, store, loc, k, cd); err != nil {
+	docKey := storage.SidecarKey(key)
+	for _, k := range []string{key, docKey} {
+		if err := u.clearOwn(ctx, store, loc, k, docKey, cd); err != nil {
 			return nil, err
 		}
 	}
@@ -179,7 +180,7 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
-	if _, err := store.Write(ctx, storage.SidecarKey(key), bytes.NewReader(doc), storage.WriteOptions{
+	if _, err := store.Write(ctx, docKey, bytes.NewReader(doc), storage.WriteOptions{
 		ContentType: storage.ContentTypeJSON, Metadata: identity(cd), SizeHint: int64(len(doc)), IfAbsent: true,
 	}); err != nil {
 		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
@@ -204,12 +205,13 @@ func identity(cd *coredogv1.CoreDump) map[string]string {
 // checked; the manager writes a few KiB.
 const maxSidecarBytes = 1 << 20
 
-// owns says whether the object at key is cd's. Objects carry their
-// CoreDump's identity in their metadata; objects without it (sidecars of
-// earlier versions, file:// stores with metadata=skip) are judged by the
-// metadata document beside them, which holds the CoreDump's UID. It
-// returns false, nil when there is no object.
-func (u *Uploader) owns(ctx context.Context, store storage.Store, key string, cd *coredogv1.CoreDump) (exists, owned bool, err error) {
+// owns says whether there is an object at key, and whether it is cd's.
+// Objects carry their CoreDump's identity in their metadata; objects
+// without it (metadata documents of earlier versions, file:// stores with
+// metadata=skip) are judged by the metadata document doc (the sidecar of
+// the dump's key, which is key itself when key is that sidecar), which
+// holds the CoreDump's UID.
+func (u *Uploader) owns(ctx context.Context, store storage.Store, key, doc string, cd *coredogv1.CoreDump) (exists, owned bool, err error) {
 	info, err := store.Stat(ctx, key)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, false, nil
@@ -224,7 +226,7 @@ func (u *Uploader) owns(ctx context.Context, store storage.Store, key string, cd
 	if name := md[storage.MetadataCoreDump]; name != "" {
 		return true, name == cd.Name && md[storage.MetadataNode] == cd.Spec.NodeName, nil
 	}
-	uid, err := sidecarUID(ctx, store, storage.SidecarKey(key))
+	uid, err := sidecarUID(ctx, store, doc)
 	if err != nil {
 		return true, false, err
 	}
@@ -257,8 +259,8 @@ func sidecarUID(ctx context.Context, store storage.Store, key string) (string, e
 // (an earlier attempt that the store confirmed, but whose outcome never
 // reached the status) is deleted, as the attempt is made again; anyone
 // else's fails the attempt and stays.
-func (u *Uploader) clearOwn(ctx context.Context, store storage.Store, loc *storage.Location, key string, cd *coredogv1.CoreDump) error {
-	exists, owned, err := u.owns(ctx, store, key, cd)
+func (u *Uploader) clearOwn(ctx context.Context, store storage.Store, loc *storage.Location, key, doc string, cd *coredogv1.CoreDump) error {
+	exists, owned, err := u.owns(ctx, store, key, doc, cd)
 	switch {
 	case err != nil:
 		return fmt.Errorf("checking %s: %w", loc.ObjectURL(key), err)
@@ -293,11 +295,11 @@ func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *
 	}
 	// Both are judged before either goes: the dump's object may be judged
 	// by the document beside it.
-	keys := []string{key, storage.SidecarKey(key)}
+	doc := storage.SidecarKey(key)
 	var mine []string
 	var left []error
-	for _, k := range keys {
-		exists, owned, err := u.owns(ctx, store, k, cd)
+	for _, k := range []string{key, doc} {
+		exists, owned, err := u.owns(ctx, store, k, doc, cd)
 		switch {
 		case err != nil:
 			return fmt.Errorf("checking %s: %w", loc.ObjectURL(k), err)
