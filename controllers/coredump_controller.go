@@ -232,7 +232,8 @@ func (r *CoreDumpReconciler) reconcilePending(ctx context.Context, cd *coredogv1
 // failed one has passed: success makes the dump Uploaded, the last allowed
 // failure Failed, any other failure schedules the next attempt. The attempt
 // starts only after the API server confirmed its claim (see claimAttempt).
-func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, untilExpiry ctrl.Result, claimed *bool) (ctrl.Result, error) {
+func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy,
+	untilExpiry ctrl.Result, claimed *bool) (ctrl.Result, error) {
 	// The failed attempt's status update comes back as a watch event that
 	// reconciles the dump at once: the backoff is waited out here.
 	if at := cd.Status.NextAttemptAt; at != nil {
