@@ -285,8 +285,8 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *c
 // each claim changes the dump. An attempt a crash cut short stays counted,
 // so a dump that keeps killing the manager ends Failed.
 func (r *CoreDumpReconciler) claimAttempt(ctx context.Context, orig, cd *coredogv1.CoreDump) error {
+	// The message stays the last attempt's outcome until this one has its own.
 	cd.Status.Attempts++
-	cd.Status.Message = fmt.Sprintf("Attempt %d: streaming the dump from its agent into %s", cd.Status.Attempts, cd.Status.Storage.URL)
 	obj := cd.DeepCopy()
 	if err := r.Status().Patch(ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("%w: %w", errNotClaimed, err)
