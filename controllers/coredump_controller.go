@@ -49,6 +49,28 @@ const (
 	warnAfterAttempts = 3
 )
 
+// DumpUploader is what the CoreDump reconciler needs from storage:
+// upload.Uploader, or a double in tests.
+type DumpUploader interface {
+	// Key decides where a dump will be stored.
+	Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error)
+	// Upload streams the dump into storage; it returns only after the
+	// store confirmed the write.
+	Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error)
+	// DeleteStored removes the dump's stored objects, if they are its own.
+	DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) error
+}
+
+var _ DumpUploader = (*upload.Uploader)(nil)
+
+// errNotClaimed ends a reconcile whose claim of an upload attempt the API
+// server did not confirm; nothing else of that reconcile is written.
+var errNotClaimed = errors.New("the upload attempt was not claimed")
+
+// staleRetry brings back a dump whose reconcile read an outdated copy from
+// the cache; the watch event of the newer copy usually comes first.
+const staleRetry = time.Second
+
 // CoreDumpReconciler takes each CoreDump from Pending to Uploaded, or to
 // Skipped or Failed with a reason: it resolves the owning pod, applies the
 // policy's selectors and limits, streams the dump from its agent into
@@ -61,7 +83,7 @@ type CoreDumpReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Namespace string
-	Uploader  *upload.Uploader
+	Uploader  DumpUploader
 	// MaxAttempts is how many failed uploads make a dump Failed.
 	MaxAttempts int32
 	// MaxConcurrent bounds parallel reconciles, and so parallel uploads.
@@ -107,14 +129,32 @@ func (r *CoreDumpReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 
 	orig := cd.DeepCopy()
-	defer func() { retErr = errors.Join(retErr, r.writeBack(ctx, orig, &cd)) }()
-	return r.reconcileNormal(ctx, &cd, policy)
+	var claimed bool
+	defer func() {
+		if errors.Is(retErr, errNotClaimed) {
+			// The claim failed: what this reconcile decided rests on a
+			// copy that is not the API server's, or was not written.
+			if apierrors.IsConflict(retErr) || apierrors.IsNotFound(retErr) {
+				ctrl.LoggerFrom(ctx).V(1).Info("The cached CoreDump was outdated; no upload started", "err", retErr.Error())
+				result, retErr = ctrl.Result{RequeueAfter: staleRetry}, nil
+			}
+			return
+		}
+		err := r.writeBack(ctx, orig, &cd, !claimed)
+		if apierrors.IsConflict(err) {
+			ctrl.LoggerFrom(ctx).V(1).Info("The cached CoreDump was outdated; nothing written", "err", err.Error())
+			result = ctrl.Result{RequeueAfter: staleRetry}
+			return
+		}
+		retErr = errors.Join(retErr, err)
+	}()
+	return r.reconcileNormal(ctx, orig, &cd, policy, &claimed)
 }
 
 // reconcileNormal deletes a dump whose retention has passed, and otherwise
 // hands it to the function of its phase. Every phase but Uploading's backoff
 // comes back at the latest when the retention ends.
-func (r *CoreDumpReconciler) reconcileNormal(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy) (ctrl.Result, error) {
+func (r *CoreDumpReconciler) reconcileNormal(ctx context.Context, orig, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, claimed *bool) (ctrl.Result, error) {
 	untilExpiry, expired := r.untilExpiry(cd, policy)
 	if expired {
 		ctrl.LoggerFrom(ctx).Info("Deleting CoreDump: its retention has passed", "ttl", retentionOf(cd, policy).String(), "phase", cd.Status.Phase)
@@ -143,7 +183,7 @@ func (r *CoreDumpReconciler) reconcileNormal(ctx context.Context, cd *coredogv1.
 	if cd.Status.Phase == coredogv1.PhasePending {
 		return r.reconcilePending(ctx, cd, policy, untilExpiry)
 	}
-	return r.reconcileUploading(ctx, cd, policy, untilExpiry)
+	return r.reconcileUploading(ctx, orig, cd, policy, untilExpiry, claimed)
 }
 
 // reconcilePending applies the policy's filters and limits: a dump they
@@ -190,8 +230,10 @@ func (r *CoreDumpReconciler) reconcilePending(ctx context.Context, cd *coredogv1
 
 // reconcileUploading makes one upload attempt once the backoff of the last
 // failed one has passed: success makes the dump Uploaded, the last allowed
-// failure Failed, any other failure schedules the next attempt.
-func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy, untilExpiry ctrl.Result) (ctrl.Result, error) {
+// failure Failed, any other failure schedules the next attempt. The attempt
+// starts only after the API server confirmed its claim (see claimAttempt).
+func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *coredogv1.CoreDump, policy *coredogv1.CoreDumpPolicy,
+	untilExpiry ctrl.Result, claimed *bool) (ctrl.Result, error) {
 	// The failed attempt's status update comes back as a watch event that
 	// reconciles the dump at once: the backoff is waited out here.
 	if at := cd.Status.NextAttemptAt; at != nil {
@@ -199,10 +241,13 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, cd *coredog
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 	}
+	if err := r.claimAttempt(ctx, orig, cd); err != nil {
+		return ctrl.Result{}, err
+	}
+	*claimed = true
 	start := r.now()
 	stored, err := r.Uploader.Upload(ctx, cd, policy)
 	if err != nil {
-		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {
 			cd.Status.NextAttemptAt = nil
 			msg := fmt.Sprintf("Upload failed %d times, giving up: %v", cd.Status.Attempts, err)
@@ -224,11 +269,32 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, cd *coredog
 		return ctrl.Result{RequeueAfter: delay}, nil
 	}
 	cd.Status.NextAttemptAt = nil
-	cd.Status.Attempts++
 	cd.Status.Storage = stored
 	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), cd.CrashTime(), stored.UploadedAt.Time)
 	r.finish(ctx, cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)
 	return untilExpiry, nil
+}
+
+// claimAttempt counts the attempt in the status (attempts+1) with a patch
+// that carries the resourceVersion this reconcile read: the API server
+// takes it only if no one changed the dump since. A reconcile that read an
+// outdated copy from the cache (the informer lags behind the writes, most
+// under load), such as one that still sees Uploading after the last
+// attempt's Uploaded was written, gets a conflict and uploads nothing, and
+// of two reconciles that read the same copy only one gets through, since
+// each claim changes the dump. An attempt a crash cut short stays counted,
+// so a dump that keeps killing the manager ends Failed.
+func (r *CoreDumpReconciler) claimAttempt(ctx context.Context, orig, cd *coredogv1.CoreDump) error {
+	// The message stays the last attempt's outcome until this one has its own.
+	cd.Status.Attempts++
+	obj := cd.DeepCopy()
+	if err := r.Status().Patch(ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("%w: %w", errNotClaimed, err)
+	}
+	// What the server now holds is where the next patch starts from.
+	orig.ResourceVersion, orig.Status = obj.ResourceVersion, *obj.Status.DeepCopy()
+	cd.ResourceVersion = obj.ResourceVersion
+	return nil
 }
 
 // finish puts a dump in a terminal phase, counts it and tells people.
@@ -243,7 +309,7 @@ func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump,
 	if cd.Status.Pod != nil {
 		ns = cd.Status.Pod.Namespace
 	}
-	r.Metrics.dumps.WithLabelValues(ns, cd.Spec.Process.SignalName, string(phase)).Inc()
+	r.Metrics.countDump(ns, cd.Spec.Process.SignalName, string(phase))
 	r.tellPod(ctx, cd)
 	r.markNotificationsDue(ctx, cd)
 }
@@ -452,7 +518,16 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 	if !controllerutil.ContainsFinalizer(cd, coredogv1.FinalizerCleanup) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.Uploader.DeleteStored(ctx, cd, policy); err != nil {
+	err := r.Uploader.DeleteStored(ctx, cd, policy)
+	if errors.Is(err, upload.ErrNotOwned) {
+		// Another dump's object at this dump's key (a forged CoreDump
+		// pointed at it) stays; retrying would not change whose it is.
+		ctrl.LoggerFrom(ctx).Info("Stored objects that are not this dump's are left", "err", err.Error())
+		r.Recorder.Eventf(cd, nil, corev1.EventTypeWarning, coredogv1.EventCleanupFailed, "Delete",
+			"Objects at this dump's key are not this dump's and were left: %v", err)
+		err = nil
+	}
+	if err != nil {
 		r.mu.Lock()
 		if r.cleanupFailures == nil {
 			r.cleanupFailures = map[string]int{}
@@ -470,9 +545,15 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 	r.mu.Lock()
 	delete(r.cleanupFailures, cd.Name)
 	r.mu.Unlock()
-	patch := client.MergeFrom(cd.DeepCopy())
+	// The finalizer goes only if the copy the cleanup read was current: an
+	// outdated one may lack the storage key of an upload that finished since.
+	patch := client.MergeFromWithOptions(cd.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(cd, coredogv1.FinalizerCleanup)
-	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, cd, patch))
+	err = r.Patch(ctx, cd, patch)
+	if apierrors.IsConflict(err) {
+		return ctrl.Result{RequeueAfter: staleRetry}, nil
+	}
+	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
 // setLabels puts the labels and annotations of DESIGN section 3 on a dump.
@@ -516,12 +597,24 @@ func (r *CoreDumpReconciler) setLabels(cd *coredogv1.CoreDump) {
 // writeBack patches what a reconcile changed: status through the status
 // subresource, labels and annotations through the object, each once and only
 // when changed. Each patch starts from its own copy, since a patch response
-// overwrites the object it is given.
-func (r *CoreDumpReconciler) writeBack(ctx context.Context, orig, cd *coredogv1.CoreDump) error {
+// overwrites the object it is given. With locked, the status patch carries
+// the resourceVersion the reconcile read, so that a decision taken on an
+// outdated cached copy (Pending, when the dump is Uploaded already) is
+// refused with a conflict rather than written over a later phase; an upload
+// attempt's outcome is written without it, since its claim already was.
+func (r *CoreDumpReconciler) writeBack(ctx context.Context, orig, cd *coredogv1.CoreDump, locked bool) error {
 	var errs []error
 	if !equality.Semantic.DeepEqual(orig.Status, cd.Status) {
 		obj := cd.DeepCopy()
-		if err := r.Status().Patch(ctx, obj, client.MergeFrom(orig)); client.IgnoreNotFound(err) != nil {
+		patch := client.MergeFrom(orig)
+		if locked {
+			patch = client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
+		}
+		err := r.Status().Patch(ctx, obj, patch)
+		if apierrors.IsConflict(err) {
+			return fmt.Errorf("patching status of %s: %w", cd.Name, err)
+		}
+		if client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("patching status of %s: %w", cd.Name, err))
 		}
 	}

@@ -50,7 +50,19 @@ func managerMetrics() *Metrics {
 	return theMetrics
 }
 
+// countDump counts a dump that reached a final phase; a nil Metrics (in
+// tests that drive a reconciler by hand) counts nothing.
+func (m *Metrics) countDump(namespace, signal, phase string) {
+	if m == nil {
+		return
+	}
+	m.dumps.WithLabelValues(namespace, signal, phase).Inc()
+}
+
 func (m *Metrics) observeUpload(bytes int64, took time.Duration, crashed, uploaded time.Time) {
+	if m == nil {
+		return
+	}
 	m.uploadBytes.Add(float64(bytes))
 	m.uploadSeconds.Observe(took.Seconds())
 	if !crashed.IsZero() && uploaded.After(crashed) {

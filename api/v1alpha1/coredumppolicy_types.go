@@ -55,8 +55,10 @@ const (
 	DefaultPollInterval = 10 * time.Second
 	// DefaultSettleTime is spec.detection.settleTime's default.
 	DefaultSettleTime = 2 * time.Second
-	// DefaultKeyTemplate is spec.storage.keyTemplate's default.
-	DefaultKeyTemplate = "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}"
+	// DefaultKeyTemplate is spec.storage.keyTemplate's default. The
+	// CoreDump's name is the key's last segment of its own, as every key's
+	// is (see storage.KeyTemplate.Render).
+	DefaultKeyTemplate = "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}/{{.Name}}"
 	// DefaultCompression is spec.storage.compression's default.
 	DefaultCompression = CompressionZstd
 	// DefaultMaxNodeUsage is spec.limits.maxNodeUsage's default.
@@ -220,7 +222,7 @@ type StorageSpec struct {
 	// keyTemplate is a Go template for the object key. Fields: Namespace, Pod,
 	// Container, Workload, Node, Executable, Signal, SignalName, Time, Name, Signature.
 	// +optional
-	// +kubebuilder:default="{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}"
+	// +kubebuilder:default="{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}/{{.Name}}"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:XValidation:rule="!self.matches('[{][{]-?[[:space:]]*(range|template|block|break|continue)([^[:alnum:]_]|$)')",message="keyTemplate must not use range, template, block, break or continue: a key needs only fields, if, with and functions"

@@ -17,6 +17,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -320,4 +321,84 @@ func countingTLSServer(t *testing.T) (*httptest.Server, *atomic.Int32) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv, conns
+}
+
+// TestForgedCoreDumpCannotOverwriteOrDeleteAnotherDump points a forged
+// CoreDump (as someone with write on CoreDumps and their status could) at
+// the stored objects of a real dump: its key and URL in status.storage, as
+// a key template that joined the name to fields a forger chooses could
+// once render them. Its upload attempts must leave the objects alone and
+// say why, and deleting it must not delete them: each object records its
+// CoreDump's UID, which the manager compares before it replaces or deletes
+// anything.
+func TestForgedCoreDumpCannotOverwriteOrDeleteAnotherDump(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	e := newDumpEnv(t, "victim", nil)
+	data := coreLike(64 << 10)
+	realName := e.crashFile("web-0", "server", data)
+	victim := e.waitPhase(g, realName, coredogv1.PhaseUploaded)
+	stored := strings.TrimPrefix(victim.Status.Storage.URL, "file://")
+	sidecar := strings.TrimSuffix(stored, ".zst") + ".json"
+	before, err := os.ReadFile(stored)
+	g.Expect(err).NotTo(HaveOccurred())
+	beforeMeta, err := os.ReadFile(sidecar)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	forged := &coredogv1.CoreDump{
+		ObjectMeta: metav1.ObjectMeta{Name: "forged-victim-key", Namespace: testNamespace},
+		Spec:       *victim.Spec.DeepCopy(),
+	}
+	forged.Spec.FileName = "core.forged"
+	g.Expect(k8s.Create(ctx, forged)).To(Succeed())
+	// Once the manager gave it a key of its own, it is pointed at the victim's.
+	g.Eventually(func(g Gomega) {
+		var cur coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(forged), &cur)).To(Succeed())
+		g.Expect(cur.Status.Phase).To(Equal(coredogv1.PhaseUploading))
+		g.Expect(cur.Status.Storage).NotTo(BeNil())
+		g.Expect(cur.Status.Storage.Key).NotTo(Equal(victim.Status.Storage.Key), "the forged dump got the victim's key by itself")
+		cur.Status.Storage = victim.Status.Storage.DeepCopy()
+		cur.Status.Storage.StoredSize, cur.Status.Storage.SHA256, cur.Status.Storage.UploadedAt = 0, "", nil
+		g.Expect(k8s.Status().Update(ctx, &cur)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+
+	g.Eventually(func(g Gomega) {
+		var cur coredogv1.CoreDump
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(forged), &cur)).To(Succeed())
+		g.Expect(cur.Status.Message).To(ContainSubstring("is not this dump's"), "%+v", cur.Status)
+		g.Expect(cur.Status.Message).To(ContainSubstring("is left as it is"))
+	}, 60*time.Second, interval).Should(Succeed())
+	after, err := os.ReadFile(stored)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(after).To(Equal(before), "the forged dump's attempt changed the victim's object")
+
+	// Deleting the forged dump leaves the victim's objects.
+	g.Expect(k8s.Delete(ctx, forged)).To(Succeed())
+	g.Eventually(func() bool {
+		var cur coredogv1.CoreDump
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(forged), &cur))
+	}, timeout, interval).Should(BeTrue(), "the forged dump's deletion should finish")
+	after, err = os.ReadFile(stored)
+	g.Expect(err).NotTo(HaveOccurred(), "deleting the forged dump deleted the victim's object")
+	g.Expect(after).To(Equal(before))
+	afterMeta, err := os.ReadFile(sidecar)
+	g.Expect(err).NotTo(HaveOccurred(), "deleting the forged dump deleted the victim's metadata")
+	g.Expect(afterMeta).To(Equal(beforeMeta))
+	g.Expect(readStored(t, stored)).To(Equal(data))
+	g.Eventually(func(g Gomega) {
+		var evs eventsv1.EventList
+		g.Expect(k8s.List(ctx, &evs, client.InNamespace(testNamespace))).To(Succeed())
+		found := false
+		for _, ev := range evs.Items {
+			found = found || ev.Regarding.Name == forged.Name && ev.Reason == coredogv1.EventCleanupFailed && strings.Contains(ev.Note, "not this dump's")
+		}
+		g.Expect(found).To(BeTrue(), "no event says the objects were left")
+	}, timeout, interval).Should(Succeed())
+
+	// The victim's own deletion still removes them.
+	g.Expect(k8s.Delete(ctx, victim)).To(Succeed())
+	g.Eventually(func() bool { _, err := os.Stat(stored); return os.IsNotExist(err) }, timeout, interval).Should(BeTrue())
+	_, err = os.Stat(sidecar)
+	g.Expect(os.IsNotExist(err)).To(BeTrue())
 }

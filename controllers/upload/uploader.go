@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -62,11 +63,7 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	if err != nil {
 		return nil, err
 	}
-	tmpl := p.Spec.Storage.KeyTemplate
-	if tmpl == "" {
-		tmpl = coredogv1.DefaultKeyTemplate
-	}
-	kt, err := storage.ParseKeyTemplate(tmpl)
+	kt, err := storage.ParseKeyTemplate(KeyTemplateOf(p))
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +85,18 @@ func (u *Uploader) Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*co
 	compression := cmp.Or(p.Spec.Storage.Compression, coredogv1.DefaultCompression)
 	key += encoding(compression).Ext
 	return &coredogv1.StorageStatus{URL: loc.ObjectURL(key), Key: loc.Prefix + key, Compression: compression}, nil
+}
+
+// KeyTemplateOf is the key template a policy's dumps are stored with: its
+// own, or the default. The earlier default, which the API server wrote into
+// the policies it defaulted then, is taken as the current one: it let a
+// forged dump's fields render another dump's key.
+func KeyTemplateOf(p *coredogv1.CoreDumpPolicy) string {
+	t := p.Spec.Storage.KeyTemplate
+	if t == "" || t == storage.LegacyDefaultKeyTemplate {
+		return coredogv1.DefaultKeyTemplate
+	}
+	return t
 }
 
 // ErrAgentLease is returned when the agent Lease of the dump's node cannot
@@ -123,6 +132,16 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	if !ok {
 		return nil, fmt.Errorf("the policy's storage moved from %s; the dump cannot be written where it was planned", target.URL)
 	}
+	// The key is this dump's alone (its name is the key's last segment),
+	// and every write is conditional: whatever is there already is this
+	// dump's own earlier attempt, which made it to the store but not into
+	// the status, or is not this dump's and stays.
+	docKey := storage.SidecarKey(key)
+	for _, k := range []string{key, docKey} {
+		if err := u.clearOwn(ctx, store, loc, k, docKey, cd); err != nil {
+			return nil, err
+		}
+	}
 	endpoint, err := u.endpoint(ctx, cd)
 	if err != nil {
 		return nil, err
@@ -138,8 +157,9 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	defer stream.Close()
 	n, err := store.Write(ctx, key, stream, storage.WriteOptions{
 		ContentType: encoding(target.Compression).ContentType,
-		Metadata:    map[string]string{storage.MetadataCoreDump: cd.Name, storage.MetadataNode: cd.Spec.NodeName},
+		Metadata:    identity(cd),
 		SizeHint:    maxEncodedSize(cd.Spec.Size),
+		IfAbsent:    true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storing %s: %w", target.URL, err)
@@ -160,7 +180,9 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
-	if _, err := store.Write(ctx, storage.SidecarKey(key), bytes.NewReader(doc), storage.WriteOptions{ContentType: storage.ContentTypeJSON, SizeHint: int64(len(doc))}); err != nil {
+	if _, err := store.Write(ctx, docKey, bytes.NewReader(doc), storage.WriteOptions{
+		ContentType: storage.ContentTypeJSON, Metadata: identity(cd), SizeHint: int64(len(doc)), IfAbsent: true,
+	}); err != nil {
 		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
 	}
 	return stored, nil
@@ -176,7 +198,94 @@ func storedSpec(spec coredogv1.CoreDumpSpec, commandLine string) coredogv1.Store
 	}
 }
 
-// DeleteStored removes a dump's stored objects, if any.
+// ErrNotOwned is wrapped when an object at a dump's key is not that dump's:
+// its recorded identity (the CoreDump's UID, or for objects written before
+// UIDs were recorded its name and node) is another's, or none. Such an
+// object is neither replaced nor deleted.
+var ErrNotOwned = errors.New("the object stored at the key is not this dump's")
+
+// identity is the metadata that ties a stored object to its CoreDump.
+func identity(cd *coredogv1.CoreDump) map[string]string {
+	return map[string]string{
+		storage.MetadataCoreDump: cd.Name, storage.MetadataNode: cd.Spec.NodeName, storage.MetadataCoreDumpUID: string(cd.UID),
+	}
+}
+
+// maxSidecarBytes bounds the read of a metadata document whose identity is
+// checked; the manager writes a few KiB.
+const maxSidecarBytes = 1 << 20
+
+// owns says whether there is an object at key, and whether it is cd's.
+// Objects carry their CoreDump's identity in their metadata; objects
+// without it (metadata documents of earlier versions, file:// stores with
+// metadata=skip) are judged by the metadata document doc (the sidecar of
+// the dump's key, which is key itself when key is that sidecar), which
+// holds the CoreDump's UID.
+func (u *Uploader) owns(ctx context.Context, store storage.Store, key, doc string, cd *coredogv1.CoreDump) (exists, owned bool, err error) {
+	info, err := store.Stat(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	md := info.Metadata
+	if uid := md[storage.MetadataCoreDumpUID]; uid != "" {
+		return true, uid == string(cd.UID), nil
+	}
+	if name := md[storage.MetadataCoreDump]; name != "" {
+		return true, name == cd.Name && md[storage.MetadataNode] == cd.Spec.NodeName, nil
+	}
+	uid, err := sidecarUID(ctx, store, doc)
+	if err != nil {
+		return true, false, err
+	}
+	return true, uid != "" && uid == string(cd.UID), nil
+}
+
+// sidecarUID reads the CoreDump UID recorded in a metadata document; ""
+// when there is none, or it is not one.
+func sidecarUID(ctx context.Context, store storage.Store, key string) (string, error) {
+	rc, err := store.Read(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	var doc struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	if json.NewDecoder(io.LimitReader(rc, maxSidecarBytes)).Decode(&doc) != nil {
+		return "", nil
+	}
+	return doc.Metadata.UID, nil
+}
+
+// clearOwn makes key free for cd's write: an object there that is cd's own
+// (an earlier attempt that the store confirmed, but whose outcome never
+// reached the status) is deleted, as the attempt is made again; anyone
+// else's fails the attempt and stays.
+func (u *Uploader) clearOwn(ctx context.Context, store storage.Store, loc *storage.Location, key, doc string, cd *coredogv1.CoreDump) error {
+	exists, owned, err := u.owns(ctx, store, key, doc, cd)
+	switch {
+	case err != nil:
+		return fmt.Errorf("checking %s: %w", loc.ObjectURL(key), err)
+	case !exists:
+		return nil
+	case !owned:
+		return fmt.Errorf("%w: %s is left as it is, and the dump is not stored", ErrNotOwned, loc.ObjectURL(key))
+	}
+	ctrl.LoggerFrom(ctx).Info("Replacing what an earlier attempt stored", "object", loc.ObjectURL(key))
+	return store.Delete(ctx, key)
+}
+
+// DeleteStored removes a dump's stored objects, if any, and only those that
+// are its own: an object at its key that another CoreDump wrote (or that
+// records no identity) stays, and the error wraps ErrNotOwned.
 func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) error {
 	target := cd.Status.Storage
 	if target == nil || target.Key == "" {
@@ -194,13 +303,28 @@ func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *
 	if !ok {
 		return fmt.Errorf("the policy's storage moved; %s stays", target.URL)
 	}
-	if err := store.Delete(ctx, key); err != nil {
-		return fmt.Errorf("deleting %s: %w", target.URL, err)
+	// Both are judged before either goes: the dump's object may be judged
+	// by the document beside it.
+	doc := storage.SidecarKey(key)
+	var mine []string
+	var left []error
+	for _, k := range []string{key, doc} {
+		exists, owned, err := u.owns(ctx, store, k, doc, cd)
+		switch {
+		case err != nil:
+			return fmt.Errorf("checking %s: %w", loc.ObjectURL(k), err)
+		case exists && owned:
+			mine = append(mine, k)
+		case exists:
+			left = append(left, fmt.Errorf("%w: %s is left as it is", ErrNotOwned, loc.ObjectURL(k)))
+		}
 	}
-	if err := store.Delete(ctx, storage.SidecarKey(key)); err != nil {
-		return fmt.Errorf("deleting the metadata of %s: %w", target.URL, err)
+	for _, k := range mine {
+		if err := store.Delete(ctx, k); err != nil {
+			return fmt.Errorf("deleting %s: %w", loc.ObjectURL(k), err)
+		}
 	}
-	return nil
+	return errors.Join(left...)
 }
 
 // maxEncodedSize bounds what a raw dump of size bytes can grow to when

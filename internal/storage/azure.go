@@ -116,6 +116,9 @@ func (s *azureStore) Write(ctx context.Context, key string, r io.Reader, opts Wr
 	}
 	bb := s.client.NewBlockBlobClient(s.blobName(key))
 	n, err := azureUpload(ctx, bb, CtxReader{Ctx: ctx, R: r}, partSizeFor(opts.SizeHint), &opts)
+	if bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
+		err = fmt.Errorf("%w: %w", ErrExists, err)
+	}
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
 	}
@@ -145,6 +148,26 @@ func (s *azureStore) Size(ctx context.Context, key string) (int64, error) {
 		return 0, s.readError(key, errors.New("the Azure service sent no Content-Length"))
 	}
 	return *p.ContentLength, nil
+}
+
+func (s *azureStore) Stat(ctx context.Context, key string) (*ObjectInfo, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	p, err := s.client.NewBlobClient(s.blobName(key)).GetProperties(ctx, nil)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	if p.ContentLength == nil {
+		return nil, s.readError(key, errors.New("the Azure service sent no Content-Length"))
+	}
+	md := make(map[string]string, len(p.Metadata))
+	for k, v := range p.Metadata {
+		if v != nil {
+			md[hexUnescape(k)] = *v
+		}
+	}
+	return &ObjectInfo{Size: *p.ContentLength, Metadata: lowerKeys(md, url.PathUnescape)}, nil
 }
 
 func (s *azureStore) Read(ctx context.Context, key string) (io.ReadCloser, error) {
@@ -318,10 +341,14 @@ func azureUpload(ctx context.Context, bb *blockblob.Client, r io.Reader, blockSi
 	for k, v := range opts.Metadata {
 		md[azureMetadataKey(k)] = new(url.PathEscape(v))
 	}
-	_, err := bb.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
+	commit := &blockblob.CommitBlockListOptions{
 		HTTPHeaders: &blob.HTTPHeaders{BlobContentType: &opts.ContentType},
 		Metadata:    md,
-	})
+	}
+	if opts.IfAbsent {
+		commit.AccessConditions = &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: new(azcore.ETagAny)}}
+	}
+	_, err := bb.CommitBlockList(ctx, ids, commit)
 	return total, err
 }
 

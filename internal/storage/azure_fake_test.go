@@ -174,6 +174,12 @@ func (f *fakeAzure) putBlockList(w http.ResponseWriter, r *http.Request, name st
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// If-None-Match: * commits only a new blob, as the Blob service does
+	// (409 BlobAlreadyExists); the staged blocks stay uncommitted.
+	if r.Header.Get("If-None-Match") == "*" && f.blobs[name] != nil {
+		f.fail(w, r, http.StatusConflict, "BlobAlreadyExists")
+		return
+	}
 	staged := f.blocks[name]
 	b := &fakeBlob{file: f.newFileLocked(), contentType: r.Header.Get("x-ms-blob-content-type"), metadata: map[string]string{}}
 	out, err := os.Create(b.file)

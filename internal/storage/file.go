@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -149,8 +150,11 @@ func (s *fileStore) write(ctx context.Context, path string, r io.Reader, opts *W
 	if err = ctx.Err(); err != nil {
 		return n, err
 	}
+	if opts.IfAbsent {
+		return n, s.publishIfAbsent(f.Name(), path, opts)
+	}
 	if !s.p.skipMetadata {
-		if err = writeFileAttrs(path+fileAttrsExt, s.p.fileMode, opts); err != nil {
+		if err = writeFileAttrs(path+fileAttrsExt, s.p.fileMode, opts, false); err != nil {
 			return n, err
 		}
 		defer func() {
@@ -160,6 +164,68 @@ func (s *fileStore) write(ctx context.Context, path string, r io.Reader, opts *W
 		}()
 	}
 	return n, os.Rename(f.Name(), path)
+}
+
+// publishIfAbsent puts the complete temp file at path only if nothing is
+// there: the attributes are created with O_EXCL first (a reader never sees
+// the object without them), then the object is hard-linked into place,
+// which fails with EEXIST rather than replace a file, and the temp name
+// removed. Neither an object nor its attributes already at path are
+// touched. Attributes left without their object by a write that died
+// between the two steps are taken over: the key has one writer at a time.
+func (s *fileStore) publishIfAbsent(tmp, path string, opts *WriteOptions) (err error) {
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := os.Lstat(path); err == nil {
+		return ErrExists
+	}
+	ownAttrs := false
+	if !s.p.skipMetadata {
+		err := writeFileAttrs(path+fileAttrsExt, s.p.fileMode, opts, true)
+		if errors.Is(err, fs.ErrExist) {
+			if _, serr := os.Lstat(path); serr == nil {
+				return ErrExists
+			}
+			err = writeFileAttrs(path+fileAttrsExt, s.p.fileMode, opts, false)
+		}
+		if err != nil {
+			return err
+		}
+		ownAttrs = true
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if ownAttrs {
+			_ = os.Remove(path + fileAttrsExt)
+		}
+		if errors.Is(err, fs.ErrExist) {
+			return ErrExists
+		}
+		return err
+	}
+	return os.Remove(tmp)
+}
+
+// Stat reads an object's size and its attributes' metadata.
+func (s *fileStore) Stat(_ context.Context, key string) (*ObjectInfo, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	path := s.path(key)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, notFound(s.loc, key)
+	}
+	attrs, err := readFileAttrs(path + fileAttrsExt)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	return &ObjectInfo{Size: fi.Size(), Metadata: lowerKeys(attrs.Metadata, nil)}, nil
 }
 
 func (s *fileStore) Delete(_ context.Context, key string) error {
@@ -250,12 +316,17 @@ type fileAttrs struct {
 // writeFileAttrs writes the sidecar of an object about to be renamed into
 // place, as fileblob did before its rename: a reader never sees the object
 // without its attributes.
-func writeFileAttrs(path string, mode fs.FileMode, opts *WriteOptions) error {
+// With excl the sidecar must not exist yet.
+func writeFileAttrs(path string, mode fs.FileMode, opts *WriteOptions, excl bool) error {
 	doc, err := json.Marshal(fileAttrs{ContentType: opts.ContentType, Metadata: opts.Metadata})
 	if err != nil {
 		return fmt.Errorf("encoding attributes: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC | syscall.O_NOFOLLOW
+	if excl {
+		flags |= os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, mode)
 	if err != nil {
 		return err
 	}

@@ -259,10 +259,20 @@ func (s *gcsStore) Write(ctx context.Context, key string, r io.Reader, opts Writ
 		return 0, err
 	}
 	n, err := s.upload(ctx, s.loc.Prefix+key, CtxReader{Ctx: ctx, R: r}, &opts)
+	if gcsPreconditionFailed(err) {
+		return n, fmt.Errorf("writing %s: %w: %w", s.loc.ObjectURL(key), ErrExists, s.mapError(err))
+	}
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.mapError(err))
 	}
 	return n, nil
+}
+
+// gcsPreconditionFailed says whether err is GCS's 412 to a write whose
+// generation precondition failed.
+func gcsPreconditionFailed(err error) bool {
+	se := statusError(err)
+	return se != nil && se.code == http.StatusPreconditionFailed
 }
 
 // upload streams r into name. The SDK holds one chunk in memory; an object
@@ -288,7 +298,11 @@ func (s *gcsStore) upload(ctx context.Context, name string, r io.Reader, opts *W
 	// object: the SDK completes it only once Close sees the end of the data.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w := s.bucket().Object(name).NewWriter(wctx)
+	obj := s.bucket().Object(name)
+	if opts.IfAbsent {
+		obj = obj.If(gcs.Conditions{DoesNotExist: true})
+	}
+	w := obj.NewWriter(wctx)
 	w.ChunkSize = chunkSize
 	w.ChunkRetryDeadline = gcsChunkRetryDeadline
 	w.ContentType = opts.ContentType
@@ -302,6 +316,10 @@ func (s *gcsStore) upload(ctx context.Context, name string, r io.Reader, opts *W
 		return written, err
 	}
 	if err := w.Close(); err != nil {
+		if gcsPreconditionFailed(err) {
+			// The object at name is someone else's, never to be removed.
+			return written, err
+		}
 		// The last chunk may have completed the object though its answer
 		// never came (or ctx ended meanwhile).
 		s.removeIfOurs(ctx, name, written, sum.Sum32())
@@ -357,6 +375,17 @@ func (s *gcsStore) Size(ctx context.Context, key string) (int64, error) {
 		return 0, s.readError(key, err)
 	}
 	return a.Size, nil
+}
+
+func (s *gcsStore) Stat(ctx context.Context, key string) (*ObjectInfo, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	a, err := s.bucket().Object(s.loc.Prefix + key).Attrs(ctx)
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	return &ObjectInfo{Size: a.Size, Metadata: lowerKeys(a.Metadata, nil)}, nil
 }
 
 func (s *gcsStore) Read(ctx context.Context, key string) (io.ReadCloser, error) {

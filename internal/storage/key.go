@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -51,10 +52,23 @@ func ParseKeyTemplate(text string) (*KeyTemplate, error) {
 	return kt, nil
 }
 
+// LegacyDefaultKeyTemplate is the default key template of earlier
+// versions, which the API server stored into the policies it defaulted. It
+// joined the dump's name to other fields with "-", so that fields a forged
+// CoreDump chooses could render another dump's key; DefaultKeyTemplate
+// replaces it (see the API's DefaultKeyTemplate).
+const LegacyDefaultKeyTemplate = "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}"
+
 // Render produces a key. Every field value is sanitised first (path
 // separators and control characters replaced, empty values become "_"), so
 // that a pod or executable name cannot climb out of the prefix; the result
 // is then checked as a whole.
+//
+// The key's last segment is the CoreDump's name: when the template does not
+// end with it, "/<name>" is appended. Names are unique among CoreDumps, so
+// two dumps never share a key whatever the other fields say, and a
+// template without the name (or with the name inside a segment, as in
+// "{{.Pod}}-{{.Name}}", which a pod name can imitate) cannot make them.
 func (kt *KeyTemplate) Render(f KeyFields) (string, error) {
 	clean := KeyFields{
 		Namespace: segment(f.Namespace), Pod: segment(f.Pod), Container: segment(f.Container),
@@ -72,6 +86,9 @@ func (kt *KeyTemplate) Render(f KeyFields) (string, error) {
 		return "", fmt.Errorf("rendering key template: %w", err)
 	}
 	key := b.String()
+	if strings.TrimSpace(key) != "" && clean.Name != "_" && path.Base(key) != clean.Name {
+		key += "/" + clean.Name
+	}
 	if err := checkKey(key); err != nil {
 		return "", err
 	}

@@ -84,6 +84,10 @@ const (
 	MetadataCoreDump = "coredump"
 	// MetadataNode is the node the dump was taken on.
 	MetadataNode = "node"
+	// MetadataCoreDumpUID is the UID of the CoreDump the object holds:
+	// names of deleted objects come back, UIDs never do. Objects written
+	// before it was recorded have the name and node only.
+	MetadataCoreDumpUID = "coredump_uid"
 )
 
 // sidecarExt ends the key of the JSON document next to a dump.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -167,7 +168,10 @@ func (s *s3Store) Write(ctx context.Context, key string, r io.Reader, opts Write
 	}
 	full := s.loc.Prefix + key
 	abortStaleUploads(ctx, s.client, s.loc.Bucket, full)
-	n, err := s.write(ctx, full, CtxReader{Ctx: ctx, R: r}, opts.SizeHint, opts.ContentType, opts.Metadata)
+	n, err := s.write(ctx, full, CtxReader{Ctx: ctx, R: r}, &opts)
+	if s3PreconditionFailed(err) {
+		err = fmt.Errorf("%w: %w", ErrExists, err)
+	}
 	if err != nil {
 		return n, fmt.Errorf("writing %s: %w", s.loc.ObjectURL(key), s.refusal(err))
 	}
@@ -195,6 +199,34 @@ func (s *s3Store) Size(ctx context.Context, key string) (int64, error) {
 		return 0, s.readError(key, err)
 	}
 	return aws.ToInt64(out.ContentLength), nil
+}
+
+func (s *s3Store) Stat(ctx context.Context, key string) (*ObjectInfo, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.loc.Bucket), Key: aws.String(s.loc.Prefix + key)})
+	if err != nil {
+		return nil, s.readError(key, err)
+	}
+	return &ObjectInfo{Size: aws.ToInt64(out.ContentLength), Metadata: lowerKeys(out.Metadata, url.PathUnescape)}, nil
+}
+
+// s3PreconditionFailed says whether err is S3's answer to a conditional
+// write whose condition failed: 412 PreconditionFailed, or 409
+// ConditionalRequestConflict when another conditional write of the key was
+// under way.
+func s3PreconditionFailed(err error) bool {
+	if ae, ok := errors.AsType[smithy.APIError](err); ok {
+		switch ae.ErrorCode() {
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return true
+		}
+	}
+	if re, ok := errors.AsType[*smithyhttp.ResponseError](err); ok {
+		return re.HTTPStatusCode() == http.StatusPreconditionFailed
+	}
+	return false
 }
 
 func (s *s3Store) Read(ctx context.Context, key string) (io.ReadCloser, error) {

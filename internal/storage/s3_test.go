@@ -295,7 +295,7 @@ func TestS3Store(t *testing.T) {
 		for _, size := range []int64{3 * mib, 12 * mib} {
 			key := fmt.Sprintf("prod/eu/crc/%d", size)
 			src := newGenReader(size, 5)
-			if n, err := up.write(ctx, key, src, size, "application/zstd", map[string]string{"coredump": "cd 2/é"}); err != nil || n != size {
+			if n, err := up.write(ctx, key, src, &WriteOptions{SizeHint: size, ContentType: "application/zstd", Metadata: map[string]string{"coredump": "cd 2/é"}}); err != nil || n != size {
 				t.Fatalf("write of %d bytes: %d, %v", size, n, err)
 			}
 			out, err := raw.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(fakeS3Bucket), Key: aws.String(key)})

@@ -29,9 +29,14 @@ const s3SmallRead = 1 << 20
 // goes through the client's retryer, which resends a part from its buffer.
 // The metadata is escaped as gocloud's s3blob escaped it, so that objects
 // read the same whichever wrote them.
-func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHint int64, contentType string, metadata map[string]string) (int64, error) {
-	md := make(map[string]string, len(metadata))
-	for k, v := range metadata {
+func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, opts *WriteOptions) (int64, error) {
+	sizeHint, contentType := opts.SizeHint, opts.ContentType
+	var ifNoneMatch *string
+	if opts.IfAbsent {
+		ifNoneMatch = aws.String("*")
+	}
+	md := make(map[string]string, len(opts.Metadata))
+	for k, v := range opts.Metadata {
 		// checkMetadata allows only letters, digits, - and _ in keys.
 		md[k] = url.PathEscape(v)
 	}
@@ -45,7 +50,7 @@ func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHi
 		if err != nil {
 			return int64(n), err
 		}
-		return int64(n), s.putObject(ctx, fullKey, (*small)[:n], contentType, md)
+		return int64(n), s.putObject(ctx, fullKey, (*small)[:n], contentType, md, ifNoneMatch)
 	}
 	// small stays, as the read-ahead of the upload.
 	first := getPart(s3PartSize(1, sizeHint))
@@ -58,7 +63,7 @@ func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHi
 		if err != nil {
 			return int64(n), err
 		}
-		return int64(n), s.putObject(ctx, fullKey, (*first)[:n], contentType, md)
+		return int64(n), s.putObject(ctx, fullKey, (*first)[:n], contentType, md, ifNoneMatch)
 	}
 	up, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket:               aws.String(s.loc.Bucket),
@@ -74,7 +79,7 @@ func (s *s3Store) write(ctx context.Context, fullKey string, r io.Reader, sizeHi
 		putPart(small)
 		return int64(n), err
 	}
-	mp := &s3Multipart{s3Store: s, key: fullKey, id: up.UploadId, sizeHint: sizeHint}
+	mp := &s3Multipart{s3Store: s, key: fullKey, id: up.UploadId, sizeHint: sizeHint, ifNoneMatch: ifNoneMatch}
 	total, err := mp.upload(ctx, r, first, n, small)
 	if err != nil {
 		mp.abort()
@@ -103,9 +108,11 @@ func s3PartSize(num int32, sizeHint int64) int {
 	return int(min(maxPartSize, max(minPartSize, per)))
 }
 
-// putObject stores body in one request.
-func (s *s3Store) putObject(ctx context.Context, fullKey string, body []byte, contentType string, md map[string]string) error {
+// putObject stores body in one request; ifNoneMatch "*" only if no object
+// is at the key.
+func (s *s3Store) putObject(ctx context.Context, fullKey string, body []byte, contentType string, md map[string]string, ifNoneMatch *string) error {
 	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		IfNoneMatch:          ifNoneMatch,
 		Bucket:               aws.String(s.loc.Bucket),
 		Key:                  aws.String(fullKey),
 		Body:                 bytes.NewReader(body),
@@ -133,6 +140,9 @@ type s3Multipart struct {
 	id       *string
 	sizeHint int64
 	parts    []types.CompletedPart
+	// ifNoneMatch "*" completes the upload only if no object is at the
+	// key; the parts are then aborted like those of any failed write.
+	ifNoneMatch *string
 }
 
 type partResult struct {
@@ -198,6 +208,7 @@ func (m *s3Multipart) upload(ctx context.Context, r io.Reader, cur *[]byte, n in
 		Key:             aws.String(m.key),
 		UploadId:        m.id,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: m.parts},
+		IfNoneMatch:     m.ifNoneMatch,
 	})
 	return total, err
 }

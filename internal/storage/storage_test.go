@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"path"
 	"strings"
 	"testing"
 )
@@ -67,9 +68,13 @@ func TestKeyTemplate(t *testing.T) {
 		parseErr       string
 		renderErr      error
 	}{
-		{name: "default", template: "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}-{{.Name}}", fields: fields,
-			want: "team-a/db-0/20260101T000000Z-postgres-SIGSEGV-cd-1"},
-		{name: "signal number", template: "{{.Node}}/{{.Signal}}", fields: fields, want: "_/11"},
+		{name: "default", template: "{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}/{{.Name}}", fields: fields,
+			want: "team-a/db-0/20260101T000000Z-postgres-SIGSEGV/cd-1"},
+		{name: "the name inside the last segment is not enough", template: LegacyDefaultKeyTemplate, fields: fields,
+			want: "team-a/db-0/20260101T000000Z-postgres-SIGSEGV-cd-1/cd-1"},
+		{name: "without the name, it is appended", template: "{{.Node}}/{{.Signal}}", fields: fields, want: "_/11/cd-1"},
+		{name: "the name alone", template: "{{.Name}}", fields: fields, want: "cd-1"},
+		{name: "the name first", template: "{{.Name}}/{{.Pod}}", fields: fields, want: "cd-1/db-0/cd-1"},
 		{name: "slashes in values are flattened", template: "{{.Pod}}/{{.Executable}}", fields: KeyFields{Pod: "../../etc", Executable: "a/b"}, want: ".._.._etc/a_b"},
 		{name: "dot-dot value", template: "x/{{.Pod}}/y", fields: KeyFields{Pod: ".."}, want: "x/__/y"},
 		{name: "unknown field", template: "{{.Bucket}}", parseErr: "can't evaluate field Bucket"},
@@ -106,6 +111,43 @@ func TestKeyTemplate(t *testing.T) {
 				t.Fatalf("Render = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestKeysOfTwoDumpsNeverCollide renders the key of a victim's dump and of
+// a CoreDump forged to land on it: its fields (executable, signal name, and
+// a name of its choosing, which anyone with CoreDump create may pick) are
+// made so that the earlier default template rendered the victim's key, and
+// a template without the name renders it whatever the name. The keys must
+// differ under every template.
+func TestKeysOfTwoDumpsNeverCollide(t *testing.T) {
+	victim := KeyFields{Namespace: "team-a", Pod: "db-0", Executable: "postgres", SignalName: "SIGSEGV", Time: "20260101T000000Z", Name: "core-0123456789abcdef0123"}
+	forged := victim
+	forged.Executable, forged.SignalName, forged.Name = "postgres-SIGSEGV", "core", "0123456789abcdef0123"
+	for _, tmpl := range []string{
+		LegacyDefaultKeyTemplate,
+		"{{.Namespace}}/{{.Pod}}/{{.Time}}-{{.Executable}}-{{.SignalName}}/{{.Name}}",
+		"{{.Namespace}}/{{.Pod}}/{{.Time}}",
+		"{{.Pod}}-{{.Name}}",
+	} {
+		kt, err := ParseKeyTemplate(tmpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := kt.Render(victim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := kt.Render(forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v == f || SidecarKey(v+".zst") == SidecarKey(f+".zst") {
+			t.Errorf("template %q: the forged dump renders the victim's key %q", tmpl, v)
+		}
+		if path.Base(v) != victim.Name || path.Base(f) != forged.Name {
+			t.Errorf("template %q: keys %q and %q do not end in their dump's name", tmpl, v, f)
+		}
 	}
 }
 

@@ -24,6 +24,9 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Size returns the size of key, or an error wrapping ErrNotFound.
 	Size(ctx context.Context, key string) (int64, error)
+	// Stat returns the size and metadata of key, or an error wrapping
+	// ErrNotFound.
+	Stat(ctx context.Context, key string) (*ObjectInfo, error)
 	// Read opens key for reading; the caller closes it.
 	Read(ctx context.Context, key string) (io.ReadCloser, error)
 	// SignedURL returns a URL that lets whoever holds it GET key, without
@@ -55,6 +58,39 @@ type WriteOptions struct {
 	// are then as small as the store's part limit allows, which bounds the
 	// memory a write holds; without it they are sized for large objects.
 	SizeHint int64
+	// IfAbsent writes only when no object is at key, and fails with an
+	// error wrapping ErrExists otherwise, leaving that object as it was.
+	// The store decides, atomically: If-None-Match: * on S3's PutObject and
+	// CompleteMultipartUpload and on Azure's Put Block List, the
+	// precondition DoesNotExist (ifGenerationMatch=0) on GCS, a hard link
+	// that fails with EEXIST on the file system.
+	IfAbsent bool
+}
+
+// ObjectInfo is what Stat tells about an object.
+type ObjectInfo struct {
+	Size int64
+	// Metadata as written (WriteOptions.Metadata), keys in lower case:
+	// S3 lowercases them, and Azure's SDK capitalises them.
+	Metadata map[string]string
+}
+
+// ErrExists is wrapped by Write with IfAbsent when an object is at the key.
+var ErrExists = errors.New("an object is already stored at the key")
+
+// lowerKeys returns md with its keys in lower case, and its values
+// unescaped with unescape (nil: as they are).
+func lowerKeys(md map[string]string, unescape func(string) (string, error)) map[string]string {
+	out := make(map[string]string, len(md))
+	for k, v := range md {
+		if unescape != nil {
+			if u, err := unescape(v); err == nil {
+				v = u
+			}
+		}
+		out[strings.ToLower(k)] = v
+	}
+	return out
 }
 
 // MaxObjectSize is the largest object written: every store takes it in

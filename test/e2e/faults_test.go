@@ -113,11 +113,19 @@ func writeReliabilityReport(passed bool, took time.Duration) error {
 			r.Group, mdCell(r.Injected), mdCell(r.Checked), r.Dumps, r.Lost, r.Duplicated, r.LeftOnNode,
 			r.Converged.Round(100*time.Millisecond), r.Test)
 	}
+	b.WriteString("\n" + onceSection)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
+
+// onceSection says why the table shows no dump uploaded twice, and which
+// test checks it without faults.
+const onceSection = `## An upload starts once
+
+The manager starts an upload only after the API server confirmed its claim of the attempt: the reconcile writes ` + "`" + `status.attempts` + "`" + ` + 1 together with the resourceVersion of the copy it read (optimistic concurrency), so a reconcile that read an outdated copy gets a conflict and uploads nothing, and of two reconciles that read one copy only the first gets through. The manager reads CoreDumps from its cache, which lags behind its own writes, most under load: this is how one dump of 34 was once stored twice, two complete uploads of one key 0.3 s apart, at a load average of 6–8 on 2 cores. The watch event of the first attempt's own status write had queued the dump again, and the next reconcile read ` + "`" + `Uploading` + "`" + ` from the cache before the informer had seen ` + "`" + `Uploaded` + "`" + `. Every other status write of the CoreDump reconciler carries the same precondition, so an outdated ` + "`" + `Pending` + "`" + ` is never written over ` + "`" + `Uploaded` + "`" + `, and the cleanup finalizer goes only from a current copy. Writes to storage are conditional and checked against the dump's identity ([storage](storage.md#keys-and-who-owns-an-object)), a second line of defence. ` + "`" + `TestStaleCacheNeverUploadsTwice` + "`" + ` (controllers/integration) drives the reconciler with a cache that lags (it still returns ` + "`" + `Uploading` + "`" + `, then ` + "`" + `Pending` + "`" + `, after ` + "`" + `Uploaded` + "`" + ` was written) and counts the uploads.
+`
 
 // suiteStartLoad is the load average when the suite started.
 var suiteStartLoad = loadAverage()
