@@ -98,6 +98,9 @@ type CoreDumpReconciler struct {
 	// concurrently.
 	mu              sync.Mutex
 	cleanupFailures map[string]int
+	// ledger holds the dumps this manager let through until the cache
+	// shows them so.
+	ledger throttle.Ledger
 }
 
 // +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps,verbs=get;list;watch;create;update;patch;delete
@@ -509,8 +512,15 @@ func (r *CoreDumpReconciler) withinRateLimit(ctx context.Context, cd *coredogv1.
 	for i := range list.Items {
 		others = append(others, throttle.Of(&list.Items[i]))
 	}
+	r.ledger.Apply(others)
 	count, window := throttle.Limit(p)
-	return throttle.Allowed(throttle.Of(cd), others, int(count), window), nil
+	if !throttle.Allowed(throttle.Of(cd), others, int(count), window) {
+		return false, nil
+	}
+	// Until the cache shows it Uploading, the ledger counts it for the
+	// dumps decided next.
+	r.ledger.Spend(cd.Name, r.now())
+	return true, nil
 }
 
 // reconcileDelete removes the stored objects, then the finalizer.

@@ -102,10 +102,16 @@ func TestForgedCoreDumpsAreNeverUploaded(t *testing.T) {
 		func(s *coredogv1.CoreDumpSpec) { s.FileIdentity = &coredogv1.FileIdentity{Device: 1, Inode: 2} },
 		func(s *coredogv1.CoreDumpSpec) { s.Size = 1 << 40 },
 	} {
-		var cur coredogv1.CoreDump
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(elsewhere), &cur)).To(Succeed())
-		mutate(&cur.Spec)
-		err := k8s.Update(ctx, &cur)
+		// The manager writes the object's status meanwhile: a conflict is
+		// a stale read, not an answer, and the update is tried again.
+		var err error
+		g.Eventually(func() bool {
+			var cur coredogv1.CoreDump
+			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(elsewhere), &cur)).To(Succeed())
+			mutate(&cur.Spec)
+			err = k8s.Update(ctx, &cur)
+			return apierrors.IsConflict(err)
+		}, timeout, interval).Should(BeFalse())
 		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		g.Expect(err.Error()).To(ContainSubstring("CoreDump spec is immutable"))
 	}

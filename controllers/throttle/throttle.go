@@ -2,14 +2,16 @@
 // (Key), how they are ordered (creation time, then name), the limit and
 // window a policy sets (Limit), whether a dump may be stored (Allowed) and
 // which window a throttled dump is counted in (WindowOf), for the
-// once-per-window notification. It is pure and stateless: every answer is
-// computed from the CoreDumps themselves, so it survives controller restarts
-// and leader changes, and it never changes for a dump as later dumps
-// arrive. It reads no objects and writes none.
+// once-per-window notification. Its answers are computed from the
+// CoreDumps themselves, so they survive controller restarts and leader
+// changes, and never change for a dump as later dumps arrive; the one state
+// it keeps (Ledger) covers the moment between a decision and the cache
+// showing it. It reads no objects and writes none.
 package throttle
 
 import (
 	"sort"
+	"sync"
 	"time"
 
 	"k8s.io/utils/ptr"
@@ -174,4 +176,59 @@ func Before(a, b Dump) bool {
 		return a.Created.Before(b.Created)
 	}
 	return a.Name < b.Name
+}
+
+// ledgerTTL is how long a Ledger remembers a dump it was told of: far longer
+// than an informer takes to show a status the manager wrote.
+const ledgerTTL = 10 * time.Minute
+
+// Ledger remembers the dumps this manager let through until its cache shows
+// them decided. Decisions read CoreDumps from the informer's cache, which
+// may not yet show a status written a moment ago: without the ledger, a dump
+// let through but still cached as Pending, and ordered after the one being
+// decided, would count for nothing, and one dump too many would be stored.
+// The zero Ledger is ready to use; it is safe for concurrent use.
+type Ledger struct {
+	mu    sync.Mutex
+	spent map[string]time.Time
+}
+
+// Spend records that the dump name was let through at now.
+func (l *Ledger) Spend(name string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.spent == nil {
+		l.spent = map[string]time.Time{}
+	}
+	for n, at := range l.spent {
+		if now.Sub(at) > ledgerTTL {
+			delete(l.spent, n)
+		}
+	}
+	l.spent[name] = now
+}
+
+// Apply marks as Spent the dumps of others that the ledger let through but
+// the cache still shows undecided, and forgets those it shows decided.
+func (l *Ledger) Apply(others []Dump) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range others {
+		o := &others[i]
+		if _, ok := l.spent[o.Name]; !ok {
+			continue
+		}
+		if o.Decided {
+			delete(l.spent, o.Name)
+			continue
+		}
+		o.Spent = true
+	}
+}
+
+// Len is how many dumps the ledger remembers.
+func (l *Ledger) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.spent)
 }

@@ -98,3 +98,44 @@ func TestWindowOf(t *testing.T) {
 		t.Error("Undecided")
 	}
 }
+
+// TestLedgerCountsWhatTheCacheDoesNotShowYet is the stale-cache race: a
+// later dump was let through a moment ago, but the cache still shows it
+// Pending, so an earlier one decided now does not count it and a second dump
+// is stored where the limit allows one.
+func TestLedgerCountsWhatTheCacheDoesNotShowYet(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// "b" is ordered after "a" (same second, by name), and was let through.
+	cached := func(bDecided bool) []Dump {
+		return []Dump{
+			{Name: "a", Created: t0, Key: "k"},
+			{Name: "b", Created: t0, Key: "k", Spent: bDecided, Decided: bDecided},
+		}
+	}
+	a := Dump{Name: "a", Created: t0, Key: "k"}
+	if !Allowed(a, cached(false), 1, time.Hour) {
+		t.Fatal("the race needs a stale cache under which a is allowed")
+	}
+	var l Ledger
+	l.Spend("b", t0)
+	others := cached(false)
+	l.Apply(others)
+	if Allowed(a, others, 1, time.Hour) {
+		t.Fatal("a was allowed beside b, which the ledger let through: two dumps stored where the limit is one")
+	}
+	// Once the cache shows b decided, the ledger forgets it.
+	others = cached(true)
+	l.Apply(others)
+	if l.Len() != 0 {
+		t.Fatalf("ledger holds %d dumps after the cache caught up, want 0", l.Len())
+	}
+	if Allowed(a, others, 1, time.Hour) {
+		t.Fatal("a allowed beside b once the cache shows b")
+	}
+	// Dumps the cache never shows (deleted meanwhile) are forgotten in time.
+	l.Spend("gone", t0)
+	l.Spend("c", t0.Add(ledgerTTL+time.Second))
+	if l.Len() != 1 {
+		t.Fatalf("ledger holds %d dumps, want 1 (the old one pruned)", l.Len())
+	}
+}
