@@ -201,6 +201,7 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, cd *coredog
 	}
 	start := r.now()
 	stored, err := r.Uploader.Upload(ctx, cd, policy)
+	r.Metrics.uploadAttempt(cd.Spec.PolicyName, err)
 	if err != nil {
 		cd.Status.Attempts++
 		if cd.Status.Attempts >= r.MaxAttempts {
@@ -239,11 +240,7 @@ func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump,
 		status = metav1.ConditionTrue
 	}
 	setCondition(cd, r.now(), coredogv1.ConditionUploaded, status, reason, msg)
-	ns := ""
-	if cd.Status.Pod != nil {
-		ns = cd.Status.Pod.Namespace
-	}
-	r.Metrics.dumps.WithLabelValues(ns, cd.Spec.Process.SignalName, string(phase)).Inc()
+	r.Metrics.finished(cd)
 	r.tellPod(ctx, cd)
 	r.markNotificationsDue(ctx, cd)
 }
