@@ -27,6 +27,9 @@ const (
 	stateListTimeout = 5 * time.Second
 )
 
+// labelPolicy is the label that names a CoreDumpPolicy.
+const labelPolicy = "policy"
+
 // Upload attempt results (coredog_upload_attempts_total's result label).
 const (
 	resultSucceeded = "succeeded"
@@ -78,7 +81,7 @@ func managerMetrics() *Metrics {
 			uploadAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "coredog_upload_attempts_total",
 				Help: "Attempts to stream a dump into storage, by policy and result (succeeded, failed).",
-			}, []string{"policy", "result"}),
+			}, []string{labelPolicy, "result"}),
 			uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "coredog_upload_bytes_total",
 				Help: "Bytes written to storage (compressed dumps).",
@@ -158,11 +161,11 @@ type stateCollector struct{}
 var (
 	coreDumpObjectsDesc = prometheus.NewDesc("coredog_coredump_objects",
 		"CoreDumps that exist now, by policy, phase and reason (Uploading with reason UploadRetrying: its last upload attempt failed).",
-		[]string{"policy", "phase", "reason"}, nil)
+		[]string{labelPolicy, "phase", "reason"}, nil)
 	agentsDesiredDesc = prometheus.NewDesc("coredog_policy_agents_desired",
-		"Nodes a policy's agents should run on (the DaemonSet's desired count).", []string{"policy"}, nil)
+		"Nodes a policy's agents should run on (the DaemonSet's desired count).", []string{labelPolicy}, nil)
 	agentsReadyDesc = prometheus.NewDesc("coredog_policy_agents_ready",
-		"A policy's agents that are ready.", []string{"policy"}, nil)
+		"A policy's agents that are ready.", []string{labelPolicy}, nil)
 	signatureFirstSeenDesc = prometheus.NewDesc("coredog_crash_signature_first_seen_timestamp_seconds",
 		"When the oldest CoreDump kept of a crash signature in a workload was detected, in seconds since the epoch (at most 1000 signatures, the newest).",
 		[]string{"namespace", "workload_type", "workload", "signature"}, nil)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,9 +87,7 @@ func TestMetricsExported(t *testing.T) {
 		for who, url := range endpoints {
 			series, err := scrape(url, reader)
 			g.Expect(err).NotTo(HaveOccurred(), who)
-			for name, labels := range series {
-				exported[name] = labels
-			}
+			maps.Copy(exported, series)
 		}
 		for metric := range uses {
 			g.Expect(exported).To(HaveKey(metric), "a metric the alerts or the dashboard use")
