@@ -69,7 +69,8 @@ demo: build ## Run CoreDog end to end on this machine: control plane, manager, a
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries when missing).
+test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries and promtool when missing).
+	@hack/promtool.sh >/dev/null
 	@assets="$$(hack/envtest.sh)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 	@echo "Fuzzing each target for $(TEST_FUZZ_TIME) (make fuzz FUZZ_TIME=10m for longer)"
@@ -113,6 +114,10 @@ test-faults: build ## The full fault matrix (TestFault* in test/e2e with COREDOG
 		$(GO) test -count=1 -timeout 80m -v -run '^TestFault' ./test/e2e/
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" COREDOG_FAULTS=full \
 		$(GO) test -count=1 -timeout 10m -run '^TestCrashLoopIsCounted$$' ./agent/app/
+
+.PHONY: promtool
+promtool: ## Build (once) and print promtool's path (test/alerts runs it on the chart's alerting rules).
+	@hack/promtool.sh
 
 .PHONY: versitygw
 versitygw: ## Build (once) and print the versitygw S3 server's path.

@@ -250,6 +250,7 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *c
 	*claimed = true
 	start := r.now()
 	stored, err := r.Uploader.Upload(ctx, cd, policy)
+	r.Metrics.uploadAttempt(cd.Spec.PolicyName, err)
 	if err != nil {
 		if cd.Status.Attempts >= r.MaxAttempts {
 			cd.Status.NextAttemptAt = nil
@@ -308,11 +309,7 @@ func (r *CoreDumpReconciler) finish(ctx context.Context, cd *coredogv1.CoreDump,
 		status = metav1.ConditionTrue
 	}
 	setCondition(cd, r.now(), coredogv1.ConditionUploaded, status, reason, msg)
-	ns := ""
-	if cd.Status.Pod != nil {
-		ns = cd.Status.Pod.Namespace
-	}
-	r.Metrics.countDump(ns, cd.Spec.Process.SignalName, string(phase))
+	r.Metrics.finished(cd)
 	r.tellPod(ctx, cd)
 	r.markNotificationsDue(ctx, cd)
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -98,6 +97,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		cgroups:  map[string]string{},
 		ready:    make(chan struct{}),
 	}
+	a.metrics.describe(cfg, set)
 	a.pending = newRetryQueue(a.createCoreDump, log)
 	a.budget = budget.New(set.budget)
 	a.series = &seriesWriter{
@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	}
 	goRun("dump endpoint", server.Serve)
 	goRun("metrics endpoint", func(ctx context.Context) error {
-		return serveHTTP(ctx, cfg.MetricsAddr, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		return serveMetrics(ctx, cfg, restCfg, reg, log.WithName("metrics"))
 	})
 	goRun("health endpoint", func(ctx context.Context) error { return serveHTTP(ctx, cfg.HealthAddr, a.healthHandler()) })
 

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -41,13 +42,15 @@ type Config struct {
 	CorePattern      string
 	SysctlPath       string
 	MetricsAddr      string
-	HealthAddr       string
-	PollInterval     time.Duration
-	SettleTime       time.Duration
-	DisableWatch     bool
-	MaxNodeUsage     string
-	MinNodeFree      string
-	MaxParallel      int
+	// InsecureMetrics serves metrics over plain HTTP to anyone (tests only).
+	InsecureMetrics bool
+	HealthAddr      string
+	PollInterval    time.Duration
+	SettleTime      time.Duration
+	DisableWatch    bool
+	MaxNodeUsage    string
+	MinNodeFree     string
+	MaxParallel     int
 	// LeaseRenew is how often the agent renews its Lease.
 	LeaseRenew time.Duration
 	// ReceiverBinary is the binary installed as the kernel's pipe handler in
@@ -80,7 +83,13 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 		"Observe; Manage: set kernel.core_pattern to dir/file-name-pattern; or Pipe: install this binary under dir and pipe cores to it. "+
 			"Manage and Pipe restore the old value on exit.")
 	fs.StringVar(&c.SysctlPath, "sysctl-path", "/proc/sys/kernel/core_pattern", "The core_pattern file written in Manage mode.")
-	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (HTTPS; callers need get on the /metrics URL); 0 turns it off.")
+	fs.BoolFunc("metrics-secure", "Serve metrics over HTTPS to authenticated, authorized callers only (default true); false serves plain HTTP to anyone (tests on loopback only).",
+		func(v string) error {
+			secure, err := strconv.ParseBool(v)
+			c.InsecureMetrics = !secure
+			return err
+		})
 	fs.StringVar(&c.HealthAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz; 0 turns it off.")
 	fs.DurationVar(&c.PollInterval, "poll-interval", 10*time.Second, "Polling fallback period; 0 polls only when watching fails.")
 	fs.DurationVar(&c.SettleTime, "settle-time", 2*time.Second, "Quiet time that marks a file complete when its process cannot be checked.")

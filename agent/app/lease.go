@@ -20,7 +20,9 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	defer t.Stop()
 	failing := false
 	for {
-		if err := a.renewLease(ctx); err != nil {
+		err := a.renewLease(ctx)
+		a.metrics.heartbeat(err, time.Now())
+		if err != nil {
 			failing = true
 			a.log.Info("Renewing the agent's Lease failed", "err", err.Error())
 		} else if failing {

@@ -34,7 +34,10 @@ func main() {
 
 func run() error {
 	o := controllers.Options{}
-	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 turns it off.")
+	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8443", "Address of the metrics endpoint (HTTPS; callers need get on the /metrics URL); 0 turns it off.")
+	var secureMetrics bool
+	flag.BoolVar(&secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS to authenticated, authorized callers only; false serves plain HTTP to anyone (tests on loopback only).")
 	flag.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader, so that only one replica reconciles.")
 	flag.StringVar(&o.Namespace, "namespace", envOr("POD_NAMESPACE", controllers.DefaultNamespace), "Namespace the controller works in: agents, Secrets and CoreDumps live there.")
@@ -51,6 +54,7 @@ func run() error {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	o.InsecureMetrics = !secureMetrics
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if o.AgentImage == "" {

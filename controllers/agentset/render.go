@@ -28,7 +28,7 @@ const (
 	ProcRoot      = "/proc"
 	SysctlPath    = "/proc/sys/kernel/core_pattern"
 	ServePort     = 9443
-	MetricsPort   = 8080
+	MetricsPort   = 8443
 	HealthPort    = 8081
 )
 
@@ -54,6 +54,11 @@ func CASecretName(policy string) string { return "coredog-" + policy + "-ca" }
 // AgentTLSSecretName is the Secret the agents mount: the CA certificate and
 // their serving certificate, never the CA key.
 func AgentTLSSecretName(policy string) string { return "coredog-" + policy + "-agent-tls" }
+
+// LabelPrivileged marks the pods of agents that run privileged (Manage and
+// Pipe modes), so that the manager can be kept off their nodes (the chart's
+// manager.avoidAgentNodes).
+const LabelPrivileged = "coredog.io/privileged"
 
 // SelectorLabels identify one policy's agent pods.
 func SelectorLabels(policy string) map[string]string {
@@ -220,6 +225,11 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 		SecurityContext: security,
 	}
 
+	podLabels := Labels(p.Name)
+	if manage {
+		podLabels[LabelPrivileged] = "true"
+	}
+
 	ds := &appsv1.DaemonSet{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -237,7 +247,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 			},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
-					Labels:      Labels(p.Name),
+					Labels:      podLabels,
 					Annotations: podAnnotations,
 				},
 				Spec: corev1.PodSpec{

@@ -151,3 +151,28 @@ func expectMemoryLimitEnv(t *testing.T, c corev1.Container) {
 	}
 	t.Errorf("no GOMEMLIMIT in %+v", c.Env)
 }
+
+// The pods of privileged agents carry LabelPrivileged (the manager's
+// anti-affinity selects it), the others not; the selector never does.
+func TestRenderDaemonSetPrivilegedLabel(t *testing.T) {
+	for _, tc := range []struct {
+		mode coredogv1.CorePatternMode
+		want bool
+	}{
+		{"", false},
+		{coredogv1.CorePatternObserve, false},
+		{coredogv1.CorePatternManage, true},
+		{coredogv1.CorePatternPipe, true},
+	} {
+		p := &coredogv1.CoreDumpPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"}}
+		p.Spec.CorePattern = tc.mode
+		ds := RenderDaemonSet(p, Options{Namespace: "ns", DefaultImage: "img"})
+		got := ds.Spec.Template.Labels[LabelPrivileged] == "true"
+		if got != tc.want {
+			t.Errorf("mode %q: pod label %s set %v, want %v", tc.mode, LabelPrivileged, got, tc.want)
+		}
+		if _, ok := ds.Spec.Selector.MatchLabels[LabelPrivileged]; ok {
+			t.Errorf("mode %q: the selector holds %s; changing a policy's mode would orphan its pods", tc.mode, LabelPrivileged)
+		}
+	}
+}

@@ -734,10 +734,20 @@ var notifications = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Notification delivery attempts by sink type and result (delivered, retried, failed).",
 }, []string{"type", "result"})
 
+// sinkTypes are every sink type; each type's "failed" series exists from
+// the start, so that an alert on its increase sees the first failure.
+var sinkTypes = []coredogv1.NotificationSinkType{
+	coredogv1.NotificationWebhook, coredogv1.NotificationCloudEvents, coredogv1.NotificationSlack, coredogv1.NotificationTeams,
+	coredogv1.NotificationWeCom, coredogv1.NotificationDingTalk, coredogv1.NotificationLark,
+}
+
 func init() {
 	if err := metrics.Registry.Register(notifications); err != nil {
 		if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 			panic(err)
 		}
+	}
+	for _, t := range sinkTypes {
+		notifications.WithLabelValues(string(t), "failed")
 	}
 }

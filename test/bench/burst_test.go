@@ -59,7 +59,7 @@ func runBurst(b *testing.B, s *suite) burstResult {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mgr, err := s.startManager("manager-burst", "--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(metricsPort))
+	mgr, err := s.startManager("manager-burst", "--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(metricsPort), "--metrics-secure=false")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func lfStartManagers(t *testing.T) (a, b *lfManager) {
 			"--namespace", ns,
 			"--agent-image", agentImage,
 			"--leader-elect",
-			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metrics),
+			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metrics), "--metrics-secure=false",
 			"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(health),
 		}
 		p, err := localcluster.StartProcess(name, logDir, managerBin, args, nil)

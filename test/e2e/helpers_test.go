@@ -158,6 +158,9 @@ func (n *node) startAgent() {
 		"--tls-dir", n.tlsDir,
 		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(n.health),
 		"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(n.metrics),
+		// The suite scrapes over plain HTTP on loopback;
+		// TestMetricsExported checks the secure default.
+		"--metrics-secure=false",
 		"--poll-interval", n.opts.poll.String(),
 		"--settle-time", n.opts.settle.String(),
 		"--min-node-free", "0%",

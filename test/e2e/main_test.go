@@ -174,8 +174,8 @@ func runSuite(m *testing.M) (code int) {
 }
 
 // startManager starts the manager binary (or starts it again) and waits
-// until it answers its readiness probe.
-func startManager() error {
+// until it answers its readiness probe; extra flags come last and win.
+func startManager(extra ...string) error {
 	args := []string{
 		"--kubeconfig", cp.Kubeconfig,
 		"--namespace", ns,
@@ -183,6 +183,7 @@ func startManager() error {
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(managerHealth),
 	}
+	args = append(args, extra...)
 	p, err := localcluster.StartProcess("manager", logDir, managerBin, args, nil)
 	if err != nil {
 		return err

@@ -61,6 +61,7 @@ manager:
   maxUploadAttempts: 20
   uploadStallTimeout: 5m30s
   storageCA: minio-ca
+  avoidAgentNodes: Required
 resources:
   requests: {cpu: 200m, memory: 256Mi}
   limits: {cpu: "1", memory: 1Gi}
@@ -99,6 +100,22 @@ metrics:
     scrapeTimeout: 5s
     labels:
       release: kube-prometheus-stack
+  podMonitor:
+    enabled: true
+    interval: 20s
+    scrapeTimeout: 5s
+    labels:
+      release: kube-prometheus-stack
+  prometheusRule:
+    enabled: true
+    labels:
+      release: kube-prometheus-stack
+  dashboard:
+    enabled: true
+    labels:
+      grafana_dashboard: "1"
+    annotations:
+      grafana_folder: Platform
 defaultPolicy:
   enabled: true
   name: cluster
@@ -299,6 +316,11 @@ func TestValuesSchema(t *testing.T) {
 		{"no upload attempts", "manager: {maxUploadAttempts: 0}", "maxUploadAttempts"},
 		{"stall timeout without unit", "manager: {uploadStallTimeout: \"120\"}", "uploadStallTimeout"},
 		{"storage CA not a ConfigMap name", "manager: {storageCA: \"Team_CA\"}", "storageCA"},
+		{"unknown avoidAgentNodes", "manager: {avoidAgentNodes: required}", "avoidAgentNodes"},
+		{"misspelt podMonitor key", "metrics: {podMonitor: {enable: true}}", "enable"},
+		{"misspelt prometheusRule key", "metrics: {prometheusRule: {enabeld: true}}", "enabeld"},
+		{"misspelt dashboard key", "metrics: {dashboard: {label: {a: b}}}", "label"},
+		{"misspelt metrics key", "metrics: {prometheusRules: {enabled: true}}", "prometheusRules"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := check(values(t, tc.values))
@@ -319,6 +341,9 @@ func TestChartDefaultValues(t *testing.T) {
 		"ServiceAccount coredog-system/coredog-agent",
 		"ClusterRole coredog-manager",
 		"ClusterRoleBinding coredog-manager",
+		"ClusterRole coredog-agent-metrics-auth",
+		"ClusterRoleBinding coredog-agent-metrics-auth",
+		"ClusterRole coredog-metrics-reader",
 		"Role coredog-system/coredog-manager",
 		"RoleBinding coredog-system/coredog-manager",
 		"Role coredog-system/coredog-agent",
@@ -346,6 +371,12 @@ func TestChartAllOptionsOn(t *testing.T) {
 		"ServiceAccount platform-coredog/coredog-agent",
 		"ClusterRole coredog-manager",
 		"ClusterRoleBinding coredog-manager",
+		"ClusterRole coredog-agent-metrics-auth",
+		"ClusterRoleBinding coredog-agent-metrics-auth",
+		"ClusterRole coredog-metrics-reader",
+		"ServiceAccount platform-coredog/coredog-metrics-scraper",
+		"Secret platform-coredog/coredog-metrics-scraper-token",
+		"ClusterRoleBinding coredog-metrics-scraper",
 		"Role platform-coredog/coredog-manager",
 		"RoleBinding platform-coredog/coredog-manager",
 		"Role platform-coredog/coredog-agent",
@@ -355,6 +386,9 @@ func TestChartAllOptionsOn(t *testing.T) {
 		"ValidatingAdmissionPolicy coredog-agent",
 		"ValidatingAdmissionPolicyBinding coredog-agent",
 		"ServiceMonitor platform-coredog/coredog-manager",
+		"PodMonitor platform-coredog/coredog-agent",
+		"PrometheusRule platform-coredog/coredog",
+		"ConfigMap platform-coredog/coredog-dashboard",
 		"CoreDumpPolicy cluster",
 	}, inventory(r.Objects))
 
@@ -374,7 +408,7 @@ func TestChartAllOptionsOn(t *testing.T) {
 		"resources":            c.Resources.Limits.Memory().String() == "1Gi" && c.Resources.Requests.Cpu().String() == "200m",
 		"nodeSelector":         pod.Spec.NodeSelector["node-role.kubernetes.io/infra"] == "" && len(pod.Spec.NodeSelector) == 2,
 		"tolerations":          len(pod.Spec.Tolerations) == 1 && pod.Spec.Tolerations[0].Key == "node-role.kubernetes.io/infra",
-		"affinity":             pod.Spec.Affinity != nil && pod.Spec.Affinity.PodAntiAffinity != nil,
+		"affinity":             pod.Spec.Affinity != nil && pod.Spec.Affinity.PodAntiAffinity != nil && len(pod.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) == 1,
 		"priorityClassName":    pod.Spec.PriorityClassName == "system-cluster-critical",
 		"podLabels":            pod.Labels["azure.workload.identity/use"] == "true",
 		"podAnnotations":       pod.Annotations["example.com/owner"] == "platform",
@@ -401,19 +435,10 @@ func TestChartAllOptionsOn(t *testing.T) {
 		}
 	}
 
-	sm := find[*serviceMonitor](t, r.Objects, managerName)
-	if sm.Metadata.Labels["release"] != "kube-prometheus-stack" {
-		t.Errorf("ServiceMonitor labels %v lack serviceMonitor.labels", sm.Metadata.Labels)
-	}
-	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "metrics" || sm.Spec.Endpoints[0].Interval != "15s" || sm.Spec.Endpoints[0].ScrapeTimeout != "5s" {
-		t.Errorf("ServiceMonitor endpoints %+v", sm.Spec.Endpoints)
-	}
-	if !slices.Equal(sm.Spec.NamespaceSelector.MatchNames, []string{ns}) {
-		t.Errorf("ServiceMonitor namespaceSelector %v, want the release namespace", sm.Spec.NamespaceSelector.MatchNames)
-	}
-	svc := find[*corev1.Service](t, r.Objects, metricsName)
-	if !subset(sm.Spec.Selector.MatchLabels, svc.Labels) {
-		t.Errorf("ServiceMonitor selector %v does not select the metrics Service (labels %v)", sm.Spec.Selector.MatchLabels, svc.Labels)
+	checkMonitoring(t, r.Objects, ns)
+	checkAvoidAgentNodes(t, dep, "Required")
+	if pod.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.LabelSelector.MatchLabels["app.kubernetes.io/component"] != "manager" {
+		t.Error("avoidAgentNodes replaced the affinity of values.affinity instead of adding to it")
 	}
 
 	p := find[*coredogv1.CoreDumpPolicy](t, r.Objects, "cluster")
@@ -439,7 +464,8 @@ func TestChartAllOptionsOn(t *testing.T) {
 func TestChartOptionsOff(t *testing.T) {
 	r := mustRender(t, chartRelease, defaultNamespace, values(t, "metrics: {enabled: false}"))
 	for _, m := range r.Objects {
-		if m.Obj.GetKind() == "Service" || m.Obj.GetKind() == "ServiceMonitor" {
+		switch m.Obj.GetKind() {
+		case "Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap", "Secret":
 			t.Errorf("metrics.enabled=false still renders %s", m)
 		}
 	}
@@ -469,7 +495,7 @@ func TestChartNames(t *testing.T) {
 			})
 			find[*corev1.ServiceAccount](t, r.Objects, tc.wantPrefix+"-agent")
 			find[*corev1.Service](t, r.Objects, tc.wantPrefix+"-manager-metrics")
-			checkRBAC(t, r.Objects, "ops", tc.wantPrefix+"-manager", tc.wantPrefix+"-agent")
+			checkRBAC(t, r.Objects, "ops", tc.wantPrefix+"-manager", tc.wantPrefix+"-agent", "")
 		})
 	}
 }

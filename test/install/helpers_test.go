@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +15,8 @@ import (
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -30,6 +27,8 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
 
@@ -39,6 +38,7 @@ const (
 	managerName      = "coredog-manager"
 	agentName        = "coredog-agent"
 	metricsName      = "coredog-manager-metrics"
+	scraperName      = "coredog-metrics-scraper"
 	configImage      = "ghcr.io/coredog/coredog:dev"
 )
 
@@ -52,6 +52,9 @@ var (
 		s := runtime.NewScheme()
 		for _, add := range []func(*runtime.Scheme) error{
 			clientgoscheme.AddToScheme, coredogv1.AddToScheme, apiextensionsv1.AddToScheme,
+			// The Prometheus Operator's own types: a ServiceMonitor, PodMonitor
+			// or PrometheusRule field the chart misspells fails the strict decode.
+			monitoringv1.AddToScheme,
 		} {
 			if err := add(s); err != nil {
 				panic(err)
@@ -62,31 +65,6 @@ var (
 	// strictDecoder rejects unknown and duplicate fields.
 	strictDecoder = serializer.NewCodecFactory(testScheme, serializer.EnableStrict).UniversalDeserializer()
 )
-
-// serviceMonitorGVK is the Prometheus Operator's ServiceMonitor, the one kind
-// the chart renders that is not in the scheme.
-var serviceMonitorGVK = schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}
-
-// serviceMonitor is the subset of monitoring.coreos.com/v1 ServiceMonitor the
-// chart uses; decoding into it rejects any other field, so a new field in the
-// template must be added here on purpose (and to testdata/crds).
-type serviceMonitor struct {
-	metav1.TypeMeta `json:",inline"`
-	Metadata        metav1.ObjectMeta `json:"metadata"`
-	Spec            struct {
-		Selector          metav1.LabelSelector `json:"selector"`
-		NamespaceSelector struct {
-			Any        bool     `json:"any,omitempty"`
-			MatchNames []string `json:"matchNames,omitempty"`
-		} `json:"namespaceSelector"`
-		Endpoints []struct {
-			Port          string `json:"port"`
-			Path          string `json:"path,omitempty"`
-			Interval      string `json:"interval,omitempty"`
-			ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
-		} `json:"endpoints"`
-	} `json:"spec"`
-}
 
 // manifest is one object of a rendered or built set.
 type manifest struct {
@@ -155,14 +133,6 @@ func decodeStrict(source string, js []byte) (manifest, error) {
 			return m, fmt.Errorf("%s %s does not decode strictly: %w", gvk.Kind, u.GetName(), err)
 		}
 		m.Typed = obj
-	case gvk == serviceMonitorGVK:
-		var sm serviceMonitor
-		dec := json.NewDecoder(bytes.NewReader(js))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&sm); err != nil {
-			return m, fmt.Errorf("ServiceMonitor %s does not decode strictly: %w", u.GetName(), err)
-		}
-		m.Typed = &sm
 	default:
 		return m, fmt.Errorf("unexpected kind %s", gvk)
 	}

@@ -30,6 +30,9 @@ func TestKustomizeDefault(t *testing.T) {
 		"ServiceAccount coredog-system/coredog-agent",
 		"ClusterRole coredog-manager",
 		"ClusterRoleBinding coredog-manager",
+		"ClusterRole coredog-agent-metrics-auth",
+		"ClusterRoleBinding coredog-agent-metrics-auth",
+		"ClusterRole coredog-metrics-reader",
 		"Role coredog-system/coredog-manager",
 		"RoleBinding coredog-system/coredog-manager",
 		"Role coredog-system/coredog-agent",
@@ -52,7 +55,7 @@ func TestKustomizeDefault(t *testing.T) {
 		serviceAccount: managerName, agentServiceAccount: agentName, replicas: 2, metrics: true,
 	})
 	checkMetricsService(t, objs, dep)
-	checkRBAC(t, objs, defaultNamespace, managerName, agentName)
+	checkRBAC(t, objs, defaultNamespace, managerName, agentName, "")
 
 	// The CRDs are the generated ones, untouched by the kustomizations.
 	for _, name := range []string{"coredumppolicies.coredog.io", "coredumps.coredog.io"} {

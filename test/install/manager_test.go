@@ -56,7 +56,7 @@ func checkManagerDeployment(t *testing.T, dep *appsv1.Deployment, want managerDe
 	}
 	metricsAddr := "0"
 	if want.metrics {
-		metricsAddr = ":8080"
+		metricsAddr = ":8443"
 	}
 	wantArgs := []string{
 		"--leader-elect",
@@ -88,7 +88,7 @@ func checkManagerDeployment(t *testing.T, dep *appsv1.Deployment, want managerDe
 	}
 	wantPorts := map[string]int32{"health": 8081}
 	if want.metrics {
-		wantPorts["metrics"] = 8080
+		wantPorts["metrics"] = 8443
 	}
 	if len(ports) != len(wantPorts) || ports["health"] != wantPorts["health"] || ports["metrics"] != wantPorts["metrics"] {
 		t.Errorf("ports %v, want %v", ports, wantPorts)
@@ -158,7 +158,7 @@ func checkStorageCA(t *testing.T, pod corev1.PodSpec, c corev1.Container, config
 	t.Errorf("volume %s is not mounted", vol)
 }
 
-// checkMetricsService asserts the metrics Service selects the manager's pods on port 8080 "metrics".
+// checkMetricsService asserts the metrics Service selects the manager's pods on port 8443 "metrics".
 func checkMetricsService(t *testing.T, objs []manifest, dep *appsv1.Deployment) {
 	t.Helper()
 	svc := find[*corev1.Service](t, objs, dep.Name+"-metrics")
@@ -168,9 +168,9 @@ func checkMetricsService(t *testing.T, objs []manifest, dep *appsv1.Deployment) 
 	if !subset(svc.Spec.Selector, dep.Spec.Template.Labels) {
 		t.Errorf("metrics Service selector %v does not select the manager's pods %v", svc.Spec.Selector, dep.Spec.Template.Labels)
 	}
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" || svc.Spec.Ports[0].Port != 8080 ||
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" || svc.Spec.Ports[0].Port != 8443 ||
 		svc.Spec.Ports[0].TargetPort != intstr.FromString("metrics") {
-		t.Errorf("metrics Service ports %+v, want 8080 named metrics", svc.Spec.Ports)
+		t.Errorf("metrics Service ports %+v, want 8443 named metrics", svc.Spec.Ports)
 	}
 }
 

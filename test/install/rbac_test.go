@@ -20,6 +20,8 @@ var (
 	// wantManagerClusterRules: read policies and what dumps are attributed to
 	// (pods, their namespaces and owners), write policy status and Events.
 	wantManagerClusterRules = expandRules(
+		"authentication.k8s.io/tokenreviews: create",
+		"authorization.k8s.io/subjectaccessreviews: create",
 		"core/events: create patch",
 		"events.k8s.io/events: create patch",
 		"core/pods: get list watch",
@@ -48,6 +50,14 @@ var (
 		"coredog.io/coredumps: get list watch create patch",
 		"coordination.k8s.io/leases: get create update",
 	)
+	// wantAgentClusterRules: the agent's one cluster-wide right, checking who
+	// scrapes its metrics endpoint (both reviews persist nothing).
+	wantAgentClusterRules = expandRules(
+		"authentication.k8s.io/tokenreviews: create",
+		"authorization.k8s.io/subjectaccessreviews: create",
+	)
+	// wantMetricsReaderRules: reading the metrics endpoints, for scrapers.
+	wantMetricsReaderRules = []string{"nonResourceURLs=[/metrics] verbs=[get]"}
 )
 
 // expandRules turns "group/resource: verb verb" lines ("core" is the "" group)
@@ -103,17 +113,25 @@ func flattenRules(rules []rbacv1.PolicyRule) []string {
 }
 
 // checkRBAC asserts the exact roles and bindings among objs: the manager's
-// ClusterRole and Role, the agent's Role, each bound to its own
-// ServiceAccount only, and nothing else.
-func checkRBAC(t *testing.T, objs []manifest, namespace, manager, agent string) {
+// ClusterRole and Role, the agent's Role and its metrics-auth ClusterRole,
+// each bound to its own ServiceAccount only, the metrics-reader ClusterRole
+// (bound to scraper when that is not empty), and nothing else.
+func checkRBAC(t *testing.T, objs []manifest, namespace, manager, agent, scraper string) {
 	t.Helper()
+	prefix := strings.TrimSuffix(manager, "-manager")
+	reader, agentAuth := prefix+"-metrics-reader", agent+"-metrics-auth"
 	var roles, bindings []string
 	for _, m := range objs {
 		switch o := m.Typed.(type) {
 		case *rbacv1.ClusterRole:
 			roles = append(roles, "ClusterRole "+o.Name)
-			if o.Name == manager {
+			switch o.Name {
+			case manager:
 				assertSameSet(t, fmt.Sprintf("rules of ClusterRole %s (%s)", o.Name, m.Source), wantManagerClusterRules, flattenRules(o.Rules))
+			case agentAuth:
+				assertSameSet(t, fmt.Sprintf("rules of ClusterRole %s (%s)", o.Name, m.Source), wantAgentClusterRules, flattenRules(o.Rules))
+			case reader:
+				assertSameSet(t, fmt.Sprintf("rules of ClusterRole %s (%s)", o.Name, m.Source), wantMetricsReaderRules, flattenRules(o.Rules))
 			}
 			if o.AggregationRule != nil {
 				t.Errorf("ClusterRole %s aggregates other roles", o.Name)
@@ -134,15 +152,22 @@ func checkRBAC(t *testing.T, objs []manifest, namespace, manager, agent string) 
 	}
 	assertSameSet(t, "roles", []string{
 		"ClusterRole " + manager,
+		"ClusterRole " + agentAuth,
+		"ClusterRole " + reader,
 		"Role " + objectKey(namespace, manager),
 		"Role " + objectKey(namespace, agent),
 	}, roles)
 	sa := func(name string) string { return "ServiceAccount " + objectKey(namespace, name) }
-	assertSameSet(t, "bindings", []string{
+	wantBindings := []string{
 		fmt.Sprintf("ClusterRoleBinding %s: ClusterRole %s -> [%s]", manager, manager, sa(manager)),
+		fmt.Sprintf("ClusterRoleBinding %s: ClusterRole %s -> [%s]", agentAuth, agentAuth, sa(agent)),
 		fmt.Sprintf("RoleBinding %s: Role %s -> [%s]", objectKey(namespace, manager), manager, sa(manager)),
 		fmt.Sprintf("RoleBinding %s: Role %s -> [%s]", objectKey(namespace, agent), agent, sa(agent)),
-	}, bindings)
+	}
+	if scraper != "" {
+		wantBindings = append(wantBindings, fmt.Sprintf("ClusterRoleBinding %s: ClusterRole %s -> [%s]", scraper, reader, sa(scraper)))
+	}
+	assertSameSet(t, "bindings", wantBindings, bindings)
 }
 
 func describeBinding(kind, namespace, name string, ref rbacv1.RoleRef, subjects []rbacv1.Subject) string {
@@ -197,7 +222,7 @@ func configRBAC(t *testing.T) []manifest {
 // and names them: run `make manifests`.
 func TestConfigRBAC(t *testing.T) {
 	objs := configRBAC(t)
-	checkRBAC(t, objs, defaultNamespace, managerName, agentName)
+	checkRBAC(t, objs, defaultNamespace, managerName, agentName, "")
 	sas := map[string]bool{}
 	for _, m := range objs {
 		if m.Obj.GetKind() == "ServiceAccount" {
@@ -212,10 +237,13 @@ func TestConfigRBAC(t *testing.T) {
 }
 
 func TestChartRBAC(t *testing.T) {
-	for name, overrides := range map[string]string{"default values": "", "all options on": allOptionsOn} {
+	for name, tc := range map[string]struct{ overrides, scraper string }{
+		"default values": {"", ""},
+		"all options on": {allOptionsOn, scraperName},
+	} {
 		t.Run(name, func(t *testing.T) {
-			r := mustRender(t, chartRelease, "ops", values(t, overrides))
-			checkRBAC(t, r.Objects, "ops", managerName, agentName)
+			r := mustRender(t, chartRelease, "ops", values(t, tc.overrides))
+			checkRBAC(t, r.Objects, "ops", managerName, agentName, tc.scraper)
 		})
 	}
 }

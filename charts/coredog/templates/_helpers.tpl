@@ -21,6 +21,30 @@ so that "<prefix>-manager-metrics" is a valid Service name.
 {{- include "coredog.fullname" . }}-agent
 {{- end -}}
 
+{{- define "coredog.scraperName" -}}
+{{- include "coredog.fullname" . }}-metrics-scraper
+{{- end -}}
+
+{{/*
+The manager pods' affinity: .Values.affinity, plus, with
+manager.avoidAgentNodes, anti-affinity to the pods of privileged agents
+(coredog.io/privileged, set by the manager on Manage and Pipe agents).
+*/}}
+{{- define "coredog.managerAffinity" -}}
+{{- $affinity := deepCopy .Values.affinity -}}
+{{- with .Values.manager.avoidAgentNodes -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (dict "app.kubernetes.io/name" "coredog-agent" "coredog.io/privileged" "true")) -}}
+{{- $anti := deepCopy (get $affinity "podAntiAffinity" | default dict) -}}
+{{- if eq . "Required" -}}
+{{- $_ := set $anti "requiredDuringSchedulingIgnoredDuringExecution" (append (get $anti "requiredDuringSchedulingIgnoredDuringExecution" | default list) $term) -}}
+{{- else -}}
+{{- $_ := set $anti "preferredDuringSchedulingIgnoredDuringExecution" (append (get $anti "preferredDuringSchedulingIgnoredDuringExecution" | default list) (dict "weight" 100 "podAffinityTerm" $term)) -}}
+{{- end -}}
+{{- $_ := set $affinity "podAntiAffinity" $anti -}}
+{{- end -}}
+{{- toYaml $affinity -}}
+{{- end -}}
+
 {{/* The image of the manager and, by default, of every agent. */}}
 {{- define "coredog.image" -}}
 {{- if .Values.image.digest -}}
