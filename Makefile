@@ -59,6 +59,14 @@ lint-fix: ## The same, applying the fixes the linters offer (formatting, moderni
 envtest: ## Build (once) and print the envtest binaries' directory.
 	@hack/envtest.sh
 
+# The plugin's release version: spec.version of the krew manifest and the
+# release tag in its download URIs.
+VERSION ?= v0.1.0
+
+.PHONY: krew
+krew: ## kubectl-coredog's krew release in dist/: a tar.gz per linux/darwin x amd64/arm64 (not windows yet: internal/storage does not build there) and the manifest dist/coredog.yaml (VERSION=v0.1.0).
+	VERSION=$(VERSION) hack/krew.sh -out dist
+
 ##@ Demo
 
 .PHONY: demo
@@ -69,8 +77,9 @@ demo: build ## Run CoreDog end to end on this machine: control plane, manager, a
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries and promtool when missing).
+test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries, promtool and krew's tools when missing).
 	@hack/promtool.sh >/dev/null
+	@hack/krew-tools.sh >/dev/null
 	@assets="$$(hack/envtest.sh)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 	@echo "Fuzzing each target for $(TEST_FUZZ_TIME) (make fuzz FUZZ_TIME=10m for longer)"
@@ -119,10 +128,14 @@ test-faults: build ## The full fault matrix (TestFault* in test/e2e with COREDOG
 promtool: ## Build (once) and print promtool's path (test/alerts runs it on the chart's alerting rules).
 	@hack/promtool.sh
 
+.PHONY: krew-tools
+krew-tools: ## Build (once) and print the directory of krew's validate-krew-manifest and kubectl-krew (test/krew runs them on the manifest).
+	@hack/krew-tools.sh
+
 .PHONY: versitygw
 versitygw: ## Build (once) and print the versitygw S3 server's path.
 	@hack/versitygw.sh
 
 .PHONY: clean
 clean:
-	rm -rf $(BIN) bench.out
+	rm -rf $(BIN) bench.out dist
