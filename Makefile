@@ -64,7 +64,7 @@ envtest: ## Build (once) and print the envtest binaries' directory.
 VERSION ?= v0.1.0
 
 .PHONY: krew
-krew: ## kubectl-coredog's krew release in dist/: a tar.gz per linux/darwin x amd64/arm64 (not windows yet: internal/storage does not build there) and the manifest dist/coredog.yaml (VERSION=v0.1.0).
+krew: ## kubectl-coredog's krew release in dist/: a tar.gz per linux/darwin/windows x amd64/arm64 and the manifest dist/coredog.yaml (VERSION=v0.1.0).
 	VERSION=$(VERSION) hack/krew.sh -out dist
 
 ##@ Demo

@@ -26,12 +26,8 @@ import (
 	"time"
 )
 
-// allPlatforms are the os/arch pairs a release ships. Not windows yet: the
-// plugin links internal/storage, whose file store opens with
-// syscall.O_NOFOLLOW, which windows lacks (-platforms windows/amd64 fails
-// to build until that has a windows variant). Windows archives would name
-// kubectl-coredog.exe as bin.
-const allPlatforms = "linux/amd64,linux/arm64,darwin/amd64,darwin/arm64"
+// allPlatforms are the os/arch pairs a release ships.
+const allPlatforms = "linux/amd64,linux/arm64,darwin/amd64,darwin/arm64,windows/amd64,windows/arm64"
 
 // releaseURL is where a published archive lives; krew downloads it from
 // there unless `kubectl krew install --archive` names a local file.
