@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -322,7 +321,7 @@ func writeFileAttrs(path string, mode fs.FileMode, opts *WriteOptions, excl bool
 	if err != nil {
 		return fmt.Errorf("encoding attributes: %w", err)
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC | syscall.O_NOFOLLOW
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC | oNoFollow
 	if excl {
 		flags |= os.O_EXCL
 	}
