@@ -271,15 +271,24 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 		return nil
 	}
 	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return serveUntilDone(ctx, srv, srv.ListenAndServe)
+}
+
+// serveUntilDone runs serve (srv's ListenAndServe or Serve) until it fails
+// or ctx is done, then shuts srv down, allowing 5 s for requests in flight.
+func serveUntilDone(ctx context.Context, srv *http.Server, serve func() error) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- serve() }()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
 	}
 }
 

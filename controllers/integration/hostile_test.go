@@ -404,7 +404,8 @@ func TestForgedCoreDumpCannotOverwriteOrDeleteAnotherDump(t *testing.T) {
 
 	// The victim's own deletion still removes them.
 	g.Expect(k8s.Delete(ctx, victim)).To(Succeed())
-	g.Eventually(func() bool { _, err := os.Stat(stored); return os.IsNotExist(err) }, timeout, interval).Should(BeTrue())
-	_, err = os.Stat(sidecar)
-	g.Expect(os.IsNotExist(err)).To(BeTrue())
+	// The dump goes first, then its metadata: wait for both.
+	for _, path := range []string{stored, sidecar} {
+		g.Eventually(func() bool { _, err := os.Stat(path); return os.IsNotExist(err) }, timeout, interval).Should(BeTrue(), path)
+	}
 }
