@@ -6,7 +6,16 @@
 #
 # Why from source: setup-envtest downloads prebuilt binaries from a bucket that
 # these machines cannot reach; the Go module proxy can be reached.
+#
+# With --node it also builds what a real node needs beside them (kubelet,
+# kube-controller-manager, kube-scheduler) into the same directory, in one
+# go build so the three share their compile work (about 10 minutes after the
+# kube-apiserver build has filled Go's build cache).
 set -euo pipefail
+
+NODE=0
+if [[ "${1:-}" == "--node" ]]; then NODE=1; fi
+NODE_CMDS=(kubelet kube-controller-manager kube-scheduler)
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"    # k8s.io/kubernetes; staging modules are v0.${minor}.${patch}
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"    # go.etcd.io/etcd/server/v3
@@ -15,7 +24,14 @@ DEST="${CACHE_ROOT}/${KUBE_VERSION}-etcd${ETCD_VERSION}"
 
 log() { echo "envtest: $*" >&2; }
 
-if [[ -x "$DEST/kube-apiserver" && -x "$DEST/etcd" && -x "$DEST/kubectl" ]]; then
+have_all() {
+  local c
+  for c in kube-apiserver etcd kubectl; do [[ -x "$DEST/$c" ]] || return 1; done
+  if [[ $NODE == 1 ]]; then
+    for c in "${NODE_CMDS[@]}"; do [[ -x "$DEST/$c" ]] || return 1; done
+  fi
+}
+if have_all; then
   echo "$DEST"
   exit 0
 fi
@@ -56,6 +72,21 @@ for cmd in kube-apiserver kubectl; do
     mv "$DEST/$cmd.tmp" "$DEST/$cmd"
   fi
 done
+
+if [[ $NODE == 1 ]]; then
+  missing=()
+  for cmd in "${NODE_CMDS[@]}"; do
+    [[ -x "$DEST/$cmd" ]] || missing+=("k8s.io/kubernetes/cmd/$cmd")
+  done
+  if ((${#missing[@]})); then
+    log "building ${NODE_CMDS[*]} ${KUBE_VERSION} (about 10 minutes the first time)"
+    mkdir -p "$work/node-out"
+    (cd "$work/kube" && go build -trimpath -ldflags="$ldflags" -o "$work/node-out/" "${missing[@]}")
+    for cmd in "${NODE_CMDS[@]}"; do
+      if [[ -x "$work/node-out/$cmd" ]]; then mv "$work/node-out/$cmd" "$DEST/$cmd"; fi
+    done
+  fi
+fi
 
 if [[ ! -x "$DEST/etcd" ]]; then
   log "building etcd ${ETCD_VERSION}"
