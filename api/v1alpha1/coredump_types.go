@@ -312,6 +312,139 @@ type CoreDumpStatus struct {
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=16
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// analysis is what reading the core on its node found: the crashing
+	// thread's backtrace and the modules the process had mapped. The agent
+	// computes it; the manager checks and bounds it and writes it here.
+	// +optional
+	Analysis *CrashAnalysis `json:"analysis,omitempty"`
+}
+
+// Bounds of CrashAnalysis, shared by the agent (which computes it), the
+// manager (which checks what an agent sends) and the CRD.
+const (
+	// MaxAnalysisFrames bounds status.analysis.frames (the crashing thread).
+	MaxAnalysisFrames = 32
+	// MaxAnalysisModules bounds status.analysis.modules.
+	MaxAnalysisModules = 256
+)
+
+// AnalysisOutcome says how far the analysis of a core got.
+// +kubebuilder:validation:Enum=Complete;Partial;Unavailable
+type AnalysisOutcome string
+
+const (
+	// AnalysisComplete: every thread was unwound to its outermost frame.
+	AnalysisComplete AnalysisOutcome = "Complete"
+	// AnalysisPartial: some frames or modules are missing; reason says why.
+	AnalysisPartial AnalysisOutcome = "Partial"
+	// AnalysisUnavailable: no backtrace (not an ELF core, an unsupported
+	// machine, the analysis was turned off or failed); reason says why.
+	AnalysisUnavailable AnalysisOutcome = "Unavailable"
+)
+
+// CrashAnalysis is the backtrace of the crashing thread and the modules of
+// the process. All threads are in the stored .json, not here.
+type CrashAnalysis struct {
+	// outcome: Complete, Partial or Unavailable.
+	// +required
+	Outcome AnalysisOutcome `json:"outcome"`
+	// reason says, for Partial and Unavailable, what was missing.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason,omitempty"`
+	// threads is how many threads the core holds.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Threads int32 `json:"threads,omitempty"`
+	// crashingThread is the thread ID (TID) of the thread that took the signal.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	CrashingThread int32 `json:"crashingThread,omitempty"`
+	// frames of the crashing thread, innermost first, at most 32.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Frames []StackFrame `json:"frames,omitempty"`
+	// modules the process had mapped (executable and shared libraries), at
+	// most 256, with their build-ids and whether the file itself was kept.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	Modules []CrashModule `json:"modules,omitempty"`
+}
+
+// StackFrame is one frame of a backtrace.
+type StackFrame struct {
+	// module is the base name of the file that holds pc; empty for code in
+	// no file (JIT, anonymous memory).
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	Module string `json:"module,omitempty"`
+	// buildID is module's GNU build-id, hexadecimal.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	BuildID string `json:"buildID,omitempty"`
+	// pc is the frame's program counter, hexadecimal (0x...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=18
+	PC string `json:"pc,omitempty"`
+	// offset is pc's offset in module (the address in the module's own
+	// address space), hexadecimal.
+	// +optional
+	// +kubebuilder:validation:MaxLength=18
+	Offset string `json:"offset,omitempty"`
+	// function is the demangled name of the function, when known.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Function string `json:"function,omitempty"`
+	// file is the source file, when the module has line tables.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	File string `json:"file,omitempty"`
+	// line in file.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Line int32 `json:"line,omitempty"`
+}
+
+// ModuleState says whether a module's file was kept.
+// +kubebuilder:validation:Enum=Stored;Collected;Missing
+type ModuleState string
+
+const (
+	// ModuleStored: the file is in the storage location under its build-id.
+	ModuleStored ModuleState = "Stored"
+	// ModuleCollected: the agent holds the file; it is not stored yet.
+	ModuleCollected ModuleState = "Collected"
+	// ModuleMissing: the file could not be collected; reason says why.
+	ModuleMissing ModuleState = "Missing"
+)
+
+// CrashModule is one file the process had mapped.
+type CrashModule struct {
+	// path of the file inside the process's mount namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=4096
+	Path string `json:"path"`
+	// buildID is the file's GNU build-id, hexadecimal; empty when the core
+	// does not hold it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	BuildID string `json:"buildID,omitempty"`
+	// start and end of the file's mappings, hexadecimal (0x...).
+	// +optional
+	// +kubebuilder:validation:MaxLength=18
+	Start string `json:"start,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=18
+	End string `json:"end,omitempty"`
+	// state: Stored, Collected or Missing.
+	// +optional
+	State ModuleState `json:"state,omitempty"`
+	// reason says why a Missing module could not be collected.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason,omitempty"`
 }
 
 // CoreDumpSeries counts the crashes an agent counted on a CoreDump instead
