@@ -2,7 +2,7 @@
 // manifest (hack/krew.sh and `make krew` run it; test/krew runs it for one
 // platform). For each os/arch it cross-compiles ./cmd/kubectl-coredog
 // (CGO_ENABLED=0, -trimpath), packs the binary and the repository's licence
-// file (README.md while the repository has none) into a reproducible
+// file (LICENSE) into a reproducible
 // tar.gz, and fills coredog.yaml.tmpl with each archive's URI and sha256.
 package main
 
@@ -34,8 +34,8 @@ const allPlatforms = "linux/amd64,linux/arm64,darwin/amd64,darwin/arm64,windows/
 const releaseURL = "https://github.com/coredog/coredog/releases/download/%s/%s"
 
 // licenceFiles are tried in order; krew-index wants a licence among the
-// installed files, and README.md stands in while the repository has none.
-var licenceFiles = []string{"LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "README.md"}
+// installed files.
+var licenceFiles = []string{"LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING"}
 
 // versionRE is krew's rule for spec.version: a v-prefixed semantic version.
 var versionRE = regexp.MustCompile(`^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)

@@ -25,7 +25,7 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"platform without arch", []string{"-repo", "../..", "-out", "OUT", "-platforms", "linux"}, "is not os/arch"},
 		{"empty os", []string{"-repo", "../..", "-out", "OUT", "-platforms", "/amd64"}, "is not os/arch"},
 		{"positional argument", []string{"extra"}, "unexpected arguments"},
-		{"no licence or README", []string{"-repo", "EMPTY"}, "none of"},
+		{"no licence", []string{"-repo", "EMPTY"}, "none of"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := make([]string, len(tc.args))
@@ -46,7 +46,7 @@ func TestRunRejectsBadArguments(t *testing.T) {
 
 func TestFindLicencePrefersLicence(t *testing.T) {
 	dir := t.TempDir()
-	for _, name := range []string{"README.md", "LICENSE"} {
+	for _, name := range []string{"README.md", "COPYING", "LICENSE"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
 			t.Fatal(err)
 		}
