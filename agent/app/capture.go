@@ -178,8 +178,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 	if f.Cut {
 		log.Info("Capturing a core file that is shorter than its headers say: its writer stopped before the end", "size", f.Identity.Size)
 	}
-	captured := serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size,
-		ModTimeNanos: f.ModTime.UnixNano(), CtimeNanos: f.Identity.CtimeNanos}
+	captured := capturedEntry(name, f)
 
 	admitted, reason, err := a.guard.Admit(name, f.Path, f.Identity.Size)
 	if err != nil {
@@ -192,17 +191,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		cd.Spec.RefusedReason = coredogv1.ReasonQuotaExceeded
 		a.metrics.refused.WithLabelValues(coredogv1.ReasonQuotaExceeded).Inc()
 		log.Info("Refusing core file: node disk limit", "reason", reason, "name", name)
-		switch err := removeIfUnchanged(f.Path, captured); {
-		case errors.Is(err, errChanged):
-			// Still being written: the detector emits it again when it
-			// is still, and it is judged afresh then.
-			log.Info("Keeping a refused core file that changed after it was captured", "err", err.Error())
-		case err != nil && !errors.Is(err, os.ErrNotExist):
-			log.Error(err, "Removing a refused core file")
-		default:
-			_ = os.Remove(cgroupSidecar(f.Path))
-			a.detector.Forget(f.Path)
-		}
+		a.dropFile(f, captured, "refused")
 	} else {
 		if core != nil {
 			// The arguments go to the manager with the download, never into
@@ -258,6 +247,29 @@ func declaredSize(path string) (int64, bool) {
 	return corefile.DeclaredSize(file, st.Size)
 }
 
+// capturedEntry is the file f as it was when it was judged complete.
+func capturedEntry(name string, f detect.File) serve.Entry {
+	return serve.Entry{Name: name, Path: f.Path, Device: f.Identity.Device, Inode: f.Identity.Inode, Size: f.Identity.Size,
+		ModTimeNanos: f.ModTime.UnixNano(), CtimeNanos: f.Identity.CtimeNanos}
+}
+
+// dropFile removes a core file the agent does not keep (why: refused,
+// counted), with its sidecar, unless it changed since it was captured: a
+// file still being written is kept, the detector emits it again when it is
+// still, and it is judged afresh then. It reports whether the file is gone.
+func (a *Agent) dropFile(f detect.File, captured serve.Entry, why string) bool {
+	switch err := removeIfUnchanged(f.Path, captured); {
+	case errors.Is(err, errChanged):
+		a.log.Info("Keeping a "+why+" core file that changed after it was captured", "file", f.RelPath, "err", err.Error())
+		return false
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		a.log.Error(err, "Removing a "+why+" core file", "file", f.RelPath)
+	}
+	_ = os.Remove(cgroupSidecar(f.Path))
+	a.detector.Forget(f.Path)
+	return true
+}
+
 // withinBudget draws on the creation budget for a file that has no CoreDump
 // yet. Past the budget the crash is counted on an existing CoreDump of this
 // agent's and the file is removed: a crash loop costs the API server one
@@ -277,13 +289,12 @@ func (a *Agent) withinBudget(f detect.File, cd *coredogv1.CoreDump) bool {
 	if d.Create {
 		return true
 	}
+	if !a.dropFile(f, capturedEntry(cd.Name, f), "counted") {
+		// Still being written: it is counted when it is judged again.
+		return false
+	}
 	a.series.add(d.Target, d.Other, cd.CrashTime())
 	a.metrics.counted.Inc()
-	if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		a.log.Error(err, "Removing a counted core file", "file", f.RelPath)
-	}
-	_ = os.Remove(cgroupSidecar(f.Path))
-	a.detector.Forget(f.Path)
 	a.log.V(1).Info("Counted a crash on an existing CoreDump: the creation budget is spent", "file", f.RelPath, "on", d.Target, "otherSignature", d.Other)
 	return false
 }

@@ -5,10 +5,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+
+	"github.com/coredog/coredog/agent/detect"
 	"github.com/coredog/coredog/agent/serve"
 )
 
@@ -85,6 +89,50 @@ func TestRemoveIfUnchanged(t *testing.T) {
 			}
 			if b, err := os.ReadFile(outside); err != nil || string(b) != "keep me" {
 				t.Errorf("the host file was touched: %q, %v", b, err)
+			}
+		})
+	}
+}
+
+// TestDropFileKeepsAFileStillBeingWritten: a core file the agent does not
+// keep (refused by the node limit, or counted on another CoreDump once the
+// creation budget is spent) is removed with its sidecar only if it is still
+// the file that was judged complete. One that grew since is kept, for the
+// detector to emit again, and is not reported gone (so it is not counted
+// twice).
+func TestDropFileKeepsAFileStillBeingWritten(t *testing.T) {
+	dir := t.TempDir()
+	det, err := detect.New(detect.Options{Dir: dir, SettleTime: time.Second})
+	must(t, err)
+	a := &Agent{log: logr.Discard(), detector: det}
+	for _, tc := range []struct {
+		name     string
+		grow     bool
+		wantGone bool
+	}{
+		{"unchanged: removed with its sidecar", false, true},
+		{"grown since it was judged complete: kept", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "core."+strings.ReplaceAll(tc.name, " ", "-"))
+			must(t, os.WriteFile(p, []byte("first half"), 0o600))
+			must(t, os.WriteFile(cgroupSidecar(p), []byte("0::/x"), 0o600))
+			f := detected(t, p)
+			if tc.grow {
+				w, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+				must(t, err)
+				_, err = w.WriteString(" and the second half")
+				must(t, err)
+				must(t, w.Close())
+			}
+			if gone := a.dropFile(f, capturedEntry("n", f), "counted"); gone != tc.wantGone {
+				t.Fatalf("dropFile reported gone=%v, want %v", gone, tc.wantGone)
+			}
+			for _, q := range []string{p, cgroupSidecar(p)} {
+				_, err := os.Lstat(q)
+				if exists := err == nil; exists == tc.wantGone {
+					t.Fatalf("%s exists=%v after dropFile (err %v)", filepath.Base(q), exists, err)
+				}
 			}
 		})
 	}
