@@ -192,6 +192,7 @@ func (r *CoreDumpPolicyReconciler) countDumps(ctx context.Context, p *coredogv1.
 	}
 	c := coredogv1.DumpCounters{Captured: int64(len(list.Items))}
 	for _, cd := range list.Items {
+		c.Counted += seriesCount(&cd)
 		switch cd.Status.Phase {
 		case coredogv1.PhaseUploaded:
 			c.Uploaded++
@@ -306,10 +307,20 @@ func (r *CoreDumpPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// with the uploads' own.
 		Watches(&coredogv1.CoreDump{}, countersHandler{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
-				return e.ObjectOld.(*coredogv1.CoreDump).Status.Phase != e.ObjectNew.(*coredogv1.CoreDump).Status.Phase
+				o, n := e.ObjectOld.(*coredogv1.CoreDump), e.ObjectNew.(*coredogv1.CoreDump)
+				return o.Status.Phase != n.Status.Phase || seriesCount(o) != seriesCount(n)
 			},
 		})).
 		Complete(r)
+}
+
+// seriesCount is how many crashes an agent counted on cd (policy
+// status.dumps.counted).
+func seriesCount(cd *coredogv1.CoreDump) int64 {
+	if cd.Series == nil {
+		return 0
+	}
+	return cd.Series.Count + cd.Series.OtherCount
 }
 
 // countersDelay is how long a dump's change waits before its policy's

@@ -379,6 +379,12 @@ type DumpCounters struct {
 	// failed dumps.
 	// +optional
 	Failed int64 `json:"failed,omitempty"`
+	// counted crashes: those the agents counted on an existing CoreDump
+	// (its series) instead of creating one, once their creation budget
+	// (spec.limits.coreDumps) was spent. Their files were removed from the
+	// node. captured + counted is every crash the agents saw.
+	// +optional
+	Counted int64 `json:"counted,omitempty"`
 }
 
 // CoreDumpPolicyStatus is what the controller observed.

@@ -285,7 +285,7 @@ func TestPolicyFiltersSkipDumps(t *testing.T) {
 	g.Expect(cd.Status.Reason).To(Equal(coredogv1.ReasonTooLarge))
 
 	first := e.crashFile("api-0", "api", coreLike(40<<10))
-	e.waitPhase(g, first, coredogv1.PhaseUploaded)
+	firstDump := e.waitPhase(g, first, coredogv1.PhaseUploaded)
 	second := e.crashFile("api-0", "api", coreLike(41<<10))
 	cd = e.waitPhase(g, second, coredogv1.PhaseSkipped)
 	g.Expect(cd.Status.Reason).To(Equal(coredogv1.ReasonThrottled))
@@ -306,6 +306,18 @@ func TestPolicyFiltersSkipDumps(t *testing.T) {
 		d := getPolicy(g, e.policy.Name).Status.Dumps
 		g.Expect(d.Skipped).To(Equal(int64(3)))
 		g.Expect(d.Uploaded).To(Equal(int64(1)))
+	}, timeout, interval).Should(Succeed())
+
+	// Crashes an agent counted on a dump (its series, once its creation
+	// budget was spent) are counted on the policy too.
+	var up coredogv1.CoreDump
+	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: testNamespace, Name: firstDump.Name}, &up)).To(Succeed())
+	patch := client.MergeFrom(up.DeepCopy())
+	now := metav1.Now()
+	up.Series = &coredogv1.CoreDumpSeries{Count: 4, OtherCount: 2, FirstObserved: now, LastObserved: now}
+	g.Expect(k8s.Patch(context.Background(), &up, patch)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(getPolicy(g, e.policy.Name).Status.Dumps.Counted).To(Equal(int64(6)))
 	}, timeout, interval).Should(Succeed())
 }
 

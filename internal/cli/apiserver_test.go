@@ -194,8 +194,8 @@ func TestAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !regexp.MustCompile(`(?m)^0123456789ab\s+4\s+server\s+SIGSEGV\s+50m\s+\d+s\s+team-a/StatefulSet/web$`).MatchString(out) ||
-			!regexp.MustCompile(`(?m)^fedcba987654\s+1\s+server\s+SIGABRT\s+20m\s+20m\s+team-b/Deployment/api$`).MatchString(out) {
+		if !regexp.MustCompile(`(?m)^0123456789ab\s+4\s+4\s+server\s+SIGSEGV\s+50m\s+\d+s\s+team-a/StatefulSet/web$`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^fedcba987654\s+1\s+1\s+server\s+SIGABRT\s+20m\s+20m\s+team-b/Deployment/api$`).MatchString(out) {
 			t.Errorf("list --group:\n%s", out)
 		}
 		out, _, err = run(admin, "list", "--group", "-o", "json")
@@ -378,7 +378,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, re := range []string{
-			`(?m)^  default\s+True\s+1/1\s+file://` + regexp.QuoteMeta(store) + `\s+5\s+2\s+0\s+1\s+-$`,
+			`(?m)^  default\s+True\s+1/1\s+file://` + regexp.QuoteMeta(store) + `\s+5\s+2\s+0\s+1\s+0\s+-$`,
 			`(?m)^  default\s+node-1\s+https://10\.1\.2\.3:9443\s+\d+s ago\s+watch\s+Manage\s+1Mi$`,
 			`(?m)^  core-failed\s+team-a/web-0\s+node-1\s+Failed\s+30m\s+5\s+writing the object: permission denied$`,
 			`(?m)^  core-pending\s+team-a/web-0\s+node-1\s+Pending\s+\d+s\s+1\s+-$`,

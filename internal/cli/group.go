@@ -13,8 +13,13 @@ import (
 type Group struct {
 	// Signature is the crash signature; dumps without one (not ELF cores)
 	// are grouped by executable and signal, and Signature is "".
-	Signature   string    `json:"signature"`
-	Count       int       `json:"count"`
+	Signature string `json:"signature"`
+	// Count is how many CoreDumps the group has.
+	Count int `json:"count"`
+	// Crashes is Count plus the crashes counted on those CoreDumps (their
+	// series) once the agents' creation budget was spent: every crash of
+	// the signature, not only those with a dump.
+	Crashes     int64     `json:"crashes"`
 	Executable  string    `json:"executable,omitempty"`
 	Signal      string    `json:"signal,omitempty"`
 	CrashModule string    `json:"crashModule,omitempty"`
@@ -31,7 +36,9 @@ type Group struct {
 }
 
 // GroupDumps folds dumps by crash signature. Groups come most frequent
-// first, then most recent first.
+// (by crashes) first, then most recent first. A series' otherCount (crashes
+// of other signatures counted on a dump while the node's budget was spent)
+// belongs to no group.
 func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 	byKey := map[string]*Group{}
 	workloads := map[string]map[string]bool{}
@@ -62,6 +69,13 @@ func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 			g.LastSeen = t
 		}
 		g.Count++
+		g.Crashes++
+		if s := cd.Series; s != nil {
+			g.Crashes += s.Count
+			if !s.LastObserved.IsZero() && s.LastObserved.After(g.LastSeen) {
+				g.LastSeen = s.LastObserved.Time
+			}
+		}
 		g.Dumps = append(g.Dumps, cd.Name)
 		if w := affected(cd); w != "" {
 			workloads[key][w] = true
@@ -79,8 +93,8 @@ func GroupDumps(dumps []coredogv1.CoreDump) []Group {
 		groups = append(groups, *g)
 	}
 	sort.SliceStable(groups, func(i, j int) bool {
-		if groups[i].Count != groups[j].Count {
-			return groups[i].Count > groups[j].Count
+		if groups[i].Crashes != groups[j].Crashes {
+			return groups[i].Crashes > groups[j].Crashes
 		}
 		return groups[i].LastSeen.After(groups[j].LastSeen)
 	})

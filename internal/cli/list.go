@@ -204,9 +204,9 @@ func phase(cd *coredogv1.CoreDump) string {
 func RenderGroups(w io.Writer, groups []Group, wide, noHeaders bool, now time.Time) {
 	tw := newTable(w)
 	if !noHeaders {
-		cols := []string{"SIGNATURE", "COUNT", "EXECUTABLE", "SIGNAL", "FIRST SEEN", "LAST SEEN", "WORKLOADS"}
+		cols := []string{"SIGNATURE", "CRASHES", "DUMPS", "EXECUTABLE", "SIGNAL", "FIRST SEEN", "LAST SEEN", "WORKLOADS"}
 		if wide {
-			cols = append(cols, "CRASH SITE", "DUMPS")
+			cols = append(cols, "CRASH SITE", "LATEST DUMP")
 		}
 		header(tw, cols...)
 	}
@@ -215,7 +215,7 @@ func RenderGroups(w io.Writer, groups []Group, wide, noHeaders bool, now time.Ti
 		if sig == "" {
 			sig = "-"
 		}
-		cells := []string{sig, strconv.Itoa(g.Count), g.Executable, g.Signal, age(now, g.FirstSeen), age(now, g.LastSeen), workloadsCell(g, wide)}
+		cells := []string{sig, strconv.FormatInt(g.Crashes, 10), strconv.Itoa(g.Count), g.Executable, g.Signal, age(now, g.FirstSeen), age(now, g.LastSeen), workloadsCell(g, wide)}
 		if wide {
 			site := g.CrashModule
 			if g.CrashOffset != "" {

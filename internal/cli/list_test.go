@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
 	"testing"
 	"time"
@@ -75,35 +76,42 @@ func TestGroupDumps(t *testing.T) {
 		// Not an ELF core: grouped by executable and signal.
 		testDump("core-f", 10*time.Minute, withSignature(""), func(cd *coredogv1.CoreDump) { cd.Spec.ELF = nil }),
 		testDump("core-g", 20*time.Minute, withSignature(""), func(cd *coredogv1.CoreDump) { cd.Spec.ELF = nil }),
-		// A bare pod.
-		testDump("core-h", 4*time.Hour, withPod("team-a", "debug-pod", "", ""), withSignature("fedcba987654"), withSignal(6, "SIGABRT")),
+		// A bare pod, crash-looping: five more crashes were counted on its
+		// dump once the agent's budget was spent (and three of other
+		// signatures, which belong to no group), the last a minute ago.
+		testDump("core-h", 4*time.Hour, withPod("team-a", "debug-pod", "", ""), withSignature("fedcba987654"), withSignal(6, "SIGABRT"),
+			func(cd *coredogv1.CoreDump) {
+				cd.Series = &coredogv1.CoreDumpSeries{Count: 5, OtherCount: 3,
+					FirstObserved: metav1.NewTime(now.Add(-3 * time.Hour)), LastObserved: metav1.NewTime(now.Add(-time.Minute))}
+			}),
 	}
-	// Equal counts: the most recent group first.
+	// Most crashes first (dumps and counted crashes); equal: the most recent first.
 	groups := GroupDumps(append(listFixture(), extra...))
 	type summary struct {
 		sig          string
 		count        int
+		crashes      int64
 		first, last  time.Duration
 		workloads    string
 		unattributed int
 		dumps        string
 	}
 	want := []summary{
-		{"0123456789ab", 4, 5 * time.Hour, 2 * time.Minute, "team-a/StatefulSet/web,team-c/Deployment/web", 1, "core-e,core-b,core-c,core-d"},
-		{"", 2, 20 * time.Minute, 10 * time.Minute, "team-a/StatefulSet/web", 0, "core-g,core-f"},
-		{"fedcba987654", 2, 4 * time.Hour, 3 * time.Hour, "team-a/Pod/debug-pod,team-b/Deployment/api", 0, "core-h,core-a"},
+		{"fedcba987654", 2, 7, 4 * time.Hour, time.Minute, "team-a/Pod/debug-pod,team-b/Deployment/api", 0, "core-h,core-a"},
+		{"0123456789ab", 4, 4, 5 * time.Hour, 2 * time.Minute, "team-a/StatefulSet/web,team-c/Deployment/web", 1, "core-e,core-b,core-c,core-d"},
+		{"", 2, 2, 20 * time.Minute, 10 * time.Minute, "team-a/StatefulSet/web", 0, "core-g,core-f"},
 	}
 	if len(groups) != len(want) {
 		t.Fatalf("got %d groups, want %d: %+v", len(groups), len(want), groups)
 	}
 	for i, w := range want {
 		g := groups[i]
-		got := summary{g.Signature, g.Count, now.Sub(g.FirstSeen), now.Sub(g.LastSeen), strings.Join(g.Workloads, ","), g.Unattributed, strings.Join(g.Dumps, ",")}
+		got := summary{g.Signature, g.Count, g.Crashes, now.Sub(g.FirstSeen), now.Sub(g.LastSeen), strings.Join(g.Workloads, ","), g.Unattributed, strings.Join(g.Dumps, ",")}
 		if got != w {
 			t.Errorf("group %d = %+v, want %+v", i, got, w)
 		}
 	}
-	if g := groups[1]; g.CrashModule != "" || g.Executable != "server" || g.Signal != "SIGSEGV" {
+	if g := groups[2]; g.CrashModule != "" || g.Executable != "server" || g.Signal != "SIGSEGV" {
 		t.Errorf("group without signature = %+v", g)
 	}
 }
@@ -120,19 +128,19 @@ func TestRenderGroups(t *testing.T) {
 		want  string
 	}{
 		{"plain", listFixture(), false, lines(
-			"SIGNATURE      COUNT   EXECUTABLE   SIGNAL    FIRST SEEN   LAST SEEN   WORKLOADS",
-			"0123456789ab   3       server       SIGSEGV   60m          2m          team-a/StatefulSet/web (1 without pod)",
-			"fedcba987654   1       server       SIGABRT   3h           3h          team-b/Deployment/api",
+			"SIGNATURE      CRASHES   DUMPS   EXECUTABLE   SIGNAL    FIRST SEEN   LAST SEEN   WORKLOADS",
+			"0123456789ab   3         3       server       SIGSEGV   60m          2m          team-a/StatefulSet/web (1 without pod)",
+			"fedcba987654   1         1       server       SIGABRT   3h           3h          team-b/Deployment/api",
 		)},
 		{"wide", listFixture(), true, lines(
-			"SIGNATURE      COUNT   EXECUTABLE   SIGNAL    FIRST SEEN   LAST SEEN   WORKLOADS                                CRASH SITE               DUMPS",
-			"0123456789ab   3       server       SIGSEGV   60m          2m          team-a/StatefulSet/web (1 without pod)   /usr/bin/server+0x1a2b   core-d (+2)",
-			"fedcba987654   1       server       SIGABRT   3h           3h          team-b/Deployment/api                    /usr/bin/server+0x1a2b   core-a",
+			"SIGNATURE      CRASHES   DUMPS   EXECUTABLE   SIGNAL    FIRST SEEN   LAST SEEN   WORKLOADS                                CRASH SITE               LATEST DUMP",
+			"0123456789ab   3         3       server       SIGSEGV   60m          2m          team-a/StatefulSet/web (1 without pod)   /usr/bin/server+0x1a2b   core-d (+2)",
+			"fedcba987654   1         1       server       SIGABRT   3h           3h          team-b/Deployment/api                    /usr/bin/server+0x1a2b   core-a",
 		)},
 		{"many workloads", many, false, lines(
-			"SIGNATURE      COUNT   EXECUTABLE   SIGNAL    FIRST SEEN   LAST SEEN   WORKLOADS",
-			"0123456789ab   7       server       SIGSEGV   60m          1s          t1/Deployment/d,t2/Deployment/d,t3/Deployment/d +2 more (1 without pod)",
-			"fedcba987654   1       server       SIGABRT   3h           3h          team-b/Deployment/api",
+			"SIGNATURE      CRASHES   DUMPS   EXECUTABLE   SIGNAL    FIRST SEEN   LAST SEEN   WORKLOADS",
+			"0123456789ab   7         7       server       SIGSEGV   60m          1s          t1/Deployment/d,t2/Deployment/d,t3/Deployment/d +2 more (1 without pod)",
+			"fedcba987654   1         1       server       SIGABRT   3h           3h          team-b/Deployment/api",
 		)},
 	} {
 		var b bytes.Buffer

@@ -110,13 +110,13 @@ func RenderStatus(w io.Writer, r StatusReport, now time.Time) {
 		fmt.Fprintln(w, "  <none>: apply a CoreDumpPolicy to start capturing dumps")
 	default:
 		tw := newTable(w)
-		header(tw, "  NAME", "READY", "AGENTS", "STORAGE", "CAPTURED", "UPLOADED", "SKIPPED", "FAILED", "MESSAGE")
+		header(tw, "  NAME", "READY", "AGENTS", "STORAGE", "CAPTURED", "UPLOADED", "SKIPPED", "FAILED", "COUNTED", "MESSAGE")
 		for _, p := range r.Policies {
 			ready, msg := policyReadiness(&p)
 			d := p.Status.Dumps
 			row(tw, "  "+p.Name, ready, fmt.Sprintf("%d/%d", p.Status.ReadyAgents, p.Status.DesiredAgents), p.Spec.Storage.URL,
 				strconv.FormatInt(d.Captured, 10), strconv.FormatInt(d.Uploaded, 10), strconv.FormatInt(d.Skipped, 10), strconv.FormatInt(d.Failed, 10),
-				cmp.Or(truncate(msg, maxMessage), "-"))
+				strconv.FormatInt(d.Counted, 10), cmp.Or(truncate(msg, maxMessage), "-"))
 		}
 		tw.Flush()
 	}

@@ -29,7 +29,7 @@ func testLease(policy, node string, renewed time.Duration, mode, corePattern, lo
 func TestRenderStatus(t *testing.T) {
 	ready := coredogv1.CoreDumpPolicy{ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: coredogv1.CoreDumpPolicySpec{Storage: coredogv1.StorageSpec{URL: "s3://cores/prod?region=eu-west-1"}},
-		Status: coredogv1.CoreDumpPolicyStatus{DesiredAgents: 2, ReadyAgents: 2, Dumps: coredogv1.DumpCounters{Captured: 12, Uploaded: 10, Skipped: 1, Failed: 1},
+		Status: coredogv1.CoreDumpPolicyStatus{DesiredAgents: 2, ReadyAgents: 2, Dumps: coredogv1.DumpCounters{Captured: 12, Uploaded: 10, Skipped: 1, Failed: 1, Counted: 40},
 			Conditions: []metav1.Condition{{Type: coredogv1.ConditionReady, Status: metav1.ConditionTrue, Reason: coredogv1.ReasonAgentsReady}}}}
 	longName := "a-policy-with-a-name-that-is-quite-long-x"
 	notReady := coredogv1.CoreDumpPolicy{ObjectMeta: metav1.ObjectMeta{Name: longName},
@@ -59,11 +59,11 @@ func TestRenderStatus(t *testing.T) {
 	RenderStatus(&b, r, now)
 	want := lines(
 		"Policies:",
-		"  NAME                                        READY     AGENTS   STORAGE                            CAPTURED   UPLOADED   SKIPPED   FAILED   MESSAGE",
-		"  default                                     True      2/2      s3://cores/prod?region=eu-west-1   12         10         1         1        -",
-		"  a-policy-with-a-name-that-is-quite-long-x   False     1/3      file:///srv/cores                  0          0          0         0        AgentsNotReady: 1 of 3 agents ready",
-		"  late                                        False     0/0      gs://x                             0          0          0         0        Conflict: policy default owns /var/lib/coredog/cores",
-		"  fresh                                       Unknown   0/0      gs://y                             0          0          0         0        not reconciled yet",
+		"  NAME                                        READY     AGENTS   STORAGE                            CAPTURED   UPLOADED   SKIPPED   FAILED   COUNTED   MESSAGE",
+		"  default                                     True      2/2      s3://cores/prod?region=eu-west-1   12         10         1         1        40        -",
+		"  a-policy-with-a-name-that-is-quite-long-x   False     1/3      file:///srv/cores                  0          0          0         0        0         AgentsNotReady: 1 of 3 agents ready",
+		"  late                                        False     0/0      gs://x                             0          0          0         0        0         Conflict: policy default owns /var/lib/coredog/cores",
+		"  fresh                                       Unknown   0/0      gs://y                             0          0          0         0        0         not reconciled yet",
 		"",
 		"Agents:",
 		"  POLICY                                      NODE     ENDPOINT                HEARTBEAT        MODE    CORE_PATTERN   LOCAL",
