@@ -59,7 +59,7 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			}
 			agent := func(node string) client.Client {
 				t.Helper()
-				return agentClient(ctx, t, cfg, src.namespace, src.agentSA, node)
+				return agentClient(ctx, t, cfg, src.namespace, src.agentSA, "p1", node)
 			}
 			onA, onB := agent("node-a"), agent("node-b")
 
@@ -127,8 +127,33 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			must(t, onLong.Create(ctx, lease(src.namespace, hashed, long)))
 			expectForbidden(t, "node-a creating a hashed Lease name", onA.Create(ctx, lease(src.namespace, agentlease.Name("p2", long), "node-a")))
 
+			// An agent writes only for its own policy: its pod's name (the
+			// DaemonSet's) names it. A policy whose name begins like another's
+			// ("p1-x") is another policy, and a long name is told apart by
+			// its first 43 characters.
+			expectForbidden(t, "p1's agent creating p2's Lease", onA.Create(ctx, lease(src.namespace, agentlease.Name("p2", "node-a"), "node-a")))
+			otherPolicy := coreDump(src.namespace, "core-0123456789abcdef0127", "node-a")
+			otherPolicy.Spec.PolicyName = "p2"
+			expectForbidden(t, "p1's agent creating a CoreDump of p2", onA.Create(ctx, otherPolicy))
+			onX := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "p1-x", "node-a")
+			expectForbidden(t, "p1-x's agent creating a CoreDump of p1", onX.Create(ctx, coreDump(src.namespace, "core-0123456789abcdef0128", "node-a")))
+			expectForbidden(t, "p1-x's agent creating p1's Lease", onX.Create(ctx, lease(src.namespace, agentlease.Name("p1", "node-b"), "node-a")))
+			must(t, onX.Create(ctx, lease(src.namespace, agentlease.Name("p1-x", "node-a"), "node-a")))
+			longPolicy := strings.Repeat("l", 60)
+			onLongPolicy := agentClient(ctx, t, cfg, src.namespace, src.agentSA, longPolicy, "node-a")
+			longDump := coreDump(src.namespace, "core-0123456789abcdef0129", "node-a")
+			longDump.Spec.PolicyName = longPolicy
+			must(t, onLongPolicy.Create(ctx, longDump))
+			must(t, onLongPolicy.Create(ctx, lease(src.namespace, agentlease.Name(longPolicy, "node-a"), "node-a")))
+			// The node and policy labels say what the spec says.
+			mislabelled := coreDump(src.namespace, "core-0123456789abcdef012a", "node-a")
+			mislabelled.Labels = map[string]string{coredogv1.LabelPolicy: "p2"}
+			expectForbidden(t, "node-a labelling its CoreDump with another policy", onA.Create(ctx, mislabelled))
+			mislabelled.Labels = map[string]string{coredogv1.LabelNode: "node-b"}
+			expectForbidden(t, "node-a labelling its CoreDump with another node", onA.Create(ctx, mislabelled))
+
 			// A token of the ServiceAccount that no pod holds.
-			unbound := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "")
+			unbound := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "p1", "")
 			expectForbidden(t, "a token not bound to a pod", unbound.Create(ctx, lease(src.namespace, agentlease.Name("p3", "node-a"), "node-a")))
 		})
 	}
@@ -188,7 +213,10 @@ func seriesUpdates(ctx context.Context, t *testing.T, admin, onA, onB client.Cli
 // agentClient returns a client that authenticates with a token of the agent's
 // ServiceAccount bound to a new pod on node, as the kubelet mounts it; with
 // node "" the token is bound to nothing.
-func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace, sa, node string) client.Client {
+// agentClient is a client with a token of the agent ServiceAccount bound to
+// a pod on node named as the DaemonSet of policy names its pods (none when
+// node is "").
+func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace, sa, policy, node string) client.Client {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -197,7 +225,7 @@ func agentClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace,
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(3600))}}
 	if node != "" {
 		pod, err := cs.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "agent-", Namespace: namespace},
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "coredog-agent-" + policy + "-", Namespace: namespace},
 			Spec: corev1.PodSpec{
 				ServiceAccountName: sa, NodeName: node,
 				Containers: []corev1.Container{{Name: "agent", Image: "ghcr.io/coredog/coredog:test"}},
