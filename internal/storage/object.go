@@ -108,6 +108,18 @@ func SidecarKey(key string) string {
 // ContentTypeJSON is the sidecar's Content-Type.
 const ContentTypeJSON = "application/json"
 
+// logExt ends the key of the crashed container's log.
+const logExt = ".log"
+
+// LogKey is the key of the crashed container's log stored next to the dump
+// at key: the dump's key without its encoding's extension, plus .log.
+func LogKey(key string) string {
+	return strings.TrimSuffix(SidecarKey(key), sidecarExt) + logExt
+}
+
+// ContentTypeLog is the stored log's Content-Type.
+const ContentTypeLog = "text/plain; charset=utf-8"
+
 // CtxReader fails reads once Ctx is done, so that a copy stops as soon as
 // it is cancelled whatever its source does with contexts: a cancelled
 // write does not keep draining its source into a temp file nobody keeps,
