@@ -9,7 +9,7 @@ import (
 )
 
 // Redacted replaces a value that is not kept.
-const Redacted = "<redacted>"
+const Redacted = "(redacted)"
 
 // lastApplied is kubectl's copy of the whole object as applied: it holds
 // every env value in clear.
