@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/coredog/coredog/internal/storage"
 )
 
 // Bounds of a stored log: the last MaxLines lines, at most MaxBytes bytes
@@ -18,7 +20,7 @@ import (
 // the kubelet sends is cut at MaxBytes again here.
 const (
 	MaxLines = 200
-	MaxBytes = 64 << 10
+	MaxBytes = storage.MaxLogBytes
 )
 
 // fetchTimeout bounds one log request: the API server proxies it to the

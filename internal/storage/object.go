@@ -117,6 +117,10 @@ func LogKey(key string) string {
 	return strings.TrimSuffix(SidecarKey(key), sidecarExt) + logExt
 }
 
+// MaxLogBytes bounds the stored log: the manager stores at most this much,
+// and readers read no more.
+const MaxLogBytes = 64 << 10
+
 // ContentTypeLog is the stored log's Content-Type.
 const ContentTypeLog = "text/plain; charset=utf-8"
 
