@@ -157,12 +157,12 @@ func TestGather(t *testing.T) {
 		wantLog  string
 		wantReqs int
 	}{
-		"not restarted: current": {terminated, target, 0, nil, RunCurrent, "current run\n", 1},
+		"not restarted: current":                          {terminated, target, 0, nil, RunCurrent, "current run\n", 1},
 		"restarted during the read: read again, previous": {terminated, target, 1, nil, RunPrevious, "previous run\n", 2},
-		"restarting all the time: nothing": {terminated, target, 10, nil, RunNone, "", maxTries},
-		"kubelet unreachable":              {terminated, target, 0, errors.New("dial tcp: refused"), RunNone, "", 1},
-		"container unknown":                {terminated, Target{Namespace: "n", Pod: "p", UID: "u1"}, 0, nil, RunNone, "", 0},
-		"pod replaced":                     {terminated, Target{Namespace: "n", Pod: "p", UID: "u0", Container: "app"}, 0, nil, RunNone, "", 0},
+		"restarting all the time: nothing":                {terminated, target, 10, nil, RunNone, "", maxTries},
+		"kubelet unreachable":                             {terminated, target, 0, errors.New("dial tcp: refused"), RunNone, "", 1},
+		"container unknown":                               {terminated, Target{Namespace: "n", Pod: "p", UID: "u1"}, 0, nil, RunNone, "", 0},
+		"pod replaced":                                    {terminated, Target{Namespace: "n", Pod: "p", UID: "u0", Container: "app"}, 0, nil, RunNone, "", 0},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithObjects(podWith(tc.st)).Build()

@@ -133,7 +133,7 @@ func TestRenderDescriptionCases(t *testing.T) {
 			name: "the log's tail is escaped line by line",
 			d: Description{Dump: new(testDump("core-l", time.Minute)), SameSignature: 0, LastWordsFrom: "the previous run of container app",
 				LastWords: tailLines([]byte("old\npanic: boom\x1b]0;owned\x07\r\ngoroutine 1 [running]:\nfake: line\x1b[2J\n"), 3)},
-			want: []string{"Last words:\n  (the previous run of container app)\n  panic: boom\\x1b]0;owned\\a\n  goroutine 1 [running]:\n  fake: line\\x1b[2J\n"},
+			want:    []string{"Last words:\n  (the previous run of container app)\n  panic: boom\\x1b]0;owned\\a\n  goroutine 1 [running]:\n  fake: line\\x1b[2J\n"},
 			notWant: []string{"\x1b", "\x07", "\r", "  old"},
 		},
 		{
