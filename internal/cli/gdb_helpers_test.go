@@ -106,6 +106,14 @@ var frameLine = regexp.MustCompile(`^#\d+ `)
 // gdbFrames runs gdb in dir with env added and returns its backtrace lines.
 func gdbFrames(t *testing.T, env []string, dir string, args ...string) []string {
 	t.Helper()
+	frames, _ := gdbRun(t, env, dir, args...)
+	return frames
+}
+
+// gdbRun runs gdb in dir with env added and returns its backtrace lines
+// and all it printed.
+func gdbRun(t *testing.T, env []string, dir string, args ...string) ([]string, string) {
+	t.Helper()
 	cmd := exec.Command("gdb", append([]string{"-nx"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
@@ -121,5 +129,5 @@ func gdbFrames(t *testing.T, env []string, dir string, args ...string) []string 
 		}
 	}
 	t.Logf("gdb %q:\n%s", args, out.String())
-	return frames
+	return frames, out.String()
 }
