@@ -111,7 +111,6 @@ func TestDownloadWithBinariesLaysOutASysrootGDBLoads(t *testing.T) {
 	}
 }
 
-
 // TestSysrootRefusesHostileModulePaths performs what a node could put into
 // status.analysis.modules: paths that leave the sysroot, through .. or a
 // symlink planted in it, duplicates, and files that are not what their
