@@ -89,7 +89,8 @@ Examples:
 			fs.BoolVar(&o.raw, "raw", false, "Keep the stored compression (.zst, .gz); the check still decompresses on the side.")
 			fs.BoolVar(&o.force, "force", false, "Overwrite FILE if it exists.")
 			fs.StringVar(&o.storageURL, "storage-url", "", "Bucket URL with its options, instead of the policy's spec.storage.url.")
-			fs.BoolVar(&o.withBinaries, "with-binaries", false, "Also fetch the program and libraries kept by build-id into DIR/sysroot (-o names DIR, default NAME), and print the gdb command that opens them.")
+			fs.BoolVar(&o.withBinaries, "with-binaries", false,
+				"Also fetch the program and libraries kept by build-id into DIR/sysroot (-o names DIR, default NAME), and print the gdb command.")
 			return func(ctx context.Context, a *app, args []string) error {
 				if len(args) != 1 {
 					return fmt.Errorf("%w: download takes one CoreDump name", errUsage)
