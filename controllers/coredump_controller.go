@@ -107,6 +107,7 @@ type CoreDumpReconciler struct {
 // +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=coredog.io,namespace=coredog-system,resources=coredumps/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get
 

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/lastwords"
 	"github.com/coredog/coredog/controllers/notify"
 	"github.com/coredog/coredog/controllers/upload"
 	"github.com/coredog/coredog/internal/scheme"
@@ -145,9 +147,14 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err := setupIndexes(context.Background(), mgr); err != nil {
 		return fmt.Errorf("setting up indexes: %w", err)
 	}
+	kube, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("creating the client for pod logs: %w", err)
+	}
 	uploader := &upload.Uploader{
 		Client: mgr.GetClient(), Leases: mgr.GetAPIReader(), Namespace: o.Namespace,
 		OpenStore: o.OpenStore, StallTimeout: o.UploadStallTimeout,
+		Logs: lastwords.KubeLogs{Client: kube}, Pods: mgr.GetAPIReader(),
 	}
 	notifier := notify.New(notify.Config{
 		Client:    mgr.GetClient(),

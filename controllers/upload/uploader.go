@@ -20,6 +20,7 @@ import (
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/controllers/agentclient"
 	"github.com/coredog/coredog/controllers/agentset"
+	"github.com/coredog/coredog/controllers/lastwords"
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/storage"
@@ -44,6 +45,11 @@ type Uploader struct {
 	// this long; 0 means DefaultStallTimeout.
 	StallTimeout time.Duration
 	Now          func() time.Time
+	// Logs reads the crashed container's log, and Pods its pod (the API
+	// server, not a cache: the status decides which run's log that is);
+	// with Logs nil neither the log nor the pod is kept.
+	Logs lastwords.LogSource
+	Pods client.Reader
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
@@ -136,12 +142,15 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	// and every write is conditional: whatever is there already is this
 	// dump's own earlier attempt, which made it to the store but not into
 	// the status, or is not this dump's and stays.
-	docKey := storage.SidecarKey(key)
-	for _, k := range []string{key, docKey} {
+	docKey, logKey := storage.SidecarKey(key), storage.LogKey(key)
+	for _, k := range []string{key, logKey, docKey} {
 		if err := u.clearOwn(ctx, store, loc, k, docKey, cd); err != nil {
 			return nil, err
 		}
 	}
+	// The log first: the dump may take minutes to stream, in which the
+	// container may restart twice and the kubelet drop the crashed run's log.
+	words := u.lastWords(ctx, cd)
 	endpoint, err := u.endpoint(ctx, cd)
 	if err != nil {
 		return nil, err
@@ -169,14 +178,35 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	stored.SHA256 = stream.SHA256
 	stored.UploadedAt = &metav1.Time{Time: u.now()}
 
+	if words != nil && len(words.Log) > 0 {
+		if _, err := store.Write(ctx, logKey, bytes.NewReader(words.Log), storage.WriteOptions{
+			ContentType: storage.ContentTypeLog, Metadata: identity(cd), SizeHint: int64(len(words.Log)), IfAbsent: true,
+		}); err != nil {
+			return nil, fmt.Errorf("storing the container's log next to %s: %w", target.URL, err)
+		}
+	}
+
 	meta := cd.DeepCopy()
 	meta.Status.Storage = stored
 	meta.Status.Phase = coredogv1.PhaseUploaded
-	doc, err := json.MarshalIndent(map[string]any{
+	fields := map[string]any{
 		"apiVersion": coredogv1.GroupVersion.String(), "kind": "CoreDump",
 		"metadata": map[string]any{"name": cd.Name, "namespace": cd.Namespace, "uid": cd.UID, "labels": cd.Labels, "annotations": cd.Annotations},
 		"spec":     storedSpec(meta.Spec, stream.CommandLine), "status": meta.Status,
-	}, "", "  ")
+	}
+	if words != nil {
+		fields["lastWords"] = words.Info
+		if words.Pod != nil {
+			fields["pod"] = words.Pod
+		}
+	}
+	doc, err := json.MarshalIndent(fields, "", "  ")
+	if err == nil && len(doc) > maxSidecarBytes && fields["pod"] != nil {
+		// A pod with huge annotations or many containers: the dump's
+		// own record matters more.
+		delete(fields, "pod")
+		doc, err = json.MarshalIndent(fields, "", "  ")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
@@ -186,6 +216,27 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
 	}
 	return stored, nil
+}
+
+// lastWords gathers the crashed container's log and its pod, when the
+// dump's pod is known; nil when it is not, or no log source is set.
+func (u *Uploader) lastWords(ctx context.Context, cd *coredogv1.CoreDump) *lastwords.Record {
+	ref := cd.Status.Pod
+	if u.Logs == nil || u.Pods == nil || ref == nil || ref.Name == "" {
+		return nil
+	}
+	t := lastwords.Target{
+		Namespace: ref.Namespace, Pod: ref.Name, UID: ref.UID, Container: ref.Container,
+		Crash: lastwords.Crash{ContainerID: cd.Spec.ContainerID, Signal: int(cd.Spec.Process.Signal)},
+	}
+	if at := cd.Spec.Process.DumpedAt; at != nil {
+		t.Crash.DumpedAt = at.Time
+	}
+	rec := lastwords.Gather(ctx, u.Pods, u.Logs, t, u.now)
+	if rec.Info.Run == lastwords.RunNone {
+		ctrl.LoggerFrom(ctx).V(1).Info("No container log is kept with the dump", "why", rec.Info.Note)
+	}
+	return rec
 }
 
 // storedSpec is the spec the metadata file keeps: the CoreDump's, with the
@@ -308,7 +359,7 @@ func (u *Uploader) DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *
 	doc := storage.SidecarKey(key)
 	var mine []string
 	var left []error
-	for _, k := range []string{key, doc} {
+	for _, k := range []string{key, storage.LogKey(key), doc} {
 		exists, owned, err := u.owns(ctx, store, k, doc, cd)
 		switch {
 		case err != nil:

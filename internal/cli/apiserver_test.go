@@ -62,7 +62,13 @@ func TestAgainstAPIServer(t *testing.T) {
 	writeObject(t, filepath.Join(store, goodKey), dump)
 	// The arguments are only in the metadata file the manager stores beside the dump.
 	if err := os.WriteFile(filepath.Join(store, strings.TrimSuffix(goodKey, ".zst")+".json"),
-		[]byte(`{"kind":"CoreDump","spec":{"process":{"executable":"server","commandLine":"/usr/bin/server --port 8080"}}}`), 0o600); err != nil {
+		[]byte(`{"kind":"CoreDump","spec":{"process":{"executable":"server","commandLine":"/usr/bin/server --port 8080"}},`+
+			`"lastWords":{"container":"app","run":"previous","bytes":80}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// And the crashed container's log, which is the program's to write.
+	if err := os.WriteFile(filepath.Join(store, strings.TrimSuffix(goodKey, ".zst")+".log"),
+		[]byte("starting\npanic: runtime error: index out of range\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07\ngoroutine 1 [running]:\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	badKey := "team-a/web-0/20260301T111000Z-server-SIGSEGV-core-bad.zst"
@@ -242,7 +248,17 @@ func TestAgainstAPIServer(t *testing.T) {
 			"  URL:            file://"+filepath.Join(store, goodKey), "  SHA-256:        "+sha,
 			"Warning   UploadRetried", "CoreDump/core-good", "agent unreachable; retrying",
 			"Normal    CoreDumped", "Pod/team-a/web-0", "core dump core-good stored",
+			"Last words:\n  (the previous run of container app, last 3 of 3 stored lines)\n  starting\n"+
+				`  panic: runtime error: index out of range\x1b[2J\x1b]52;c;cm0gLXJmIH4=\a`+"\n  goroutine 1 [running]:\n",
 		)
+		if strings.ContainsAny(out, "\x1b\x07") {
+			t.Errorf("describe prints the log's escape sequences:\n%q", out)
+		}
+		out, _, err = run(admin, "describe", "core-good", "--log-lines", "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		contains(t, "describe --log-lines 1", out, "(the previous run of container app, last 1 of 3 stored lines)\n  goroutine 1 [running]:\n")
 		out, _, err = run(admin, "describe", "core-other")
 		if err != nil {
 			t.Fatal(err)

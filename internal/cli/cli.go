@@ -79,7 +79,7 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{listCommand(), describeCommand(), downloadCommand(), debugCommand(), statusCommand(), completionCommand()}
+	return []command{listCommand(), describeCommand(), downloadCommand(), debugCommand(), debuginfodCommand(), statusCommand(), completionCommand()}
 }
 
 func (a *app) globalFlags() *pflag.FlagSet {

@@ -44,6 +44,8 @@ type debugOptions struct {
 	debuggerImage string
 	timeout       time.Duration
 	storageURL    string
+	local         bool
+	dir           string
 }
 
 func debugCommand() command {
@@ -58,6 +60,12 @@ credentials, create the pod (sleep infinity, on any node of the dump's
 architecture), wait until it runs, copy the dump in through the exec API, and
 print the gdb command line.
 
+With --local, debug here instead, without the image: the dump and the
+program and libraries CoreDog kept by build-id (status.analysis.modules in
+state Stored) are fetched into a directory as download --with-binaries
+does, and the gdb command line that opens them is printed. The steps
+without --run say when that is possible.
+
 The dump cannot be fetched by the pod itself: that would need storage
 credentials in the cluster. When the image has no gdb (or no shell, tar or
 sleep), the output says how to use an ephemeral debug container instead.
@@ -65,6 +73,7 @@ sleep), the output says how to use an ephemeral debug container instead.
 Examples:
   kubectl coredog debug core-5f0c9e1a2b3c
   kubectl coredog debug core-5f0c9e1a2b3c --run
+  kubectl coredog debug core-5f0c9e1a2b3c --local --dir /tmp/crash
   kubectl coredog debug core-5f0c9e1a2b3c --run --debugger-image registry.example/gdb:14`,
 		setup: func(fs *pflag.FlagSet) func(context.Context, *app, []string) error {
 			o := &debugOptions{}
@@ -75,9 +84,14 @@ Examples:
 			fs.StringVar(&o.debuggerImage, "debugger-image", "", "An image with gdb, for the ephemeral-container instructions.")
 			fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "How long --run waits for the debug pod to run.")
 			fs.StringVar(&o.storageURL, "storage-url", "", "Bucket URL with its options, instead of the policy's spec.storage.url (see download).")
+			fs.BoolVar(&o.local, "local", false, "Fetch the dump with the binaries kept by build-id into --dir and print the gdb command, instead of using a pod.")
+			fs.StringVar(&o.dir, "dir", "", "Directory for --local (default NAME); it must not exist or be empty.")
 			return func(ctx context.Context, a *app, args []string) error {
 				if len(args) != 1 {
 					return fmt.Errorf("%w: debug takes one CoreDump name", errUsage)
+				}
+				if o.local && o.run {
+					return fmt.Errorf("%w: --local debugs here and --run in a pod: choose one", errUsage)
 				}
 				if err := a.noAllNamespaces("debug"); err != nil {
 					return err
@@ -107,6 +121,9 @@ type DebugPlan struct {
 	// Target is the crashed pod and container, for an ephemeral container
 	// on the original pod, when known.
 	TargetNamespace, TargetPod, TargetContainer string
+	// StoredModules counts the dump's modules kept by build-id, which
+	// debug --local and download --with-binaries fetch.
+	StoredModules int
 }
 
 // PlanDebug decides the debug pod for cd. image, namespace and podName
@@ -142,6 +159,13 @@ func PlanDebug(cd *coredogv1.CoreDump, image, namespace, podName string) (DebugP
 		plan.Arch = kubeArch(cd.Spec.ELF.Machine)
 	}
 	plan.Executable, plan.ExecutableExact = executablePath(cd)
+	if a := cd.Status.Analysis; a != nil {
+		for _, m := range a.Modules {
+			if m.State == coredogv1.ModuleStored && m.BuildID != "" {
+				plan.StoredModules++
+			}
+		}
+	}
 	return plan, nil
 }
 
@@ -292,6 +316,20 @@ func RenderDebugSteps(w io.Writer, p DebugPlan, debuggerImage string) {
 	}
 	renderNoGDB(w, p, debuggerImage, "core")
 	fmt.Fprintf(w, "\n# When done:\nkubectl delete pod %s %s\n", ns, pod)
+	renderLocal(w, p)
+}
+
+// renderLocal says how to debug here when the dump's binaries were kept.
+func renderLocal(w io.Writer, p DebugPlan) {
+	if p.StoredModules == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n# Or debug here, without the image: %d of the program's files were kept by build-id.\n", p.StoredModules)
+	fmt.Fprintf(w, "# Fetch them with the dump into a sysroot, and run the gdb command this prints:\n")
+	fmt.Fprintf(w, "kubectl coredog debug %s -n %s --local\n", shellQuote(p.DumpName), shellQuote(p.DumpNamespace))
+	fmt.Fprintf(w, "# or let gdb fetch them itself (the command prints DEBUGINFOD_URLS):\n")
+	fmt.Fprintf(w, "kubectl coredog debuginfod &\n")
+	fmt.Fprintf(w, "DEBUGINFOD_URLS=http://127.0.0.1:PORT gdb -iex 'set debuginfod enabled on' -c core\n")
 }
 
 // renderNoGDB says what to do when the image lacks gdb (or tar, sh, sleep).
@@ -312,7 +350,7 @@ func renderNoGDB(w io.Writer, p DebugPlan, debuggerImage, local string) {
 	if local != "" {
 		fmt.Fprintf(w, "#   then, from another terminal: kubectl cp %s %s/%s:%s -c coredog-gdb\n", shellQuote(local), shellQuote(p.Namespace), pod, remoteCorePath)
 	}
-	fmt.Fprintf(w, "#   and in that shell:           gdb -ex 'set sysroot /proc/1/root' %s %s\n", shellQuote("/proc/1/root"+exe), remoteCorePath)
+	fmt.Fprintf(w, "#   and in that shell:           gdb -iex 'set sysroot /proc/1/root' %s %s\n", shellQuote("/proc/1/root"+exe), remoteCorePath)
 	if p.TargetPod != "" && p.TargetContainer != "" {
 		fmt.Fprintf(w, "# If the image has no sleep (distroless, scratch) the pod cannot idle; attach to the\n")
 		fmt.Fprintf(w, "# crashed pod itself while it still runs, and find the program's PID with ps:\n")
@@ -333,6 +371,10 @@ func debugContainerName(p DebugPlan) string {
 func (a *app) debug(ctx context.Context, arg string, o *debugOptions) error {
 	cd, err := a.getDump(ctx, arg)
 	if err != nil {
+		return err
+	}
+	if o.local {
+		_, err := a.downloadWithBinaries(ctx, cd, downloadOptions{output: o.dir, storageURL: o.storageURL})
 		return err
 	}
 	plan, err := PlanDebug(cd, o.image, o.podNamespace, o.podName)

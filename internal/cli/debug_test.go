@@ -105,7 +105,7 @@ func TestRenderDebugSteps(t *testing.T) {
 		"kubectl exec -it -n team-a coredog-debug-core-a -- gdb /usr/bin/server /tmp/core\n",
 		"If the image has no gdb",
 		"kubectl debug -it -n team-a coredog-debug-core-a --image='<an image with gdb>' --target=coredog-debug-core-a -c coredog-gdb -- sh\n",
-		"gdb -ex 'set sysroot /proc/1/root' /proc/1/root/usr/bin/server /tmp/core",
+		"gdb -iex 'set sysroot /proc/1/root' /proc/1/root/usr/bin/server /tmp/core",
 		"kubectl debug -it -n team-a web-0 --image='<an image with gdb>' --target=app -c coredog-gdb -- sh\n",
 		"kubectl delete pod -n team-a coredog-debug-core-a\n",
 		"since a tag may have moved",
@@ -126,6 +126,25 @@ func TestRenderDebugSteps(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "kubernetes.io/arch") {
 		t.Errorf("steps pin an architecture the dump does not know:\n%s", b.String())
+	}
+	if strings.Contains(b.String(), "--local") {
+		t.Errorf("steps offer --local for a dump without stored modules:\n%s", b.String())
+	}
+
+	cd = testDump("core-c", 0, func(cd *coredogv1.CoreDump) {
+		cd.Status.Analysis = &coredogv1.CrashAnalysis{Outcome: coredogv1.AnalysisComplete, Modules: []coredogv1.CrashModule{
+			{Path: "/usr/bin/server", BuildID: "0123456789abcdef", State: coredogv1.ModuleStored},
+			{Path: "/lib/libc.so.6", BuildID: "fedcba9876543210", State: coredogv1.ModuleStored},
+			{Path: "/lib/libgone.so", State: coredogv1.ModuleMissing},
+		}}
+	})
+	p, _ = PlanDebug(&cd, "", "", "")
+	b.Reset()
+	RenderDebugSteps(&b, p, "")
+	for _, want := range []string{"2 of the program's files were kept by build-id", "kubectl coredog debug core-c -n coredog-system --local\n", "kubectl coredog debuginfod &\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("steps lack %q:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/storage"
 )
 
 func describeCommand() command {
@@ -38,6 +40,11 @@ stored next to the dump, with your own storage credentials, as download
 reads the dump. Without read access to the bucket, describe says so on the
 Arguments line and shows the rest.
 
+Last words: the tail of the crashed container's log (for Go, Java and
+Python programs often the runtime's own traceback), which the manager
+stored next to the dump, read the same way. Control characters and
+escape sequences in it are shown as \xNN: the log is the program's.
+
 NAME may be NAMESPACE/NAME, as list -A prints it.
 
 Examples:
@@ -45,7 +52,9 @@ Examples:
   kubectl coredog describe -n coredog-system core-5f0c9e1a2b3c core-77aa01b2c3d4`,
 		setup: func(fs *pflag.FlagSet) func(context.Context, *app, []string) error {
 			var storageURL string
+			var logLines int
 			fs.StringVar(&storageURL, "storage-url", "", "Bucket URL with its options, instead of the policy's spec.storage.url, to read the stored arguments (see download).")
+			fs.IntVar(&logLines, "log-lines", defaultLogLines, "How many of the last lines of the crashed container's stored log to show (0 hides them; at most 200 are stored).")
 			return func(ctx context.Context, a *app, args []string) error {
 				if len(args) == 0 {
 					return fmt.Errorf("%w: describe needs a CoreDump name (see kubectl coredog list)", errUsage)
@@ -57,7 +66,7 @@ Examples:
 					if i > 0 {
 						fmt.Fprintln(a.stdout)
 					}
-					if err := a.describe(ctx, arg, storageURL); err != nil {
+					if err := a.describe(ctx, arg, storageURL, logLines); err != nil {
 						return err
 					}
 				}
@@ -81,7 +90,18 @@ type Description struct {
 	// CommandLine is the crashed process's arguments, from the stored
 	// metadata file; CommandLineError says why there are none to show.
 	CommandLine, CommandLineError string
+	// LastWords is the tail of the crashed container's stored log, one
+	// entry a line; LastWordsFrom says which log it is, LastWordsError
+	// why there is none to show.
+	LastWords                     []string
+	LastWordsFrom, LastWordsError string
 }
+
+// defaultLogLines is how many log lines describe shows.
+const defaultLogLines = 20
+
+// maxLogLineRunes cuts a log line for the terminal.
+const maxLogLineRunes = 400
 
 // getDump fetches a CoreDump by NAME or NAMESPACE/NAME and says what to do
 // when there is none.
@@ -101,7 +121,7 @@ func (a *app) getDump(ctx context.Context, arg string) (*coredogv1.CoreDump, err
 	return &cd, nil
 }
 
-func (a *app) describe(ctx context.Context, arg, storageURL string) error {
+func (a *app) describe(ctx context.Context, arg, storageURL string, logLines int) error {
 	cd, err := a.getDump(ctx, arg)
 	if err != nil {
 		return err
@@ -123,26 +143,75 @@ func (a *app) describe(ctx context.Context, arg, storageURL string) error {
 	if err != nil {
 		d.EventsError = err.Error()
 	}
-	d.CommandLine, d.CommandLineError = a.describeCommandLine(ctx, cd, storageURL)
+	a.describeStored(ctx, &d, storageURL, logLines)
 	RenderDescription(a.stdout, d, a.now())
 	return nil
 }
 
-// describeCommandLine is what the Arguments line shows: the stored command
-// line, or why there is none.
-func (a *app) describeCommandLine(ctx context.Context, cd *coredogv1.CoreDump, storageURL string) (string, string) {
-	switch cd.Status.Phase {
+// describeStored fills in what is stored next to the dump: the command
+// line and the log's tail, or why they cannot be shown.
+func (a *app) describeStored(ctx context.Context, d *Description, storageURL string, logLines int) {
+	switch d.Dump.Status.Phase {
 	case coredogv1.PhaseUploaded:
 	case coredogv1.PhaseSkipped, coredogv1.PhaseFailed:
-		return "", "not kept: the arguments are stored only with an uploaded dump"
+		d.CommandLineError = "not kept: the arguments are stored only with an uploaded dump"
+		d.LastWordsError = "not kept: the log is stored only with an uploaded dump"
+		return
 	default:
-		return "", "stored with the dump once it is Uploaded"
+		d.CommandLineError = "stored with the dump once it is Uploaded"
+		d.LastWordsError = "stored with the dump once it is Uploaded"
+		return
 	}
-	cmdline, err := a.storedCommandLine(ctx, cd, storageURL)
+	s, err := a.storedSidecars(ctx, d.Dump, storageURL, logLines > 0)
 	if err != nil {
-		return "", "cannot read the stored metadata: " + err.Error()
+		d.CommandLineError = "cannot read the stored metadata: " + err.Error()
+		d.LastWordsError = d.CommandLineError
+		return
 	}
-	return cmdline, ""
+	d.CommandLine = s.doc.Spec.Process.CommandLine
+	if logLines <= 0 {
+		return
+	}
+	lw := s.doc.LastWords
+	switch {
+	case lw.Run == "" && lw.Note != "":
+		d.LastWordsError = "no log was kept: " + lw.Note
+	case errors.Is(s.logErr, storage.ErrNotFound) || s.logErr != nil && lw.Run == "":
+		d.LastWordsError = "no log was kept"
+	case s.logErr != nil:
+		d.LastWordsError = "cannot read the stored log: " + s.logErr.Error()
+	default:
+		d.LastWords = tailLines(s.log, logLines)
+		d.LastWordsFrom = fmt.Sprintf("the %s run of container %s, last %d of %d stored lines", lw.Run, lw.Container, len(d.LastWords), countLines(s.log))
+	}
+}
+
+// tailLines is the last n lines of log, each cut to maxLogLineRunes.
+func tailLines(log []byte, n int) []string {
+	text := strings.TrimRight(string(log), "\n")
+	if text == "" {
+		return nil
+	}
+	lines := strings.Split(text, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		l = strings.TrimSuffix(l, "\r")
+		if r := []rune(l); len(r) > maxLogLineRunes {
+			l = string(r[:maxLogLineRunes]) + "…"
+		}
+		lines[i] = l
+	}
+	return lines
+}
+
+func countLines(log []byte) int {
+	text := strings.TrimRight(string(log), "\n")
+	if text == "" {
+		return 0
+	}
+	return strings.Count(text, "\n") + 1
 }
 
 // dumpEvents lists the events about cd, oldest first.
@@ -370,6 +439,7 @@ func RenderDescription(w io.Writer, d Description, now time.Time) {
 		p.line(0, "Attempts", strconv.Itoa(int(cd.Status.Attempts)))
 	}
 	p.line(0, "Labels", joinMap(cd.Labels))
+	renderLastWords(p, d)
 	if p.err != nil {
 		return
 	}
@@ -430,4 +500,23 @@ func joinMap(m map[string]string) string {
 		parts = append(parts, k+"="+m[k])
 	}
 	return strings.Join(parts, ",")
+}
+
+// renderLastWords shows the tail of the crashed container's log, every
+// line escaped: the log is whatever the program wrote.
+func renderLastWords(p *describer, d Description) {
+	switch {
+	case d.LastWordsError != "":
+		p.line(0, "Last words", "<"+d.LastWordsError+">")
+	case len(d.LastWords) == 0 && d.LastWordsFrom == "":
+		// --log-lines 0
+	case len(d.LastWords) == 0:
+		p.line(0, "Last words", "<the log is empty>")
+	default:
+		p.line(0, "Last words:", "")
+		p.line(1, "", "("+d.LastWordsFrom+")")
+		for _, l := range d.LastWords {
+			p.line(1, "", l)
+		}
+	}
 }

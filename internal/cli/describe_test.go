@@ -129,6 +129,19 @@ func TestRenderDescriptionCases(t *testing.T) {
 			want:    []string{`Arguments:      x\x1b[2Jy`, `core.\nfake: line`, "(3 other dumps have it"},
 			notWant: []string{"\x1b"},
 		},
+		{
+			name: "the log's tail is escaped line by line",
+			d: Description{Dump: new(testDump("core-l", time.Minute)), SameSignature: 0, LastWordsFrom: "the previous run of container app",
+				LastWords: tailLines([]byte("old\npanic: boom\x1b]0;owned\x07\r\ngoroutine 1 [running]:\nfake: line\x1b[2J\n"), 3)},
+			want:    []string{"Last words:\n  (the previous run of container app)\n  panic: boom\\x1b]0;owned\\a\n  goroutine 1 [running]:\n  fake: line\\x1b[2J\n"},
+			notWant: []string{"\x1b", "\x07", "\r", "  old"},
+		},
+		{
+			name:    "no log kept",
+			d:       Description{Dump: new(testDump("core-n", time.Minute)), SameSignature: 0, LastWordsError: "no log was kept: the dump's pod is unknown"},
+			want:    []string{"Last words:       <no log was kept: the dump's pod is unknown>"},
+			notWant: []string{"Last words:\n"},
+		},
 	} {
 		var b bytes.Buffer
 		RenderDescription(&b, tc.d, now)
@@ -142,5 +155,28 @@ func TestRenderDescriptionCases(t *testing.T) {
 				t.Errorf("%s: output has %q:\n%s", tc.name, w, b.String())
 			}
 		}
+	}
+}
+
+func TestTailLines(t *testing.T) {
+	long := strings.Repeat("é", maxLogLineRunes+5)
+	for _, tc := range []struct {
+		log  string
+		n    int
+		want []string
+	}{
+		{"", 5, nil},
+		{"\n\n", 5, nil},
+		{"a\nb\nc\n", 2, []string{"b", "c"}},
+		{"a\r\nb", 5, []string{"a", "b"}},
+		{long, 1, []string{strings.Repeat("é", maxLogLineRunes) + "…"}},
+	} {
+		got := tailLines([]byte(tc.log), tc.n)
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") || len(got) != len(tc.want) {
+			t.Errorf("tailLines(%q, %d) = %q, want %q", tc.log, tc.n, got, tc.want)
+		}
+	}
+	if n := countLines([]byte("a\nb\n")); n != 2 {
+		t.Errorf("countLines = %d", n)
 	}
 }

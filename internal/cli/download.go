@@ -43,6 +43,9 @@ type downloadOptions struct {
 	// scratch: the file is the command's own temporary copy (debug --run),
 	// so the report goes to stderr and does not name it.
 	scratch bool
+	// withBinaries: output is a directory with the dump and a sysroot of
+	// its stored modules.
+	withBinaries bool
 }
 
 func downloadCommand() command {
@@ -62,6 +65,13 @@ AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT with
 AZURE_STORAGE_KEY, else DefaultAzureCredential; file:// reads the directory
 on this machine.
 
+With --with-binaries, DIR (-o, default NAME) gets the dump and a sysroot:
+every module of status.analysis.modules that was kept in storage (state
+Stored) is fetched by its build-id and written at its path under
+DIR/sysroot, checked to have that build-id; the command prints the gdb
+command line that opens the dump with them. Module paths come from the
+node: one that would leave the sysroot (.., a symlink) is refused.
+
 The bucket's options (endpoint, region, use_path_style) come from the
 CoreDumpPolicy; if you may not read policies, pass them with --storage-url.
 
@@ -70,6 +80,7 @@ Examples:
   kubectl coredog download core-5f0c9e1a2b3c -o /tmp/core
   kubectl coredog download core-5f0c9e1a2b3c --raw -o core.zst
   kubectl coredog download core-5f0c9e1a2b3c -o - | gdb -q ./server /dev/stdin
+  kubectl coredog download core-5f0c9e1a2b3c --with-binaries -o /tmp/crash
   kubectl coredog download core-5f0c9e1a2b3c \
       --storage-url 's3://cores?endpoint=https://minio.example:9000&use_path_style=true'`,
 		setup: func(fs *pflag.FlagSet) func(context.Context, *app, []string) error {
@@ -78,6 +89,8 @@ Examples:
 			fs.BoolVar(&o.raw, "raw", false, "Keep the stored compression (.zst, .gz); the check still decompresses on the side.")
 			fs.BoolVar(&o.force, "force", false, "Overwrite FILE if it exists.")
 			fs.StringVar(&o.storageURL, "storage-url", "", "Bucket URL with its options, instead of the policy's spec.storage.url.")
+			fs.BoolVar(&o.withBinaries, "with-binaries", false,
+				"Also fetch the program and libraries kept by build-id into DIR/sysroot (-o names DIR, default NAME), and print the gdb command.")
 			return func(ctx context.Context, a *app, args []string) error {
 				if len(args) != 1 {
 					return fmt.Errorf("%w: download takes one CoreDump name", errUsage)
@@ -87,6 +100,13 @@ Examples:
 				}
 				cd, err := a.getDump(ctx, args[0])
 				if err != nil {
+					return err
+				}
+				if o.withBinaries {
+					if o.raw {
+						return fmt.Errorf("%w: --with-binaries writes the dump decompressed, for gdb; leave out --raw", errUsage)
+					}
+					_, err = a.downloadWithBinaries(ctx, cd, *o)
 					return err
 				}
 				_, err = a.fetchDump(ctx, cd, *o)

@@ -108,6 +108,22 @@ func SidecarKey(key string) string {
 // ContentTypeJSON is the sidecar's Content-Type.
 const ContentTypeJSON = "application/json"
 
+// logExt ends the key of the crashed container's log.
+const logExt = ".log"
+
+// LogKey is the key of the crashed container's log stored next to the dump
+// at key: the dump's key without its encoding's extension, plus .log.
+func LogKey(key string) string {
+	return strings.TrimSuffix(SidecarKey(key), sidecarExt) + logExt
+}
+
+// MaxLogBytes bounds the stored log: the manager stores at most this much,
+// and readers read no more.
+const MaxLogBytes = 64 << 10
+
+// ContentTypeLog is the stored log's Content-Type.
+const ContentTypeLog = "text/plain; charset=utf-8"
+
 // CtxReader fails reads once Ctx is done, so that a copy stops as soon as
 // it is cancelled whatever its source does with contexts: a cancelled
 // write does not keep draining its source into a temp file nobody keeps,

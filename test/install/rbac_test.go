@@ -18,13 +18,15 @@ import (
 // +kubebuilder:rbac markers, the rest hand-written) and in the chart.
 var (
 	// wantManagerClusterRules: read policies and what dumps are attributed to
-	// (pods, their namespaces and owners), write policy status and Events.
+	// (pods, their namespaces and owners) and the crashed container's log
+	// (stored next to its dump), write policy status and Events.
 	wantManagerClusterRules = expandRules(
 		"authentication.k8s.io/tokenreviews: create",
 		"authorization.k8s.io/subjectaccessreviews: create",
 		"core/events: create patch",
 		"events.k8s.io/events: create patch",
 		"core/pods: get list watch",
+		"core/pods/log: get",
 		"core/namespaces: get list watch",
 		"apps/replicasets: get",
 		"batch/jobs: get",
