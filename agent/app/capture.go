@@ -201,6 +201,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 			log.Error(err, "Removing a refused core file")
 		default:
 			_ = os.Remove(cgroupSidecar(f.Path))
+			a.releaseModules(f.Path)
 			a.detector.Forget(f.Path)
 		}
 	} else {
@@ -209,6 +210,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 			// the CoreDump: every agent token may read every CoreDump.
 			captured.CommandLine = core.CommandLine
 		}
+		captured.Modules = a.modulesOf(f, core)
 		a.registry.Add(captured)
 		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
