@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/coredog/coredog/internal/buildid"
 	"github.com/coredog/coredog/internal/wire"
@@ -67,12 +68,19 @@ func (h *handler) serveBuildID(w http.ResponseWriter, r *http.Request, id string
 		notFound(w)
 		return http.StatusNotFound
 	}
+	// Ranges are served: the manager reads a module's headers and notes
+	// to check its build-id before it fetches the whole file.
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
 	out := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: h.timeout, served: h.metrics.servedBytes, sum: wire.NewStreamChecksum()}
-	if _, err := io.Copy(out, io.LimitReader(f, st.Size())); err != nil {
-		h.metrics.aborted()
-		panic(http.ErrAbortHandler)
-	}
+	http.ServeContent(deadlineResponse{ResponseWriter: w, out: out}, r, "", time.Time{}, io.NewSectionReader(f, 0, st.Size()))
 	return http.StatusOK
 }
+
+// deadlineResponse writes a response body through a deadlineWriter, so
+// that a client that stops reading lets go of the file.
+type deadlineResponse struct {
+	http.ResponseWriter
+	out *deadlineWriter
+}
+
+func (d deadlineResponse) Write(p []byte) (int, error) { return d.out.Write(p) }
