@@ -57,4 +57,3 @@ func collectModules(inst *hostdir.Dir, cfg Config, args []string, path string) e
 	}
 	return nil
 }
-

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,9 +37,7 @@ func (c *Client) get(ctx context.Context, endpoint, path string, hdr http.Header
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, hdr)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

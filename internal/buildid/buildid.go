@@ -130,17 +130,20 @@ type section struct {
 	off, size, algn uint64
 }
 
-// Read returns the GNU build-id of the ELF file r of size bytes, from its
-// note segments, else its note sections (Go's linker may leave the build-id
-// note out of PT_NOTE), and whether it carries DWARF.
-func Read(r io.ReaderAt, size int64) (Info, error) {
-	rd := &reader{r: r, size: size}
+// header is what Read uses of the ELF header.
+type header struct {
+	phoff, shoff, phent, phnum, shent, shnum, shstrndx uint64
+}
+
+// readHeader checks the ELF identification and reads the header.
+func (rd *reader) readHeader() (header, error) {
+	var h header
 	hdr, ok := rd.read(0, 64)
 	if !ok {
 		hdr, ok = rd.read(0, 52)
 	}
 	if !ok || !bytes.HasPrefix(hdr, []byte(elf.ELFMAG)) {
-		return Info{}, ErrNotELF
+		return h, ErrNotELF
 	}
 	switch elf.Data(hdr[elf.EI_DATA]) {
 	case elf.ELFDATA2LSB:
@@ -148,59 +151,82 @@ func Read(r io.ReaderAt, size int64) (Info, error) {
 	case elf.ELFDATA2MSB:
 		rd.bo = binary.BigEndian
 	default:
-		return Info{}, fmt.Errorf("%w: unknown data encoding", ErrNotELF)
+		return h, fmt.Errorf("%w: unknown data encoding", ErrNotELF)
 	}
 	switch elf.Class(hdr[elf.EI_CLASS]) {
 	case elf.ELFCLASS64:
 		if len(hdr) < 64 {
-			return Info{}, fmt.Errorf("%w: header cut off", ErrNotELF)
+			return h, fmt.Errorf("%w: header cut off", ErrNotELF)
 		}
 		rd.is64 = true
 	case elf.ELFCLASS32:
 	default:
-		return Info{}, fmt.Errorf("%w: unknown class", ErrNotELF)
+		return h, fmt.Errorf("%w: unknown class", ErrNotELF)
 	}
 	bo := rd.bo
-	var phoff, shoff, phent, phnum, shent, shnum, shstrndx uint64
 	if rd.is64 {
-		phoff, shoff = bo.Uint64(hdr[32:]), bo.Uint64(hdr[40:])
-		phent, phnum = uint64(bo.Uint16(hdr[54:])), uint64(bo.Uint16(hdr[56:]))
-		shent, shnum, shstrndx = uint64(bo.Uint16(hdr[58:])), uint64(bo.Uint16(hdr[60:])), uint64(bo.Uint16(hdr[62:]))
+		h.phoff, h.shoff = bo.Uint64(hdr[32:]), bo.Uint64(hdr[40:])
+		h.phent, h.phnum = uint64(bo.Uint16(hdr[54:])), uint64(bo.Uint16(hdr[56:]))
+		h.shent, h.shnum, h.shstrndx = uint64(bo.Uint16(hdr[58:])), uint64(bo.Uint16(hdr[60:])), uint64(bo.Uint16(hdr[62:]))
 	} else {
-		phoff, shoff = uint64(bo.Uint32(hdr[28:])), uint64(bo.Uint32(hdr[32:]))
-		phent, phnum = uint64(bo.Uint16(hdr[42:])), uint64(bo.Uint16(hdr[44:]))
-		shent, shnum, shstrndx = uint64(bo.Uint16(hdr[46:])), uint64(bo.Uint16(hdr[48:])), uint64(bo.Uint16(hdr[50:]))
+		h.phoff, h.shoff = uint64(bo.Uint32(hdr[28:])), uint64(bo.Uint32(hdr[32:]))
+		h.phent, h.phnum = uint64(bo.Uint16(hdr[42:])), uint64(bo.Uint16(hdr[44:]))
+		h.shent, h.shnum, h.shstrndx = uint64(bo.Uint16(hdr[46:])), uint64(bo.Uint16(hdr[48:])), uint64(bo.Uint16(hdr[50:]))
 	}
-	var info Info
-	scanned := 0
-	// Program headers: PT_NOTE segments.
+	return h, nil
+}
+
+// progNoteID scans the PT_NOTE segments for the build-id; scanned counts
+// the segments looked at.
+func (rd *reader) progNoteID(h header, scanned *int) string {
 	minPh := uint64(32)
 	if rd.is64 {
 		minPh = 56
 	}
-	if phent >= minPh && phnum > 0 && phnum <= maxHeaders {
-		if phdrs, ok := rd.read(phoff, phnum*phent); ok {
-			for i := uint64(0); i < phnum && info.ID == "" && scanned < maxNotes; i++ {
-				p := phdrs[i*phent:]
-				if elf.ProgType(bo.Uint32(p)) != elf.PT_NOTE {
-					continue
-				}
-				var off, sz, align uint64
-				if rd.is64 {
-					off, sz, align = bo.Uint64(p[8:]), bo.Uint64(p[32:]), bo.Uint64(p[48:])
-				} else {
-					off, sz, align = uint64(bo.Uint32(p[4:])), uint64(bo.Uint32(p[16:])), uint64(bo.Uint32(p[28:]))
-				}
-				scanned++
-				info.ID = rd.noteID(off, sz, align)
-			}
+	if h.phent < minPh || h.phnum == 0 || h.phnum > maxHeaders {
+		return ""
+	}
+	phdrs, ok := rd.read(h.phoff, h.phnum*h.phent)
+	if !ok {
+		return ""
+	}
+	bo := rd.bo
+	for i := uint64(0); i < h.phnum && *scanned < maxNotes; i++ {
+		p := phdrs[i*h.phent:]
+		if elf.ProgType(bo.Uint32(p)) != elf.PT_NOTE {
+			continue
+		}
+		var off, sz, align uint64
+		if rd.is64 {
+			off, sz, align = bo.Uint64(p[8:]), bo.Uint64(p[32:]), bo.Uint64(p[48:])
+		} else {
+			off, sz, align = uint64(bo.Uint32(p[4:])), uint64(bo.Uint32(p[16:])), uint64(bo.Uint32(p[28:]))
+		}
+		*scanned++
+		if id := rd.noteID(off, sz, align); id != "" {
+			return id
 		}
 	}
+	return ""
+}
+
+// Read returns the GNU build-id of the ELF file r of size bytes, from its
+// note segments, else its note sections (Go's linker may leave the build-id
+// note out of PT_NOTE), and whether it carries DWARF.
+func Read(r io.ReaderAt, size int64) (Info, error) {
+	rd := &reader{r: r, size: size}
+	h, err := rd.readHeader()
+	if err != nil {
+		return Info{}, err
+	}
+	var info Info
+	scanned := 0
+	info.ID = rd.progNoteID(h, &scanned)
 	// Section headers: SHT_NOTE sections and .debug_info.
-	secs := rd.sections(shoff, shent, shnum)
+	secs := rd.sections(h.shoff, h.shent, h.shnum)
 	var names []byte
-	if shstrndx < uint64(len(secs)) && secs[shstrndx].typ == elf.SHT_STRTAB && secs[shstrndx].size <= maxNames {
-		names, _ = rd.read(secs[shstrndx].off, secs[shstrndx].size)
+	if h.shstrndx < uint64(len(secs)) && secs[h.shstrndx].typ == elf.SHT_STRTAB && secs[h.shstrndx].size <= maxNames {
+		names, _ = rd.read(secs[h.shstrndx].off, secs[h.shstrndx].size)
 	}
 	for _, s := range secs {
 		if s.typ == elf.SHT_NOTE && info.ID == "" && scanned < maxNotes {

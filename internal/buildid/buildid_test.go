@@ -60,7 +60,13 @@ func TestReadAgreesWithReadelf(t *testing.T) {
 			t.Fatalf("gcc: %v\n%s", err, out)
 		}
 	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go binary: %v", err)
+	}
+	if gobin, err = filepath.EvalSymlinks(gobin); err != nil {
+		t.Fatal(err)
+	}
 	libc, err := filepath.EvalSymlinks("/lib/x86_64-linux-gnu/libc.so.6")
 	if err != nil {
 		libc, err = filepath.EvalSymlinks("/lib/aarch64-linux-gnu/libc.so.6")
