@@ -32,9 +32,16 @@ func heldCrash(t *testing.T) (pid int, core []byte, release func()) {
 	corePath, ready, done := filepath.Join(dir, "core"), filepath.Join(dir, "ready"), filepath.Join(dir, "done")
 	cmd := exec.Command("gdb", "-nx", "-batch", "-ex", "run", "-ex", "gcore "+corePath, "-ex", "shell touch "+ready,
 		"-ex", "shell while [ ! -e "+done+" ]; do sleep 0.05; done", "-ex", "kill", "--args", crasher)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// A file, not a buffer: gdb writes into it while the test reads it.
+	out, err := os.Create(filepath.Join(dir, "gdb.out"))
+	must(t, err)
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
 	must(t, cmd.Start())
+	output := func() string {
+		b, _ := os.ReadFile(out.Name())
+		return string(b)
+	}
 	release = func() {
 		_ = os.WriteFile(done, nil, 0o600)
 		_ = cmd.Wait()
@@ -46,16 +53,16 @@ func heldCrash(t *testing.T) (pid int, core []byte, release func()) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gdb did not hold the crash:\n%s", out.String())
+			t.Fatalf("gdb did not hold the crash:\n%s", output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(out.String())
+	m := regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(output())
 	if m == nil {
-		t.Fatalf("no pid in the program's output:\n%s", out.String())
+		t.Fatalf("no pid in the program's output:\n%s", output())
 	}
 	pid, _ = strconv.Atoi(m[1])
-	core, err := os.ReadFile(corePath)
+	core, err = os.ReadFile(corePath)
 	must(t, err)
 	return pid, core, release
 }
