@@ -275,6 +275,7 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *c
 	}
 	cd.Status.NextAttemptAt = nil
 	cd.Status.Storage = stored
+	r.storeModules(ctx, cd, policy)
 	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), cd.CrashTime(), stored.UploadedAt.Time)
 	r.finish(ctx, cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)
 	return untilExpiry, nil
@@ -535,6 +536,9 @@ func (r *CoreDumpReconciler) reconcileDelete(ctx context.Context, cd *coredogv1.
 			"Objects at this dump's key are not this dump's and were left: %v", err)
 		err = nil
 	}
+	if err == nil {
+		err = r.releaseModules(ctx, cd, policy)
+	}
 	if err != nil {
 		r.mu.Lock()
 		if r.cleanupFailures == nil {
@@ -662,6 +666,11 @@ func setupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	}
 	if err := idx.IndexField(ctx, &coredogv1.CoreDump{}, indexDumpPolicy, func(o client.Object) []string {
 		return []string{o.(*coredogv1.CoreDump).Spec.PolicyName}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &coredogv1.CoreDump{}, indexDumpModule, func(o client.Object) []string {
+		return storedBuildIDs(o.(*coredogv1.CoreDump))
 	}); err != nil {
 		return err
 	}

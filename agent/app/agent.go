@@ -22,6 +22,7 @@ import (
 	"github.com/coredog/coredog/agent/budget"
 	"github.com/coredog/coredog/agent/corepattern"
 	"github.com/coredog/coredog/agent/detect"
+	"github.com/coredog/coredog/agent/modstore"
 	"github.com/coredog/coredog/agent/nodeguard"
 	"github.com/coredog/coredog/agent/receive"
 	"github.com/coredog/coredog/agent/serve"
@@ -63,6 +64,9 @@ type Agent struct {
 	captures captureWatch
 	// endpoint is the URL published in the Lease, known once the server listens.
 	endpoint string
+	// modules holds the module files receivers collected (Pipe mode); nil
+	// in Observe and Manage.
+	modules *modstore.Store
 }
 
 // Run starts the agent and blocks until ctx is done. On return, a managed
@@ -124,6 +128,13 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		}()
 	}
 
+	if cfg.CorePattern == string(coredogv1.CorePatternPipe) {
+		if a.modules, err = openModuleStore(cfg, set); err != nil {
+			return err
+		}
+		defer a.modules.Close()
+	}
+
 	var hostPID func(string) (int64, bool)
 	if set.pattern.HasHostPID() {
 		hostPID = func(name string) (int64, bool) {
@@ -157,7 +168,12 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 		return fmt.Errorf("starting detection: %w", err)
 	}
 
+	var modules serve.ModuleOpener
+	if a.modules != nil {
+		modules = a.modules
+	}
 	server, err := serve.NewServer(serve.Options{
+		Modules:     modules,
 		Registry:    a.registry,
 		Logger:      log.WithName("serve"),
 		MaxParallel: cfg.MaxParallel,

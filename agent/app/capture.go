@@ -198,6 +198,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 			// the CoreDump: every agent token may read every CoreDump.
 			captured.CommandLine = core.CommandLine
 		}
+		captured.Modules = a.modulesOf(f, core)
 		a.registry.Add(captured)
 		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
@@ -266,6 +267,7 @@ func (a *Agent) dropFile(f detect.File, captured serve.Entry, why string) bool {
 		a.log.Error(err, "Removing a "+why+" core file", "file", f.RelPath)
 	}
 	_ = os.Remove(cgroupSidecar(f.Path))
+	a.releaseModules(f.Path)
 	a.detector.Forget(f.Path)
 	return true
 }

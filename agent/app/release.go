@@ -45,6 +45,7 @@ func (a *Agent) release(name, why string) {
 		return
 	}
 	_ = os.Remove(cgroupSidecar(entry.Path))
+	a.releaseModules(entry.Path)
 	a.detector.Forget(entry.Path)
 	a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	a.log.Info("Deleted local core file", "name", name, "why", why)

@@ -2,6 +2,7 @@ package corefile
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,9 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/buildid"
 )
 
 // Sentinel errors; ReadCore wraps them with detail.
@@ -99,6 +103,7 @@ type Core struct {
 	UID, GID        *int64    // NT_PRPSINFO pr_uid, pr_gid
 	PC              uint64    // instruction pointer of the crashing thread
 	Mappings        []Mapping // NT_FILE
+	Modules         []Module  // the ELF files among the mappings, by address, at most MaxModules
 	CrashModule     string    // basename of the NT_FILE mapping containing PC; "" for JIT or anonymous code
 	CrashOffset     uint64    // PC as an offset into CrashModule's file
 	BuildID         string    // hex GNU build-id of CrashModule, when its ELF header and note are in the core
@@ -111,6 +116,23 @@ type Mapping struct {
 	FileOffset uint64 // bytes
 	Path       string // as the kernel's d_path wrote it, possibly ending in " (deleted)"
 }
+
+// Module is one ELF file the process had mapped: its mappings grouped.
+type Module struct {
+	Path       string // as in NT_FILE
+	Start, End uint64 // lowest start and highest end of its mappings
+	BuildID    string // hex GNU build-id, when the module's first page is in the core
+	// Mapping is the module's mapping at file offset 0 (else its first):
+	// what /proc/<pid>/map_files names "<start>-<end>".
+	Mapping Mapping
+}
+
+// MaxModules bounds Core.Modules: the API's bound of status.analysis.modules.
+const MaxModules = coredogv1.MaxAnalysisModules
+
+// maxModuleCandidates bounds how many distinct mapped files are looked at
+// for an ELF header; a real process maps a few hundred.
+const maxModuleCandidates = 8192
 
 // loadSeg is the part of a PT_LOAD header needed to read process memory.
 type loadSeg struct{ vaddr, filesz, off uint64 }
@@ -839,8 +861,72 @@ func (cr *coreReader) derive() {
 	if m, ok := cr.mappingAt(c.PC); ok && moduleName(m.Path) != "" {
 		c.CrashModule = moduleName(m.Path)
 		c.CrashOffset = c.PC - m.Start + m.FileOffset
-		c.BuildID = cr.buildID(m)
+		c.BuildID = cr.buildID(c.Mappings, m)
 	}
+	c.Modules = cr.modules(main, hasMain)
+}
+
+// modules groups the mappings by file and keeps the ELF files among them
+// (a file whose first page in the core starts with the ELF magic, and the
+// main program), lowest address first, at most MaxModules. It sorts indexes
+// rather than building a map of paths, so that memory stays a few bytes per
+// mapping, and looks at no more than maxModuleCandidates files.
+func (cr *coreReader) modules(main Mapping, hasMain bool) []Module {
+	maps := cr.c.Mappings
+	order := make([]int32, 0, len(maps))
+	for i, m := range maps {
+		if m.Path != "" && m.End > m.Start {
+			order = append(order, int32(i))
+		}
+	}
+	slices.SortFunc(order, func(a, b int32) int {
+		return cmp.Or(strings.Compare(maps[a].Path, maps[b].Path), cmp.Compare(maps[a].Start, maps[b].Start))
+	})
+	// groups: each file's mappings, as a run of order; sorted by address.
+	type group struct{ from, to int }
+	var groups []group
+	for i := 0; i < len(order); {
+		j := i + 1
+		for j < len(order) && maps[order[j]].Path == maps[order[i]].Path {
+			j++
+		}
+		groups = append(groups, group{i, j})
+		i = j
+	}
+	slices.SortFunc(groups, func(a, b group) int { return cmp.Compare(maps[order[a.from]].Start, maps[order[b.from]].Start) })
+	if len(groups) > maxModuleCandidates {
+		cr.fail(fmt.Errorf("%w: %d mapped files, looking at the first %d for modules", ErrLimit, len(groups), maxModuleCandidates))
+		groups = groups[:maxModuleCandidates]
+	}
+	var out []Module
+	for _, g := range groups {
+		own := make([]Mapping, 0, g.to-g.from)
+		for _, i := range order[g.from:g.to] {
+			own = append(own, maps[i])
+		}
+		first := own[0]
+		for _, m := range own {
+			if m.FileOffset == 0 {
+				first = m
+				break
+			}
+		}
+		hdr := cr.readFileAtLeast(own, first, 0, 4, 4)
+		isMain := hasMain && main.Path == first.Path
+		if !isMain && (hdr == nil || !bytes.Equal(hdr, []byte(elf.ELFMAG))) {
+			continue
+		}
+		if len(out) == MaxModules {
+			cr.fail(fmt.Errorf("%w: more than %d modules, keeping the first %d", ErrLimit, MaxModules, MaxModules))
+			break
+		}
+		mod := Module{Path: first.Path, Start: first.Start, End: first.End, Mapping: first, BuildID: cr.buildID(own, first)}
+		for _, m := range own {
+			mod.Start, mod.End = min(mod.Start, m.Start), max(mod.End, m.End)
+		}
+		out = append(out, mod)
+	}
+	return out
 }
 
 // mainMapping finds the main program's mapping: the one holding its program headers
@@ -865,13 +951,13 @@ func (cr *coreReader) mainMapping() (Mapping, bool) {
 
 // readFile reads n bytes at offset off of the file behind mapping m, through any
 // mapping of the same path that covers that offset and whose memory was dumped.
-func (cr *coreReader) readFile(m Mapping, off uint64, n int) []byte {
-	return cr.readFileAtLeast(m, off, n, n)
+func (cr *coreReader) readFile(maps []Mapping, m Mapping, off uint64, n int) []byte {
+	return cr.readFileAtLeast(maps, m, off, n, n)
 }
 
 // readFileAtLeast is readFile that settles for a prefix of at least need bytes.
-func (cr *coreReader) readFileAtLeast(m Mapping, off uint64, need, n int) []byte {
-	for _, o := range cr.c.Mappings {
+func (cr *coreReader) readFileAtLeast(maps []Mapping, m Mapping, off uint64, need, n int) []byte {
+	for _, o := range maps {
 		if o.Path != m.Path || o.End < o.Start || off < o.FileOffset || off-o.FileOffset >= o.End-o.Start {
 			continue
 		}
@@ -889,10 +975,10 @@ func (cr *coreReader) readFileAtLeast(m Mapping, off uint64, need, n int) []byte
 // buildID reads the GNU build-id of the module behind mapping m from the module's ELF
 // header, program headers and PT_NOTE as they sit in dumped process memory; the kernel
 // dumps the first page of every ELF mapping for exactly this purpose.
-func (cr *coreReader) buildID(m Mapping) string {
-	hdr := cr.readFile(m, 0, 64)
+func (cr *coreReader) buildID(maps []Mapping, m Mapping) string {
+	hdr := cr.readFile(maps, m, 0, 64)
 	if hdr == nil || !bytes.Equal(hdr[:4], []byte(elf.ELFMAG)) {
-		hdr = cr.readFile(m, 0, 52) // a 32-bit module near the end of a mapping
+		hdr = cr.readFile(maps, m, 0, 52) // a 32-bit module near the end of a mapping
 		if hdr == nil || !bytes.Equal(hdr[:4], []byte(elf.ELFMAG)) {
 			return ""
 		}
@@ -918,7 +1004,7 @@ func (cr *coreReader) buildID(m Mapping) string {
 	if phentsize < minEnt || phnum == 0 || phnum > maxModulePhnum || phoff > 1<<32 {
 		return ""
 	}
-	phdrs := cr.readFile(m, phoff, int(phnum*phentsize))
+	phdrs := cr.readFile(maps, m, phoff, int(phnum*phentsize))
 	if phdrs == nil {
 		return ""
 	}
@@ -939,30 +1025,9 @@ func (cr *coreReader) buildID(m Mapping) string {
 		// Go's linker (which writes a GNU build-id by default since Go 1.24) leaves
 		// .note.gnu.build-id right after the PT_NOTE segment instead of inside it, so
 		// keep parsing well-formed notes a little past the segment's end.
-		if id := findBuildID(cr.readFileAtLeast(m, off, int(size), int(size)+maxTrailingNotes), bo, align); id != "" {
+		if id := buildid.FindNote(cr.readFileAtLeast(maps, m, off, int(size), int(size)+maxTrailingNotes), bo, align); id != "" {
 			return id
 		}
-	}
-	return ""
-}
-
-// findBuildID scans a note segment for NT_GNU_BUILD_ID owned by "GNU".
-func findBuildID(d []byte, bo binary.ByteOrder, align uint64) string {
-	a := uint64(4)
-	if align == 8 {
-		a = 8
-	}
-	for pos := uint64(0); pos+12 <= uint64(len(d)); {
-		namesz, descsz, typ := uint64(bo.Uint32(d[pos:])), uint64(bo.Uint32(d[pos+4:])), bo.Uint32(d[pos+8:])
-		nameOff := pos + 12
-		descOff := nameOff + alignUp(namesz, a)
-		if namesz > uint64(len(d)) || descsz > uint64(len(d)) || descOff+descsz > uint64(len(d)) {
-			return ""
-		}
-		if typ == ntGNUBuildID && string(bytes.TrimRight(d[nameOff:nameOff+namesz], "\x00")) == "GNU" && descsz > 0 {
-			return fmt.Sprintf("%x", d[descOff:descOff+descsz])
-		}
-		pos = descOff + alignUp(descsz, a)
 	}
 	return ""
 }

@@ -213,7 +213,15 @@ func Main(installDir string, args []string, stdin io.Reader) (err error) {
 	}
 	defer b.release()
 	res, err = run(cfg, b, args, stdin)
-	return err
+	if err != nil {
+		return err
+	}
+	// The core is in place and the kernel still holds the process: this
+	// is when its files can be collected.
+	if cerr := collectModules(inst, cfg, args, res.path); cerr != nil {
+		appendLog(inst, fmt.Sprintf("receive %q: collecting modules of %s: %v", args, filepath.Base(res.path), cerr))
+	}
+	return nil
 }
 
 // result is what run did.

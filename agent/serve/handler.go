@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,9 @@ type Options struct {
 	// ClientCommonName is the common name required of client certificates.
 	// Default pki.ControllerCommonName.
 	ClientCommonName string
+	// Modules opens collected module files by build-id (modstore.Store);
+	// nil serves none.
+	Modules ModuleOpener
 	// Metrics, when set, receives coredog_agent_served_bytes_total and
 	// coredog_agent_serve_requests_total{code}.
 	Metrics prometheus.Registerer
@@ -83,8 +87,14 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// ModuleOpener opens the file collected for a build-id.
+type ModuleOpener interface {
+	Open(buildID string) (*os.File, error)
+}
+
 type handler struct {
 	reg      *Registry
+	modules  ModuleOpener
 	log      logr.Logger
 	clientCN string
 	slots    chan struct{}
@@ -103,6 +113,7 @@ var _ http.Handler = (*handler)(nil)
 func newHandler(opts Options) *handler {
 	return &handler{
 		reg:      opts.Registry,
+		modules:  opts.Modules,
 		log:      opts.Logger,
 		clientCN: opts.ClientCommonName,
 		slots:    make(chan struct{}, opts.MaxParallel),
@@ -131,12 +142,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
+	case strings.HasPrefix(path, wire.DumpsPath) && strings.HasSuffix(path, wire.ModulesSuffix):
+		if !allowGet(w, r) {
+			h.metrics.request(http.StatusMethodNotAllowed)
+			return
+		}
+		h.metrics.request(h.serveModules(w, r, strings.TrimSuffix(strings.TrimPrefix(path, wire.DumpsPath), wire.ModulesSuffix)))
 	case strings.HasPrefix(path, wire.DumpsPath):
 		if !allowGet(w, r) {
 			h.metrics.request(http.StatusMethodNotAllowed)
 			return
 		}
 		h.metrics.request(h.serveDump(w, r, strings.TrimPrefix(path, wire.DumpsPath)))
+	case strings.HasPrefix(path, wire.BuildIDPath):
+		if !allowGet(w, r) {
+			h.metrics.request(http.StatusMethodNotAllowed)
+			return
+		}
+		h.metrics.request(h.serveBuildID(w, r, strings.TrimPrefix(path, wire.BuildIDPath)))
 	default:
 		notFound(w)
 	}

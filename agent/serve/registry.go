@@ -1,6 +1,10 @@
 package serve
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/coredog/coredog/internal/wire"
+)
 
 // Entry is one file the agent found and is willing to serve.
 type Entry struct {
@@ -22,6 +26,11 @@ type Entry struct {
 	// give them, sent to the controller in wire.CommandLineHeader (never
 	// into the CoreDump, which every agent may read).
 	CommandLine string
+	// Modules are the modules of the crashed process, with whether the
+	// agent collected each one's file; GET .../modules answers them, and
+	// GET BuildIDPath serves a build-id only while an entry lists it as
+	// collected.
+	Modules []wire.Module
 }
 
 // Registry holds the files the agent registered itself; only these are ever
@@ -57,4 +66,19 @@ func (r *Registry) Get(name string) (Entry, bool) {
 	defer r.mu.RUnlock()
 	e, ok := r.entries[name]
 	return e, ok
+}
+
+// Collected reports whether a registered entry lists build-id id as
+// collected.
+func (r *Registry) Collected(id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, e := range r.entries {
+		for _, m := range e.Modules {
+			if m.Collected && m.BuildID == id {
+				return true
+			}
+		}
+	}
+	return false
 }

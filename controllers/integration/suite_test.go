@@ -125,9 +125,13 @@ func clientNegotiator() runtime.NegotiatedSerializer {
 }
 
 // openTestStore is storage.Open, except that buckets named "flaky" fail the
-// next failWrites dump writes, as a store that is away for a while would.
+// next failWrites dump writes, as a store that is away for a while would,
+// and buckets named "count" count their writes (countingStore).
 func openTestStore(ctx context.Context, loc *storage.Location, creds map[string][]byte) (storage.Store, error) {
 	s, err := storage.Open(ctx, loc, creds)
+	if err == nil && strings.Contains(loc.Bucket, "count") {
+		return countingStore{Store: s}, nil
+	}
 	if err != nil || !strings.Contains(loc.Bucket, "flaky") {
 		return s, err
 	}

@@ -2,8 +2,9 @@
 // manager: the routes, the query parameter and header that name a stream's
 // encoding, the trailers that prove what was sent, the header that carries
 // the crashed process's command line (and its bounds and escaping), the
-// name rule for dumps,
-// and the mapping from the API's compression to the wire's. The agent's
+// name rule for dumps, the routes and list format of a dump's modules and
+// their files by build-id (modules.go), and the mapping from the API's
+// compression to the wire's. The agent's
 // server (agent/serve) and the manager's client (controllers/agentclient)
 // both import it, so that neither links the other.
 //
