@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Bounds on what Read reads.
@@ -91,6 +92,17 @@ const (
 // Key is the key of a build-id's file of kind (Executable or DebugInfo),
 // relative to the storage location's prefix. id must be Valid.
 func Key(id, kind string) string { return Dir + id + "/" + kind }
+
+// KeyFor is Key for an id and kind from outside (a debuginfod request, a
+// CoreDump's status): id in either case; ok is false when it is not a
+// build-id or kind is neither Executable nor DebugInfo.
+func KeyFor(id, kind string) (key string, ok bool) {
+	id = strings.ToLower(id)
+	if !Valid(id) || (kind != Executable && kind != DebugInfo) {
+		return "", false
+	}
+	return Key(id, kind), true
+}
 
 // Verify reads the build-id of r and fails with ErrMismatch when it is not
 // want.

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/buildid"
 	"github.com/coredog/coredog/internal/storage"
 )
 
@@ -258,10 +259,9 @@ func buildIDRequest(r *http.Request) (key, id, kind string, ok bool) {
 	if len(parts) != 4 || parts[0] != "" || parts[1] != "buildid" {
 		return "", "", "", false
 	}
-	key, ok = storage.BuildIDKey(parts[2], parts[3])
+	key, ok = buildid.KeyFor(parts[2], parts[3])
 	if !ok {
 		return "", "", "", false
 	}
-	id, _ = storage.NormalBuildID(parts[2])
-	return key, id, parts[3], true
+	return key, strings.ToLower(parts[2]), parts[3], true
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coredog/coredog/internal/storage"
+	"github.com/coredog/coredog/internal/buildid"
 )
 
 // startDebuginfod runs `kubectl coredog debuginfod` in-process and returns
@@ -57,8 +57,8 @@ func TestGDBLoadsAStoredCoreThroughDebuginfod(t *testing.T) {
 	c := newRealCrash(t)
 	work := t.TempDir()
 	store, url := fileStore(t, work, "prod")
-	for _, kind := range []string{storage.BuildIDExecutable, storage.BuildIDDebuginfo} {
-		key, ok := storage.BuildIDKey(c.buildID, kind)
+	for _, kind := range []string{buildid.Executable, buildid.DebugInfo} {
+		key, ok := buildid.KeyFor(c.buildID, kind)
 		if !ok {
 			t.Fatalf("build-id %q refused", c.buildID)
 		}
@@ -105,7 +105,7 @@ func TestDebuginfodRefusesWhatItDoesNotServe(t *testing.T) {
 	work := t.TempDir()
 	store, url := fileStore(t, work, "prod")
 	id := strings.Repeat("ab", 20)
-	key, _ := storage.BuildIDKey(id, storage.BuildIDExecutable)
+	key, _ := buildid.KeyFor(id, buildid.Executable)
 	secret := filepath.Join(work, "secret")
 	if err := os.WriteFile(secret, []byte("not for the debugger"), 0o600); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/buildid"
 	"github.com/coredog/coredog/internal/storage"
 )
 
@@ -78,8 +79,8 @@ func writeSysroot(ctx context.Context, root string, modules []coredogv1.CrashMod
 }
 
 func writeModule(ctx context.Context, r *os.Root, m coredogv1.CrashModule, open openModule) (string, error) {
-	id, ok := storage.NormalBuildID(m.BuildID)
-	if !ok {
+	id := strings.ToLower(m.BuildID)
+	if !buildid.Valid(id) {
 		return "", fmt.Errorf("build-id %q is not one", m.BuildID)
 	}
 	rel, err := sysrootPath(m.Path)
@@ -239,7 +240,7 @@ func (a *app) downloadWithBinaries(ctx context.Context, cd *coredogv1.CoreDump, 
 		}
 		defer store.Close()
 		res.files = writeSysroot(ctx, res.sysroot, modules, func(ctx context.Context, id string) (io.ReadCloser, error) {
-			key, _ := storage.BuildIDKey(id, storage.BuildIDExecutable)
+			key, _ := buildid.KeyFor(id, buildid.Executable)
 			rc, err := store.Read(ctx, key)
 			if err != nil {
 				return nil, storeError(loc, loc.ObjectURL(key), err)

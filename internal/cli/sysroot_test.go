@@ -15,6 +15,7 @@ import (
 	"time"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/internal/buildid"
 	"github.com/coredog/coredog/internal/storage"
 )
 
@@ -52,13 +53,13 @@ func TestDownloadWithBinariesLaysOutASysrootGDBLoads(t *testing.T) {
 	modules := []coredogv1.CrashModule{{Path: progPath, BuildID: c.buildID, State: coredogv1.ModuleStored}}
 	putModule := func(path, file string) {
 		id := buildIDOf(t, file)
-		key, _ := storage.BuildIDKey(id, storage.BuildIDExecutable)
+		key, _ := buildid.KeyFor(id, buildid.Executable)
 		if _, err := store.Stat(context.Background(), key); err != nil {
 			putFile(t, store, key, file)
 		}
 		modules = append(modules, coredogv1.CrashModule{Path: path, BuildID: id, State: coredogv1.ModuleStored})
 	}
-	key, _ := storage.BuildIDKey(c.buildID, storage.BuildIDExecutable)
+	key, _ := buildid.KeyFor(c.buildID, buildid.Executable)
 	putFile(t, store, key, c.prog)
 	for _, lib := range sharedLibraries(t, c.prog) {
 		putModule(lib, lib)
