@@ -43,7 +43,7 @@ type AgentCertReconciler struct {
 	Clock clock.PassiveClock
 }
 
-// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=coredog-system,resources=leases,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=coredog-system,resources=leases,verbs=get;list;watch;patch
 
 // Reconcile brings one agent Lease's certificate up to date.
 func (r *AgentCertReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
