@@ -91,8 +91,13 @@ func (r *AgentCertReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	patch := client.MergeFromWithOptions(lease.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	lease.Annotations[agentlease.AnnotationServingCert] = string(certPEM)
 	if err := r.Patch(ctx, &lease, patch); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			return ctrl.Result{Requeue: true}, nil
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, nil
+		}
+		if apierrors.IsConflict(err) {
+			// Read the agent's update; an update event of the request
+			// brings the Lease back too.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("writing the serving certificate of node %s into Lease %s: %w", node, lease.Name, err)
 	}

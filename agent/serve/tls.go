@@ -90,12 +90,12 @@ func (t *tlsReloader) build(ca []byte) (*tls.Config, error) {
 		return nil, fmt.Errorf("loading %s: no certificate", pki.CACertKey)
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
+		MinVersion: tls.VersionTLS12,
 		// The manager's certificate for this node, once there is one;
 		// until then every handshake fails.
 		GetCertificate: t.id.getCertificate,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      pool,
 		// One download per connection is the usual case; HTTP/2 would add
 		// per-stream flow control to a single long stream and gain nothing.
 		NextProtos: []string{"http/1.1"},

@@ -48,7 +48,7 @@ const agentCommonName = "coredog-agent"
 // "<node>.<policy>" would be the same for node "a.b" of policy "p" and node
 // "a" of policy "b.p"; as path segments they cannot meet.
 func AgentIdentity(policy, node string) string {
-	return (&url.URL{Scheme: "spiffe", Host: "coredog.io", Path: "/policy/" + policy + "/node/" + node}).String()
+	return (&url.URL{Scheme: "spiffe", Host: organization, Path: "/policy/" + policy + "/node/" + node}).String()
 }
 
 // NewAgentKey makes an agent's serving key and the certificate request it
@@ -113,7 +113,7 @@ func (ca *CA) SignAgentCSR(csrPEM []byte, policy, node string, now time.Time) ([
 		return nil, fmt.Errorf("naming the agent of node %s: %w", node, err)
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: agentCommonName, Organization: []string{"coredog.io"}},
+		Subject:     pkix.Name{CommonName: agentCommonName, Organization: []string{organization}},
 		URIs:        []*url.URL{id},
 		NotBefore:   now.Add(-clockSkew),
 		NotAfter:    now.Add(AgentCertLifetime),

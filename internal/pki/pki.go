@@ -31,6 +31,10 @@ const (
 	TLSKeyKey  = "tls.key"
 )
 
+// organization is the subject organization of every certificate, and the
+// trust domain of agents' identities.
+const organization = "coredog.io"
+
 // ControllerCommonName is the subject the agents require of a client certificate.
 const ControllerCommonName = "coredog-controller"
 
@@ -70,7 +74,7 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 		return nil, fmt.Errorf("generating CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"coredog.io"}},
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{organization}},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(CALifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -122,7 +126,7 @@ func (ca *CA) IssueServer(dnsNames []string, now time.Time) (*KeyPair, error) {
 		return nil, errors.New("issuing server certificate: no DNS names")
 	}
 	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: dnsNames[0], Organization: []string{"coredog.io"}},
+		Subject:     pkix.Name{CommonName: dnsNames[0], Organization: []string{organization}},
 		DNSNames:    dnsNames,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, now)
@@ -131,7 +135,7 @@ func (ca *CA) IssueServer(dnsNames []string, now time.Time) (*KeyPair, error) {
 // IssueClient issues a client certificate with the given common name.
 func (ca *CA) IssueClient(commonName string, now time.Time) (*KeyPair, error) {
 	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: commonName, Organization: []string{"coredog.io"}},
+		Subject:     pkix.Name{CommonName: commonName, Organization: []string{organization}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, now)
 }

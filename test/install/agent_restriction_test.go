@@ -176,7 +176,9 @@ func servingCertificateIsTheManagers(ctx context.Context, t *testing.T, admin, o
 		edit(&cur)
 		return onA.Update(ctx, &cur)
 	}
-	must(t, update(func(cur *coordinationv1.Lease) { cur.Annotations[agentlease.AnnotationEndpoint] = "https://10.0.0.1:9443" }))
+	must(t, update(func(cur *coordinationv1.Lease) {
+		cur.Annotations[agentlease.AnnotationEndpoint] = "https://10.0.0.1:9443"
+	}))
 	expectForbidden(t, "node-a replacing the manager's certificate", update(func(cur *coordinationv1.Lease) {
 		cur.Annotations[agentlease.AnnotationServingCert] = string(forged)
 	}))
