@@ -263,12 +263,17 @@ func (h *harness) dumpFor(g Gomega, fileName string) *coredogv1.CoreDump {
 	return nil
 }
 
+// endpoint is the agent's endpoint from its Lease, once it is there: the
+// agent publishes it when it holds the certificate signLeases issued.
 func (h *harness) endpoint(g Gomega) string {
-	var lease coordinationv1.Lease
-	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: agentlease.Name(h.cfg.Policy, h.cfg.NodeName)}, &lease)).To(Succeed())
-	ep := lease.Annotations[agentlease.AnnotationEndpoint]
-	_, err := agentlease.ParseEndpoint(ep)
-	g.Expect(err).NotTo(HaveOccurred())
+	var ep string
+	g.Eventually(func(g Gomega) {
+		var lease coordinationv1.Lease
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: agentlease.Name(h.cfg.Policy, h.cfg.NodeName)}, &lease)).To(Succeed())
+		ep = lease.Annotations[agentlease.AnnotationEndpoint]
+		_, err := agentlease.ParseEndpoint(ep)
+		g.Expect(err).NotTo(HaveOccurred())
+	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
 	return ep
 }
 
