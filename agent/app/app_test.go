@@ -100,6 +100,8 @@ type harness struct {
 	cancel  context.CancelFunc
 	done    chan error
 	started bool
+	// unsigned leaves the agent's certificate request unanswered.
+	unsigned bool
 }
 
 var policyCounter int
@@ -207,7 +209,9 @@ func (h *harness) startWith(cfg *rest.Config) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done, h.started = cancel, make(chan error, 1), true
 	log := testr.NewWithOptions(h.t, testr.Options{Verbosity: 0})
-	go h.signLeases(ctx)
+	if !h.unsigned {
+		go h.signLeases(ctx)
+	}
 	go func(c app.Config, log logr.Logger) { h.done <- app.Run(ctx, c, cfg, scheme.New(), log) }(h.cfg, log)
 	h.t.Cleanup(h.stop)
 }
