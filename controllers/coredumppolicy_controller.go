@@ -68,7 +68,7 @@ type CoreDumpPolicyReconciler struct {
 // +kubebuilder:rbac:groups=coredog.io,resources=coredumppolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=coredog.io,resources=coredumppolicies/finalizers,verbs=update
 // +kubebuilder:rbac:groups=apps,namespace=coredog-system,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",namespace=coredog-system,resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",namespace=coredog-system,resources=secrets,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile brings one policy's agents and status up to date.
 func (r *CoreDumpPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

@@ -14,43 +14,46 @@ import (
 	"github.com/coredog/coredog/internal/pki"
 )
 
-// ensureTLS makes sure a policy has its private CA and its agents have a
-// serving certificate from it, issuing or rotating what is missing, broken
-// or old. It returns a fingerprint of the agents' material, which goes into
-// the pod template so that agents restart when it changes.
+// ensureTLS makes sure a policy has its private CA, and that its agents can
+// read the CA certificate (never the key), issuing or rotating the CA when
+// it is missing, broken or old. Agents' serving certificates are issued per
+// node from their Leases (AgentCertReconciler). The Secret that held one
+// serving key for all agents of the policy, from before, is deleted. It
+// returns a fingerprint of the CA certificate, which goes into the pod
+// template so that agents restart when it changes.
 func (r *CoreDumpPolicyReconciler) ensureTLS(ctx context.Context, p *coredogv1.CoreDumpPolicy) (string, error) {
-	now := r.now()
-	ca, caChanged, err := r.ensureCA(ctx, p, now)
+	ca, _, err := r.ensureCA(ctx, p, r.now())
 	if err != nil {
 		return "", err
 	}
-	name := agentset.AgentTLSSecretName(p.Name)
-	var current corev1.Secret
-	err = r.getSecret(ctx, name, &current)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return "", fmt.Errorf("reading Secret %s: %w", name, err)
-	}
-	dnsNames := []string{pki.AgentServerName(p.Name)}
-	renew, why := true, "it does not exist"
-	if err == nil {
-		renew, why = pki.NeedsRenewal(current.Data[pki.TLSCertKey], ca.Cert, dnsNames, now)
-		if !renew && (caChanged || string(current.Data[pki.CACertKey]) != string(ca.CertPEM)) {
-			renew, why = true, "the CA changed"
-		}
-	}
-	data := current.Data
-	if renew {
-		if data, err = ca.AgentServingData(p.Name, now); err != nil {
-			return "", fmt.Errorf("issuing agent certificate for policy %s: %w", p.Name, err)
-		}
-		ctrlLog(ctx).Info("Issuing agent serving certificate", "secret", name, "why", why)
-	}
-	// Applied every time (not only on renewal) so that labels and the owner
-	// reference stay as rendered; server-side apply makes it a no-op when equal.
-	if err := r.applySecret(ctx, p, name, corev1.SecretTypeTLS, data); err != nil {
+	name := agentset.AgentCASecretName(p.Name)
+	data := map[string][]byte{pki.CACertKey: ca.CertPEM}
+	if err := r.applySecret(ctx, p, name, corev1.SecretTypeOpaque, data); err != nil {
 		return "", err
 	}
-	return pki.Fingerprint(data[pki.CACertKey], data[pki.TLSCertKey]), nil
+	if err := r.deleteLegacyAgentTLS(ctx, p); err != nil {
+		return "", err
+	}
+	return pki.Fingerprint(ca.CertPEM), nil
+}
+
+// deleteLegacyAgentTLS removes the policy-wide serving key agents used to
+// mount: whoever read it could answer as any of the policy's agents.
+func (r *CoreDumpPolicyReconciler) deleteLegacyAgentTLS(ctx context.Context, p *coredogv1.CoreDumpPolicy) error {
+	var old corev1.Secret
+	name := agentset.LegacyAgentTLSSecretName(p.Name)
+	// The cache alone: a Secret it does not know of is gone.
+	if err := r.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: name}, &old); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	if err := r.Delete(ctx, &old); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting Secret %s, the agents' former shared serving key: %w", name, err)
+	}
+	ctrlLog(ctx).Info("Deleted the agents' former shared serving key", "secret", name)
+	return nil
 }
 
 func (r *CoreDumpPolicyReconciler) ensureCA(ctx context.Context, p *coredogv1.CoreDumpPolicy, now time.Time) (*pki.CA, bool, error) {

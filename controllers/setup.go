@@ -6,8 +6,11 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -79,6 +82,16 @@ const (
 	DefaultMaxUploadAttempts    = 15
 )
 
+// agentLeases selects the Leases agents write (internal/agentlease): they
+// carry the policy label, which the leader-election Lease does not.
+var agentLeases = func() labels.Selector {
+	r, err := labels.NewRequirement(coredogv1.LabelPolicy, selection.Exists, nil)
+	if err != nil {
+		panic(err)
+	}
+	return labels.NewSelector().Add(*r)
+}()
+
 // NewScheme knows the built-in kinds and CoreDog's.
 func NewScheme() *runtime.Scheme { return scheme.New() }
 
@@ -101,6 +114,9 @@ func ManagerOptions(scheme *runtime.Scheme, o Options) ctrl.Options {
 				&appsv1.DaemonSet{}:   {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 				&corev1.Secret{}:      {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 				&coredogv1.CoreDump{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
+				// Agent Leases only (they carry the policy label), for
+				// their serving certificates.
+				&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}, Label: agentLeases},
 			},
 		},
 	}
@@ -192,6 +208,12 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Notifier:      notifier,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CoreDump controller: %w", err)
+	}
+	if err := (&AgentCertReconciler{
+		Client:    mgr.GetClient(),
+		Namespace: o.Namespace,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the agent certificate controller: %w", err)
 	}
 	watchState(mgr.GetCache(), o.Namespace)
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -62,11 +62,16 @@ type Agent struct {
 	ready chan struct{}
 	// captures says how long the running captures have taken, for /healthz.
 	captures captureWatch
-	// endpoint is the URL published in the Lease, known once the server listens.
+	// endpoint is the URL published in the Lease, known once the server
+	// listens; it is published only while identity holds a certificate.
 	endpoint string
 	// modules holds the module files receivers collected (Pipe mode); nil
 	// in Observe and Manage.
 	modules *modstore.Store
+	// identity is the serving key and the certificate the manager issued.
+	identity *serve.Identity
+	// certErr is the last refused certificate's error, to log it once.
+	certErr string
 }
 
 // Run starts the agent and blocks until ctx is done. On return, a managed
@@ -172,12 +177,18 @@ func Run(ctx context.Context, cfg Config, restCfg *rest.Config, scheme *runtime.
 	if a.modules != nil {
 		modules = a.modules
 	}
+	// The serving key is made here and never leaves memory; the manager
+	// certifies it for this node through the Lease (see renewLease).
+	if a.identity, err = serve.NewIdentity(cfg.Policy, cfg.NodeName); err != nil {
+		return err
+	}
 	server, err := serve.NewServer(serve.Options{
 		Modules:     modules,
 		Registry:    a.registry,
 		Logger:      log.WithName("serve"),
 		MaxParallel: cfg.MaxParallel,
 		TLSDir:      cfg.TLSDir,
+		Identity:    a.identity,
 		Metrics:     reg,
 	}, cfg.Listen)
 	if err != nil {

@@ -95,10 +95,13 @@ type harness struct {
 	dir     string
 	proc    string
 	tlsDir  string
+	ca      *pki.CA
 	client  *http.Client
 	cancel  context.CancelFunc
 	done    chan error
 	started bool
+	// unsigned leaves the agent's certificate request unanswered.
+	unsigned bool
 }
 
 var policyCounter int
@@ -136,26 +139,51 @@ func newHarnessTB(tb testing.TB, t *testing.T, mutate func(*app.Config)) *harnes
 	return h
 }
 
-// writeTLS lays out what the policy reconciler's Secret would hold, and makes
-// a client with the controller's certificate.
+// writeTLS lays out what the policy reconciler's Secret would hold (the CA
+// certificate), and makes a client with the controller's certificate that
+// verifies the agent as the controller does.
 func (h *harness) writeTLS() {
 	now := time.Now()
 	ca, err := pki.NewCA("test", now)
 	must(h.tb, err)
-	server, err := ca.IssueServer([]string{pki.AgentServerName(h.cfg.Policy)}, now)
-	must(h.tb, err)
+	h.ca = ca
 	clientKP, err := ca.IssueClient(pki.ControllerCommonName, now)
 	must(h.tb, err)
 	must(h.tb, os.WriteFile(filepath.Join(h.tlsDir, pki.CACertKey), ca.CertPEM, 0o600))
-	must(h.tb, os.WriteFile(filepath.Join(h.tlsDir, pki.TLSCertKey), server.CertPEM, 0o600))
-	must(h.tb, os.WriteFile(filepath.Join(h.tlsDir, pki.TLSKeyKey), server.KeyPEM, 0o600))
 	pair, err := tls.X509KeyPair(clientKP.CertPEM, clientKP.KeyPEM)
 	must(h.tb, err)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
-	h.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: pki.AgentServerName(h.cfg.Policy), MinVersion: tls.VersionTLS12,
-	}}}
+	h.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: pki.AgentClientConfig(roots, pair, h.cfg.Policy, h.cfg.NodeName),
+	}}
+}
+
+// signLeases does the manager's part for the harness's agent until ctx is
+// done: it signs the certificate request in the agent's Lease, with the
+// code the manager signs with, and puts the certificate into the Lease.
+func (h *harness) signLeases(ctx context.Context) {
+	name := agentlease.Name(h.cfg.Policy, h.cfg.NodeName)
+	for ctx.Err() == nil {
+		var lease coordinationv1.Lease
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &lease); err == nil {
+			csr := []byte(lease.Annotations[agentlease.AnnotationServingCSR])
+			if pub, err := pki.CheckAgentCSR(csr); err == nil {
+				now := time.Now()
+				if renew, _ := pki.AgentCertNeedsRenewal([]byte(lease.Annotations[agentlease.AnnotationServingCert]), h.ca.Cert, pub, h.cfg.Policy, h.cfg.NodeName, now); renew {
+					if certPEM, err := h.ca.SignAgentCSR(csr, h.cfg.Policy, h.cfg.NodeName, now); err == nil {
+						patch := client.MergeFromWithOptions(lease.DeepCopy(), client.MergeFromWithOptimisticLock{})
+						lease.Annotations[agentlease.AnnotationServingCert] = string(certPEM)
+						_ = k8s.Patch(ctx, &lease, patch)
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (h *harness) start() { h.startWith(restCfg) }
@@ -164,6 +192,7 @@ func (h *harness) start() { h.startWith(restCfg) }
 func (h *harness) startBench(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done, h.started = cancel, make(chan error, 1), true
+	go h.signLeases(ctx)
 	go func(c app.Config) { h.done <- app.Run(ctx, c, restCfg, scheme.New(), logr.Discard()) }(h.cfg)
 	b.Cleanup(func() {
 		h.started = false
@@ -180,6 +209,9 @@ func (h *harness) startWith(cfg *rest.Config) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done, h.started = cancel, make(chan error, 1), true
 	log := testr.NewWithOptions(h.t, testr.Options{Verbosity: 0})
+	if !h.unsigned {
+		go h.signLeases(ctx)
+	}
 	go func(c app.Config, log logr.Logger) { h.done <- app.Run(ctx, c, cfg, scheme.New(), log) }(h.cfg, log)
 	h.t.Cleanup(h.stop)
 }
@@ -235,12 +267,17 @@ func (h *harness) dumpFor(g Gomega, fileName string) *coredogv1.CoreDump {
 	return nil
 }
 
+// endpoint is the agent's endpoint from its Lease, once it is there: the
+// agent publishes it when it holds the certificate signLeases issued.
 func (h *harness) endpoint(g Gomega) string {
-	var lease coordinationv1.Lease
-	g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: agentlease.Name(h.cfg.Policy, h.cfg.NodeName)}, &lease)).To(Succeed())
-	ep := lease.Annotations[agentlease.AnnotationEndpoint]
-	_, err := agentlease.ParseEndpoint(ep)
-	g.Expect(err).NotTo(HaveOccurred())
+	var ep string
+	g.Eventually(func(g Gomega) {
+		var lease coordinationv1.Lease
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: agentlease.Name(h.cfg.Policy, h.cfg.NodeName)}, &lease)).To(Succeed())
+		ep = lease.Annotations[agentlease.AnnotationEndpoint]
+		_, err := agentlease.ParseEndpoint(ep)
+		g.Expect(err).NotTo(HaveOccurred())
+	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
 	return ep
 }
 

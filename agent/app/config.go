@@ -78,7 +78,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ProcRoot, "proc-root", "/proc", "The host's /proc (the agent runs with hostPID); empty turns PID and cgroup checks off.")
 	fs.StringVar(&c.Listen, "listen", ":9443", "Address of the dump endpoint (mTLS), e.g. 127.0.0.1:0.")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "Host or IP the controller reaches the endpoint at; default: the listen host, or 127.0.0.1.")
-	fs.StringVar(&c.TLSDir, "tls-dir", "/etc/coredog/tls", "Directory with ca.crt, tls.crt and tls.key.")
+	fs.StringVar(&c.TLSDir, "tls-dir", "/etc/coredog/tls", "Directory with ca.crt, the policy's CA certificate (the serving key is made at start and kept in memory).")
 	fs.StringVar(&c.CorePattern, "core-pattern", string(coredogv1.CorePatternObserve),
 		"Observe; Manage: set kernel.core_pattern to dir/file-name-pattern; or Pipe: install this binary under dir and pipe cores to it. "+
 			"Manage and Pipe restore the old value on exit.")

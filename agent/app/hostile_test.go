@@ -129,6 +129,7 @@ func TestDumpContentsNeverReachTheLogs(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	go h.signLeases(ctx)
 	go func() { done <- app.Run(ctx, h.cfg, restCfg, scheme.New(), log) }()
 	t.Cleanup(func() {
 		cancel()

@@ -426,6 +426,9 @@ func TestFileChangedAfterCaptureIsKeptAndCapturedAgain(t *testing.T) {
 	g := NewWithT(t)
 	h := newHarness(t, func(c *app.Config) { c.ProcRoot = "" })
 	h.start()
+	// Serving from the start: waiting for the certificate below would let
+	// the paused writer's file settle.
+	h.endpoint(g)
 	name := "core.grow-0.writer.4343.11.1767225600"
 	path := filepath.Join(h.dir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)

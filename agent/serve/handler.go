@@ -47,10 +47,13 @@ type Options struct {
 	// MaxParallel is the number of concurrent downloads; more get 503 with
 	// Retry-After. Default 4.
 	MaxParallel int
-	// TLSDir holds ca.crt, tls.crt and tls.key (a mounted Secret). The files
-	// are checked on every TLS handshake and reloaded when they change, so
-	// rotation needs no restart. Used by NewServer only.
+	// TLSDir holds ca.crt (a mounted Secret), which verifies the
+	// controller. The file is checked on every TLS handshake and reloaded
+	// when it changes, so rotation needs no restart. Used by NewServer only.
 	TLSDir string
+	// Identity is the agent's serving key and certificate. Used by
+	// NewServer only.
+	Identity *Identity
 	// ClientCommonName is the common name required of client certificates.
 	// Default pki.ControllerCommonName.
 	ClientCommonName string

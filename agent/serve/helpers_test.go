@@ -26,7 +26,10 @@ import (
 	"github.com/coredog/coredog/internal/pki"
 )
 
-const testPolicy = "p1"
+const (
+	testPolicy = "p1"
+	testNode   = "node-1"
+)
 
 // writeCoreLike writes size bytes that look like a core: mostly zero pages,
 // some text-like pages (repeated strings, small integers), some random ones.
@@ -108,22 +111,39 @@ func decoder(t testing.TB, c wire.Compression, r io.Reader) io.Reader {
 	return r
 }
 
-// tlsEnv is one generation of TLS material in a directory like the mounted Secret.
+// tlsEnv is one generation of TLS material: a CA whose certificate is in
+// dir as in the mounted Secret, the agent's identity with a certificate from
+// it (as the manager issues one), and the controller's client certificate.
 type tlsEnv struct {
 	dir    string
 	ca     *pki.CA
+	id     *Identity
 	client *pki.KeyPair
 }
 
 func writeTLSDir(t testing.TB, dir string) tlsEnv {
+	t.Helper()
+	id, err := NewIdentity(testPolicy, testNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeTLSDirFor(t, dir, id)
+}
+
+// writeTLSDirFor makes a new CA, writes its certificate into dir and has
+// id accept a certificate from it.
+func writeTLSDirFor(t testing.TB, dir string, id *Identity) tlsEnv {
 	t.Helper()
 	now := time.Now()
 	ca, err := pki.NewCA("coredog-"+testPolicy, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ca.IssueServer([]string{pki.AgentServerName(testPolicy)}, now)
+	certPEM, err := ca.SignAgentCSR(id.CSR(), testPolicy, testNode, now)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := id.Accept(certPEM, ca.CertPEM, now); err != nil {
 		t.Fatal(err)
 	}
 	client, err := ca.IssueClient(pki.ControllerCommonName, now)
@@ -131,17 +151,17 @@ func writeTLSDir(t testing.TB, dir string) tlsEnv {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(dir, pki.CACertKey), ca.CertPEM)
-	writeFile(t, filepath.Join(dir, pki.TLSCertKey), server.CertPEM)
-	writeFile(t, filepath.Join(dir, pki.TLSKeyKey), server.KeyPEM)
-	return tlsEnv{dir: dir, ca: ca, client: client}
+	return tlsEnv{dir: dir, ca: ca, id: id, client: client}
 }
 
-// httpClient trusts env's CA and presents kp (none when nil).
+// httpClient verifies the agent as the controller does (env's CA, the test
+// node's identity) and presents kp (none when nil).
 func (env tlsEnv) httpClient(t testing.TB, kp *pki.KeyPair) *http.Client {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(env.ca.CertPEM)
-	cfg := &tls.Config{RootCAs: roots, ServerName: pki.AgentServerName(testPolicy), MinVersion: tls.VersionTLS12}
+	cfg := pki.AgentClientConfig(roots, tls.Certificate{}, testPolicy, testNode)
+	cfg.Certificates = nil
 	if kp != nil {
 		pair, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
 		if err != nil {

@@ -36,7 +36,8 @@ func (env tlsEnv) dialTLS(t *testing.T, addr string, kp *pki.KeyPair) *tls.Conn 
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(env.ca.CertPEM)
-	cfg := &tls.Config{RootCAs: roots, ServerName: pki.AgentServerName(testPolicy), MinVersion: tls.VersionTLS12}
+	cfg := pki.AgentClientConfig(roots, tls.Certificate{}, testPolicy, testNode)
+	cfg.Certificates = nil
 	if kp != nil {
 		pair, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
 		if err != nil {
@@ -73,7 +74,7 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "core")
 	writeFile(t, p, []byte("core"))
 	reg.Add(entryFor(t, "core-1", p))
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, readHeaderTimeout: 300 * time.Millisecond})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, readHeaderTimeout: 300 * time.Millisecond})
 	addr := strings.TrimPrefix(base, "https://")
 
 	t.Run("connects and never says hello", func(t *testing.T) {
@@ -115,7 +116,7 @@ func TestRequestBodyIsNotWaitedFor(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "core")
 	writeFile(t, p, coreLike(t, 4*bufSize, 9))
 	reg.Add(entryFor(t, "core-1", p))
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, MaxParallel: 1})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, MaxParallel: 1})
 	addr := strings.TrimPrefix(base, "https://")
 
 	cases := []struct{ name, request string }{
@@ -178,7 +179,7 @@ func TestHugeSparseFileStreamsHolesAndCanBeCancelled(t *testing.T) {
 	reg := NewRegistry()
 	reg.Add(entryFor(t, "core-huge", p))
 	metricsReg := prometheus.NewRegistry()
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg, MaxParallel: 1})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, Metrics: metricsReg, MaxParallel: 1})
 	client := env.httpClient(t, env.client)
 	aborted := mustCounterVec(t, metricsReg).WithLabelValues(statusAborted)
 
@@ -258,7 +259,7 @@ func TestParallelDownloadsAreBounded(t *testing.T) {
 	// A client that does not read holds its download.
 	p := randomFile(t, 2, 32<<20)
 	reg.Add(entryFor(t, "core-1", p))
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, MaxParallel: maxParallel})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, MaxParallel: maxParallel})
 
 	var holders []*http.Response
 	for range maxParallel {
@@ -309,7 +310,7 @@ func TestTrickleReaderIsCutOff(t *testing.T) {
 	env := writeTLSDir(t, t.TempDir())
 	reg := NewRegistry()
 	metricsReg := prometheus.NewRegistry()
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg, MaxParallel: 1, writeTimeout: 300 * time.Millisecond})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, Metrics: metricsReg, MaxParallel: 1, writeTimeout: 300 * time.Millisecond})
 	p := randomFile(t, 3, 64<<20)
 	reg.Add(entryFor(t, "core-1", p))
 

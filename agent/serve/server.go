@@ -32,15 +32,19 @@ type Server struct {
 
 // NewServer listens on addr (which may be "127.0.0.1:0") and prepares to serve
 // the dump routes with TLS 1.2 or later, requiring a client certificate
-// signed by TLSDir's ca.crt with ClientCommonName. It fails if the TLS
-// material cannot be loaded now; later changes are picked up on the next
-// handshake. The listener is released when Serve returns.
+// signed by TLSDir's ca.crt with ClientCommonName, and presenting the
+// certificate of opts.Identity (no handshake completes before the Identity
+// has one). It fails if the CA cannot be loaded now; later changes are
+// picked up on the next handshake. The listener is released when Serve returns.
 func NewServer(opts Options, addr string) (*Server, error) {
 	opts = opts.withDefaults()
 	if opts.TLSDir == "" {
 		return nil, errors.New("creating dump server: no TLS directory")
 	}
-	reloader, err := newTLSReloader(opts.TLSDir, opts.ClientCommonName, opts.Logger)
+	if opts.Identity == nil {
+		return nil, errors.New("creating dump server: no serving identity")
+	}
+	reloader, err := newTLSReloader(opts.TLSDir, opts.ClientCommonName, opts.Identity, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("creating dump server: %w", err)
 	}

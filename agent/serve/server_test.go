@@ -35,7 +35,7 @@ func TestRoundTrip(t *testing.T) {
 	env := writeTLSDir(t, t.TempDir())
 	reg := NewRegistry()
 	metricsReg := prometheus.NewRegistry()
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, Metrics: metricsReg})
 	client := env.httpClient(t, env.client)
 
 	// Not a multiple of the read buffer, with a hole in the middle.
@@ -160,7 +160,7 @@ func mustCounterVec(t *testing.T, reg *prometheus.Registry) *prometheus.CounterV
 func TestClientAuthentication(t *testing.T) {
 	env := writeTLSDir(t, t.TempDir())
 	other := writeTLSDir(t, t.TempDir())
-	base := startServer(t, Options{TLSDir: env.dir})
+	base := startServer(t, Options{TLSDir: env.dir, Identity: env.id})
 	now := time.Now()
 	wrongCN, err := env.ca.IssueClient("someone-else", now)
 	if err != nil {
@@ -203,7 +203,7 @@ func TestNotFound(t *testing.T) {
 	dir := t.TempDir()
 	env := writeTLSDir(t, t.TempDir())
 	reg := NewRegistry()
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id})
 	client := env.httpClient(t, env.client)
 
 	register := func(name string, data []byte) string {
@@ -334,7 +334,7 @@ func TestBadRequests(t *testing.T) {
 func TestSparseFile(t *testing.T) {
 	env := writeTLSDir(t, t.TempDir())
 	reg := NewRegistry()
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id})
 	client := env.httpClient(t, env.client)
 
 	// 256 MiB: enough that reading the holes would show in the read count,
@@ -435,13 +435,15 @@ func sameStream(got, want io.Reader) error {
 func TestTLSReload(t *testing.T) {
 	dir := t.TempDir()
 	first := writeTLSDir(t, dir)
-	base := startServer(t, Options{TLSDir: dir})
+	base := startServer(t, Options{TLSDir: dir, Identity: first.id})
 
 	if resp, _, err := get(t, first.httpClient(t, first.client), base+wire.HealthPath); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("before rotation: %v %v", resp, err)
 	}
 
-	second := writeTLSDir(t, dir) // a new CA, server and client certificate in place
+	// A new CA in place, and a certificate from it for the same key, as
+	// the manager issues after rotating the CA.
+	second := writeTLSDirFor(t, dir, first.id)
 
 	if resp, _, err := get(t, second.httpClient(t, second.client), base+wire.HealthPath); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("new material after rotation: %v %v", resp, err)
@@ -450,8 +452,8 @@ func TestTLSReload(t *testing.T) {
 		t.Fatal("old material still accepted after rotation")
 	}
 
-	// Half-written material (a key that does not match) keeps the last good one.
-	writeFile(t, filepath.Join(dir, pki.TLSKeyKey), first.client.KeyPEM)
+	// A half-written CA file keeps the last good one.
+	writeFile(t, filepath.Join(dir, pki.CACertKey), []byte("-----BEGIN CERTIFICATE-----\n"))
 	if resp, _, err := get(t, second.httpClient(t, second.client), base+wire.HealthPath); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("during a broken rewrite: %v %v", resp, err)
 	}
@@ -461,7 +463,7 @@ func TestStalledReaderReleasesFile(t *testing.T) {
 	env := writeTLSDir(t, t.TempDir())
 	reg := NewRegistry()
 	metricsReg := prometheus.NewRegistry()
-	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Metrics: metricsReg, writeTimeout: 200 * time.Millisecond})
+	base := startServer(t, Options{Registry: reg, TLSDir: env.dir, Identity: env.id, Metrics: metricsReg, writeTimeout: 200 * time.Millisecond})
 
 	p := randomFile(t, 1, 64<<20)
 	reg.Add(entryFor(t, "core-1", p))

@@ -15,49 +15,40 @@ import (
 	"github.com/coredog/coredog/internal/pki"
 )
 
-// tlsMaterial is the content of the three files of a TLS directory.
-type tlsMaterial struct {
-	ca, cert, key []byte
-}
-
-func (m tlsMaterial) equal(o tlsMaterial) bool {
-	return bytes.Equal(m.ca, o.ca) && bytes.Equal(m.cert, o.cert) && bytes.Equal(m.key, o.key)
-}
-
-func readTLSMaterial(dir string) (tlsMaterial, error) {
-	var m tlsMaterial
-	for _, f := range []struct {
-		name string
-		dst  *[]byte
-	}{{pki.CACertKey, &m.ca}, {pki.TLSCertKey, &m.cert}, {pki.TLSKeyKey, &m.key}} {
-		b, err := os.ReadFile(filepath.Join(dir, f.name))
-		if err != nil {
-			return tlsMaterial{}, fmt.Errorf("reading TLS material: %w", err)
-		}
-		*f.dst = b
+// readCA reads the CA certificate of a TLS directory (the mounted Secret
+// holds ca.crt alone: the serving key is the agent's own, see Identity).
+func readCA(dir string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dir, pki.CACertKey))
+	if err != nil {
+		return nil, fmt.Errorf("reading TLS material: %w", err)
 	}
-	return m, nil
+	return b, nil
 }
+
+// ReadCA is the CA certificate in dir, which also verifies the serving
+// certificate the manager issues (Identity.Accept).
+func ReadCA(dir string) ([]byte, error) { return readCA(dir) }
 
 // tlsReloader hands every handshake a configuration built from the current
-// content of the TLS directory. It compares content rather than mtimes: a
-// Secret volume swaps files through symlinks and a test may rewrite them
-// within one clock tick, and three small reads cost little next to a
-// handshake.
+// CA certificate in the TLS directory and the agent's Identity. It compares
+// content rather than mtimes: a Secret volume swaps files through symlinks
+// and a test may rewrite them within one clock tick, and one small read
+// costs little next to a handshake.
 type tlsReloader struct {
 	dir      string
 	clientCN string
+	id       *Identity
 	log      logr.Logger
 
 	mu      sync.Mutex
-	current tlsMaterial // what cfg was built from
-	tried   tlsMaterial // the last material that failed to load, to log it once
+	current []byte // the CA cfg was built from
+	tried   []byte // the last CA that failed to load, to log it once
 	cfg     *tls.Config
 }
 
-func newTLSReloader(dir, clientCN string, log logr.Logger) (*tlsReloader, error) {
-	t := &tlsReloader{dir: dir, clientCN: clientCN, log: log}
-	m, err := readTLSMaterial(dir)
+func newTLSReloader(dir, clientCN string, id *Identity, log logr.Logger) (*tlsReloader, error) {
+	t := &tlsReloader{dir: dir, clientCN: clientCN, id: id, log: log}
+	m, err := readCA(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -69,17 +60,17 @@ func newTLSReloader(dir, clientCN string, log logr.Logger) (*tlsReloader, error)
 	return t, nil
 }
 
-// config returns the configuration for one handshake. While the directory is
-// half-written (new certificate, old key) it keeps serving the last good one.
+// config returns the configuration for one handshake. While the CA file
+// cannot be read or does not parse it keeps the last good one.
 func (t *tlsReloader) config() *tls.Config {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m, err := readTLSMaterial(t.dir)
+	m, err := readCA(t.dir)
 	if err != nil {
 		t.log.V(1).Info("Keeping previous TLS material", "err", err.Error())
 		return t.cfg
 	}
-	if m.equal(t.current) || m.equal(t.tried) {
+	if bytes.Equal(m, t.current) || bytes.Equal(m, t.tried) {
 		return t.cfg
 	}
 	cfg, err := t.build(m)
@@ -88,25 +79,23 @@ func (t *tlsReloader) config() *tls.Config {
 		t.log.Error(err, "Keeping previous TLS material", "dir", t.dir)
 		return t.cfg
 	}
-	t.current, t.cfg, t.tried = m, cfg, tlsMaterial{}
-	t.log.Info("Reloaded TLS material", "dir", t.dir, "fingerprint", pki.Fingerprint(m.ca, m.cert))
+	t.current, t.cfg, t.tried = m, cfg, nil
+	t.log.Info("Reloaded the CA certificate", "dir", t.dir, "fingerprint", pki.Fingerprint(m))
 	return cfg
 }
 
-func (t *tlsReloader) build(m tlsMaterial) (*tls.Config, error) {
-	pair, err := tls.X509KeyPair(m.cert, m.key)
-	if err != nil {
-		return nil, fmt.Errorf("loading %s and %s: %w", pki.TLSCertKey, pki.TLSKeyKey, err)
-	}
+func (t *tlsReloader) build(ca []byte) (*tls.Config, error) {
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(m.ca) {
+	if !pool.AppendCertsFromPEM(ca) {
 		return nil, fmt.Errorf("loading %s: no certificate", pki.CACertKey)
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{pair},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
+		MinVersion: tls.VersionTLS12,
+		// The manager's certificate for this node, once there is one;
+		// until then every handshake fails.
+		GetCertificate: t.id.getCertificate,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      pool,
 		// One download per connection is the usual case; HTTP/2 would add
 		// per-stream flow control to a single long stream and gain nothing.
 		NextProtos: []string{"http/1.1"},

@@ -1,6 +1,7 @@
 // Package agentclient is the controller's side of the agent's dump endpoint:
 // it dials an agent over mutual TLS with a client certificate from the
-// policy's CA and returns the dump as a stream of compressed bytes that
+// policy's CA, talks only to an agent whose certificate from that CA names
+// the dump's node, and returns the dump as a stream of compressed bytes that
 // checks itself. It owns that check: the stream ends cleanly only when the
 // bytes that arrived have the length and CRC-32C the agent's stream
 // trailers give, and the raw size the agent read equals the size the
@@ -81,7 +82,9 @@ func NewCredentials(policy string, ca *pki.CA, now time.Time) (*Credentials, err
 
 // Client fetches dumps from agents.
 type Client struct {
-	http *http.Client
+	policy string
+	roots  *x509.CertPool
+	cert   tls.Certificate
 }
 
 // New makes a client for one policy's agents.
@@ -90,25 +93,25 @@ func New(c *Credentials) (*Client, error) {
 	if !roots.AppendCertsFromPEM(c.CACertPEM) {
 		return nil, errors.New("the policy's CA certificate does not parse")
 	}
-	transport := &http.Transport{
-		TLSClientConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			RootCAs:      roots,
-			Certificates: []tls.Certificate{c.Cert},
-			// Agents are dialled by IP from their Lease; the certificate
-			// names the policy's agents instead.
-			ServerName: pki.AgentServerName(c.Policy),
-		},
+	return &Client{policy: c.Policy, roots: roots, cert: c.Cert}, nil
+}
+
+// transport dials the agent of node only: the handshake fails unless the
+// agent presents a certificate of the policy's CA that names that node
+// (pki.AgentClientConfig). One transport serves one download and keeps no
+// connection: a pooled connection, verified for one node, could otherwise
+// carry the download of another node whose Lease names the same address.
+func (c *Client) transport(node string) *http.Transport {
+	return &http.Transport{
+		TLSClientConfig:       pki.AgentClientConfig(c.roots, c.cert, c.policy, node),
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
+		DisableKeepAlives:     true,
 		// The body is compressed by the agent on purpose; never let the
 		// transport decode it.
 		DisableCompression: true,
 	}
-	return &Client{http: &http.Client{Transport: transport, CheckRedirect: refuseRedirect}}, nil
 }
 
 // refuseRedirect keeps the client on the agent it dialled. An agent is
@@ -118,8 +121,9 @@ func New(c *Credentials) (*Client, error) {
 // cluster. A redirect is answered as the error status it is.
 func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// Close drops idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+// Close releases the client. Downloads keep no connections, so there is
+// nothing to drop; it stays for callers that cache clients.
+func (c *Client) Close() {}
 
 // Stream is a dump in transit: Read yields the compressed bytes; the final
 // Read returns io.EOF only when the integrity check passed.
@@ -162,9 +166,10 @@ type result struct {
 	err error
 }
 
-// Fetch asks the agent at endpoint for a dump. expectedSize is the size the
-// CoreDump recorded.
-func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression coredogv1.Compression, expectedSize int64) (*Stream, error) {
+// Fetch asks the agent of node at endpoint for a dump: only an agent whose
+// certificate names node (the CoreDump's spec.nodeName) gets the request.
+// expectedSize is the size the CoreDump recorded.
+func (c *Client) Fetch(ctx context.Context, endpoint, node, name string, compression coredogv1.Compression, expectedSize int64) (*Stream, error) {
 	base, err := agentlease.ParseEndpoint(endpoint)
 	if err != nil {
 		return nil, err
@@ -180,7 +185,8 @@ func (c *Client) Fetch(ctx context.Context, endpoint, name string, compression c
 		return nil, err
 	}
 	log := logr.FromContextOrDiscard(ctx)
-	resp, err := c.http.Do(req)
+	hc := &http.Client{Transport: c.transport(node), CheckRedirect: refuseRedirect}
+	resp, err := hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("fetching %s: %w", name, ctx.Err())

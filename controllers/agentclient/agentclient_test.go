@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ import (
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/wire"
 )
+
+// testNode is the node whose dumps these tests fetch.
+const testNode = "node-a"
 
 type fixture struct {
 	ca     *pki.CA
@@ -47,6 +51,99 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(c.Close)
 	return &fixture{ca: ca, client: c}
+}
+
+// agentCert is a serving certificate of policy "p" for an agent on node, as
+// the manager issues it: for a key the agent made, from its request.
+func (f *fixture) agentCert(t *testing.T, node string) tls.Certificate {
+	t.Helper()
+	key, csr, err := pki.NewAgentKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := f.ca.SignAgentCSR(csr, "p", node, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := pki.ParseCertificate(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestFetchTalksOnlyToTheDumpsNode is the attack of root on one node, which
+// holds its own agent's key and certificate (or, before agents had their
+// own, the policy's shared serving key), and answers the manager's download
+// of another node's dump: by DNS spoofing, by taking over that node's pod
+// IP, or through a Lease that points there. The handshake must fail before
+// any request is sent, with the same words as any unreachable agent.
+func TestFetchTalksOnlyToTheDumpsNode(t *testing.T) {
+	f := newFixture(t)
+	other := newFixture(t)
+	now := time.Now()
+	shared, err := f.ca.IssueServer([]string{pki.AgentServerName("p")}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedCert, err := tls.X509KeyPair(shared.CertPEM, shared.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPolicy := func() tls.Certificate {
+		key, csr, _ := pki.NewAgentKey()
+		certPEM, err := f.ca.SignAgentCSR(csr, "q", testNode, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := pki.ParseCertificate(certPEM)
+		return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	}()
+	cases := []struct {
+		name string
+		cert tls.Certificate
+	}{
+		{"another node's agent", f.agentCert(t, "node-b")},
+		{"a node whose name extends the dump's", f.agentCert(t, testNode+".evil")},
+		{"the dump's node, another policy", otherPolicy},
+		{"the dump's node, another CA", other.agentCert(t, testNode)},
+		{"the policy's former shared serving certificate", sharedCert},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				w.Header().Set(wire.CompressionHeader, "zstd")
+			}))
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{tc.cert}}
+			srv.StartTLS()
+			defer srv.Close()
+			_, err := f.client.Fetch(context.Background(), srv.URL, testNode, "core-1", coredogv1.CompressionZstd, 1)
+			if !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("err = %v, want ErrUnreachable", err)
+			}
+			if strings.Contains(err.Error(), srv.Listener.Addr().String()) || strings.Contains(err.Error(), "certificate") {
+				t.Errorf("the error says more than that: %v", err)
+			}
+			if n := requests.Load(); n != 0 {
+				t.Fatalf("%d requests reached an agent that is not the dump's node's", n)
+			}
+		})
+	}
+	// The same server with the dump's node's certificate is answered.
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(wire.CompressionHeader, "zstd")
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{f.agentCert(t, testNode)}}
+	srv.StartTLS()
+	defer srv.Close()
+	s, err := f.client.Fetch(context.Background(), srv.URL, testNode, "core-1", coredogv1.CompressionZstd, 1)
+	if err != nil {
+		t.Fatalf("the dump's own agent: %v", err)
+	}
+	s.Close()
 }
 
 // TestFetchRejectsLyingAgents: wrong trailers, missing trailers, a stream cut
@@ -85,12 +182,11 @@ func TestFetchRejectsLyingAgents(t *testing.T) {
 					w.Header().Set(wire.RawSHA256Trailer, tc.sha)
 				}
 			}))
-			kp, _ := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
-			cert, _ := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+			cert := f.agentCert(t, testNode)
 			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 			srv.StartTLS()
 			defer srv.Close()
-			s, err := f.client.Fetch(context.Background(), srv.URL, "core-1", coredogv1.CompressionZstd, int64(len(raw)))
+			s, err := f.client.Fetch(context.Background(), srv.URL, testNode, "core-1", coredogv1.CompressionZstd, int64(len(raw)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,8 +277,7 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 				}
 			}))
 			srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-			kp, _ := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
-			cert, _ := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+			cert := f.agentCert(t, testNode)
 			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 			srv.StartTLS()
 			defer srv.Close()
@@ -190,7 +285,7 @@ func TestFetchChecksStreamTrailers(t *testing.T) {
 			if tc.expected != 0 {
 				expected = tc.expected
 			}
-			s, err := f.client.Fetch(context.Background(), srv.URL, "core-1", tc.mode, expected)
+			s, err := f.client.Fetch(context.Background(), srv.URL, testNode, "core-1", tc.mode, expected)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -239,14 +334,7 @@ func sha256Hex(b []byte) string {
 // phrase.
 func TestFetchFollowsNoRedirectAndQuotesNoBody(t *testing.T) {
 	f := newFixture(t)
-	kp, err := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := f.agentCert(t, testNode)
 	startTLS := func(h http.HandlerFunc) *httptest.Server {
 		srv := httptest.NewUnstartedServer(h)
 		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
@@ -267,7 +355,7 @@ func TestFetchFollowsNoRedirectAndQuotesNoBody(t *testing.T) {
 				w.WriteHeader(status)
 				_, _ = io.WriteString(w, planted)
 			})
-			s, err := f.client.Fetch(context.Background(), forger.URL, "core-1", coredogv1.CompressionZstd, 10)
+			s, err := f.client.Fetch(context.Background(), forger.URL, testNode, "core-1", coredogv1.CompressionZstd, 10)
 			if err == nil {
 				s.Close()
 				t.Fatal("a redirect or error status was taken as a dump")
@@ -321,7 +409,7 @@ func TestFetchErrorsDoNotScanPorts(t *testing.T) {
 
 	var first string
 	for _, addr := range []string{closedAddr, hangup.Addr().String(), plain.Listener.Addr().String(), otherTLS.Listener.Addr().String()} {
-		_, err := f.client.Fetch(context.Background(), "https://"+addr, "core-1", coredogv1.CompressionZstd, 1)
+		_, err := f.client.Fetch(context.Background(), "https://"+addr, testNode, "core-1", coredogv1.CompressionZstd, 1)
 		if !errors.Is(err, ErrUnreachable) {
 			t.Fatalf("%s: err = %v, want ErrUnreachable", addr, err)
 		}
@@ -345,14 +433,7 @@ func TestFetchErrorsDoNotScanPorts(t *testing.T) {
 // caller with control characters and invalid UTF-8 escaped.
 func TestFetchTakesTheCommandLineAsHostileInput(t *testing.T) {
 	f := newFixture(t)
-	kp, err := f.ca.IssueServer([]string{pki.AgentServerName("p")}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := f.agentCert(t, testNode)
 	for _, tc := range []struct {
 		name   string
 		values []string
@@ -376,7 +457,7 @@ func TestFetchTakesTheCommandLineAsHostileInput(t *testing.T) {
 			srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 			srv.StartTLS()
 			defer srv.Close()
-			s, err := f.client.Fetch(context.Background(), srv.URL, "core-1", coredogv1.CompressionZstd, 0)
+			s, err := f.client.Fetch(context.Background(), srv.URL, testNode, "core-1", coredogv1.CompressionZstd, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

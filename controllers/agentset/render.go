@@ -40,8 +40,9 @@ type Options struct {
 	DefaultImage string
 	// ServiceAccount the agents run as.
 	ServiceAccount string
-	// TLSHash is a fingerprint of the agent TLS material; it changes the pod
-	// template on rotation so that agents restart with the new certificate.
+	// TLSHash is a fingerprint of the policy's CA certificate; it changes
+	// the pod template when the CA is replaced, so that agents restart with
+	// a new key and ask the new CA for a certificate.
 	TLSHash string
 }
 
@@ -51,9 +52,15 @@ func DaemonSetName(policy string) string { return "coredog-agent-" + policy }
 // CASecretName is the Secret that holds a policy's private CA (controller only).
 func CASecretName(policy string) string { return "coredog-" + policy + "-ca" }
 
-// AgentTLSSecretName is the Secret the agents mount: the CA certificate and
-// their serving certificate, never the CA key.
-func AgentTLSSecretName(policy string) string { return "coredog-" + policy + "-agent-tls" }
+// AgentCASecretName is the Secret the agents mount: the policy's CA
+// certificate alone (ca.crt), which verifies the controller's client
+// certificate and the serving certificate the manager issues each agent.
+// No key: each agent makes its own serving key and keeps it in memory.
+func AgentCASecretName(policy string) string { return "coredog-" + policy + "-agent-ca" }
+
+// LegacyAgentTLSSecretName is the Secret that held one serving key for all
+// of a policy's agents, before each agent had its own; the manager deletes it.
+func LegacyAgentTLSSecretName(policy string) string { return "coredog-" + policy + "-agent-tls" }
 
 // LabelPrivileged marks the pods of agents that run privileged (Manage and
 // Pipe modes), so that the manager can be kept off their nodes (the chart's
@@ -265,7 +272,7 @@ func RenderDaemonSet(p *coredogv1.CoreDumpPolicy, opts Options) *appsv1.DaemonSe
 							Type: ptr.To(corev1.HostPathDirectoryOrCreate),
 						}}},
 						{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-							SecretName:  AgentTLSSecretName(p.Name),
+							SecretName:  AgentCASecretName(p.Name),
 							DefaultMode: ptr.To[int32](0o400),
 						}}},
 						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{

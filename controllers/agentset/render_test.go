@@ -37,7 +37,14 @@ func TestRenderDaemonSet(t *testing.T) {
 			expect(t, *c.SecurityContext.AllowPrivilegeEscalation, false)
 			expect(t, c.SecurityContext.Privileged == nil, true)
 			expect(t, fmt.Sprint(c.SecurityContext.Capabilities.Add), "[DAC_OVERRIDE FOWNER]")
-			expect(t, pod.Volumes[1].Secret.SecretName, "coredog-p-agent-tls")
+			// The CA certificate only: no Secret with a serving key is
+			// mounted (each agent makes its own key, in memory).
+			expect(t, pod.Volumes[1].Secret.SecretName, "coredog-p-agent-ca")
+			for _, v := range pod.Volumes {
+				if v.Secret != nil && v.Secret.SecretName != "coredog-p-agent-ca" {
+					t.Errorf("the agent mounts Secret %s", v.Secret.SecretName)
+				}
+			}
 			expect(t, c.LivenessProbe.HTTPGet.Path, "/healthz")
 			expectMemoryLimitEnv(t, c)
 		}},

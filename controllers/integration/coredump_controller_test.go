@@ -56,14 +56,13 @@ func newDumpEnv(t *testing.T, name string, mutate func(*coredogv1.CoreDumpPolicy
 	}
 	e.policy = createPolicy(t, p)
 
-	// The agent mounts the Secret the policy reconciler made.
+	// The agent mounts the Secret the policy reconciler made (the CA
+	// certificate); the manager certifies its key through its Lease.
 	tlsDir := t.TempDir()
 	g.Eventually(func(g Gomega) {
 		var s corev1.Secret
-		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: testNamespace, Name: agentset.AgentTLSSecretName(name)}, &s)).To(Succeed())
-		for _, k := range []string{pki.CACertKey, pki.TLSCertKey, pki.TLSKeyKey} {
-			g.Expect(os.WriteFile(filepath.Join(tlsDir, k), s.Data[k], 0o600)).To(Succeed())
-		}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: testNamespace, Name: agentset.AgentCASecretName(name)}, &s)).To(Succeed())
+		g.Expect(os.WriteFile(filepath.Join(tlsDir, pki.CACertKey), s.Data[pki.CACertKey], 0o600)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -159,7 +159,9 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	if err != nil {
 		return nil, err
 	}
-	stream, err := ac.Fetch(ctx, endpoint, cd.Name, target.Compression, cd.Spec.Size)
+	// The agent must prove it is the dump's node's: the Lease's endpoint is
+	// only where to look.
+	stream, err := ac.Fetch(ctx, endpoint, cd.Spec.NodeName, cd.Name, target.Compression, cd.Spec.Size)
 	if err != nil {
 		return nil, err
 	}

@@ -477,8 +477,8 @@ func (d *demo) stepOperator(ctx context.Context) error {
 		return err
 	}
 
-	tlsDir := filepath.Join(d.dir, "agent-tls")
-	if err := d.within(ctx, "waiting for the manager to make the agent's TLS Secret", startTimeout, func(ctx context.Context) error {
+	tlsDir := filepath.Join(d.dir, "agent-ca")
+	if err := d.within(ctx, "waiting for the manager to make the agents' CA Secret", startTimeout, func(ctx context.Context) error {
 		return d.cp.WriteAgentTLS(ctx, systemNamespace, d.policyName, tlsDir)
 	}); err != nil {
 		return err
@@ -493,7 +493,8 @@ func (d *demo) stepOperator(ctx context.Context) error {
 		return err
 	}
 	d.p.linef("the manager turned the policy into a DaemonSet of agents, a private CA (%s) and the", agentset.CASecretName(d.policyName))
-	d.p.linef("agents' serving certificate (%s):", agentset.AgentTLSSecretName(d.policyName))
+	d.p.linef("CA certificate the agents mount (%s); each agent makes its own serving key and the", agentset.AgentCASecretName(d.policyName))
+	d.p.linef("manager certifies it for the agent's node through the agent's Lease:")
 	if err := d.kubectl(ctx, "get", "daemonsets,secrets", "-n", systemNamespace); err != nil {
 		return err
 	}

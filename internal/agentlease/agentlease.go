@@ -1,7 +1,9 @@
 // Package agentlease is the contract between a node agent and the controller
 // about the agent's coordination.k8s.io Lease: its name, and the annotations
-// through which an agent publishes its endpoint and state. Agents write the
-// Lease; the controller and `kubectl coredog status` read it. It holds names
+// through which an agent publishes its endpoint and state and asks for its
+// serving certificate, and through which the controller hands the
+// certificate back. Agents write the Lease; the controller signs and
+// `kubectl coredog status` reads it. It holds names
 // and parsing only, no client code.
 package agentlease
 
@@ -24,6 +26,14 @@ const (
 	AnnotationCorePattern = "coredog.io/core-pattern"
 	// AnnotationLocalBytes is how many bytes of cores the agent keeps on the node.
 	AnnotationLocalBytes = "coredog.io/local-bytes"
+	// AnnotationServingCSR is the agent's PEM certificate request for its
+	// own serving key (pki.NewAgentKey). The agent writes it.
+	AnnotationServingCSR = "coredog.io/serving-csr"
+	// AnnotationServingCert is the PEM serving certificate the manager
+	// issued for that request, naming the Lease's node. Only the manager
+	// writes it: the agents' admission policy refuses an agent's write that
+	// sets or changes it.
+	AnnotationServingCert = "coredog.io/serving-certificate"
 )
 
 // maxNameLength is the limit of a Lease name (a DNS subdomain).

@@ -1,8 +1,10 @@
 // Package pki makes and checks the private certificate authority that secures
 // the controller-to-agent channel: one CA per CoreDumpPolicy, a serving
-// certificate for that policy's agents and a client certificate for the
-// controller. It owns key generation, issuance and the rotation rule; it must
-// not read or write Kubernetes objects (the controller stores what it makes).
+// certificate per agent (naming its node and policy, for a key the agent made
+// and keeps) and a client certificate for the controller. It owns key
+// generation, issuance, the check of an agent's identity and the rotation
+// rule; it must not read or write Kubernetes objects (the controller and the
+// agent store and publish what it makes).
 package pki
 
 import (
@@ -29,6 +31,10 @@ const (
 	TLSKeyKey  = "tls.key"
 )
 
+// organization is the subject organization of every certificate, and the
+// trust domain of agents' identities.
+const organization = "coredog.io"
+
 // ControllerCommonName is the subject the agents require of a client certificate.
 const ControllerCommonName = "coredog-controller"
 
@@ -40,9 +46,9 @@ const (
 	clockSkew = 5 * time.Minute
 )
 
-// AgentServerName is the DNS name in a policy's agent serving certificate; the
-// controller dials agents by IP and verifies this name instead, since pod IPs
-// are not known when the certificate is issued.
+// AgentServerName is the server name (SNI) the controller sends to a
+// policy's agents; what it verifies is the agent's identity
+// (AgentIdentity), since agents are dialled by IP.
 func AgentServerName(policy string) string {
 	return policy + ".agent.coredog.io"
 }
@@ -68,7 +74,7 @@ func NewCA(commonName string, now time.Time) (*CA, error) {
 		return nil, fmt.Errorf("generating CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"coredog.io"}},
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{organization}},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(CALifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -120,27 +126,16 @@ func (ca *CA) IssueServer(dnsNames []string, now time.Time) (*KeyPair, error) {
 		return nil, errors.New("issuing server certificate: no DNS names")
 	}
 	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: dnsNames[0], Organization: []string{"coredog.io"}},
+		Subject:     pkix.Name{CommonName: dnsNames[0], Organization: []string{organization}},
 		DNSNames:    dnsNames,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, now)
 }
 
-// AgentServingData issues the serving certificate of a policy's agents and
-// returns what their TLS Secret holds, the files the agent reads: the CA
-// certificate (which verifies the controller), the certificate and its key.
-func (ca *CA) AgentServingData(policy string, now time.Time) (map[string][]byte, error) {
-	kp, err := ca.IssueServer([]string{AgentServerName(policy)}, now)
-	if err != nil {
-		return nil, err
-	}
-	return map[string][]byte{CACertKey: ca.CertPEM, TLSCertKey: kp.CertPEM, TLSKeyKey: kp.KeyPEM}, nil
-}
-
 // IssueClient issues a client certificate with the given common name.
 func (ca *CA) IssueClient(commonName string, now time.Time) (*KeyPair, error) {
 	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: commonName, Organization: []string{"coredog.io"}},
+		Subject:     pkix.Name{CommonName: commonName, Organization: []string{organization}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, now)
 }
@@ -211,21 +206,10 @@ func Fingerprint(parts ...[]byte) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+var serialLimit = new(big.Int).Lsh(big.NewInt(1), 127)
+
 func sign(tmpl, parent *x509.Certificate, key *ecdsa.PrivateKey, signer crypto.Signer) ([]byte, *x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating serial number: %w", err)
-	}
-	tmpl.SerialNumber = serial
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), signer)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signing certificate %q: %w", tmpl.Subject.CommonName, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading signed certificate: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert, nil
+	return signPublic(tmpl, parent, key.Public(), signer)
 }
 
 func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {

@@ -328,7 +328,7 @@ func (s *suite) createPolicies(ctx context.Context) error {
 	}
 	for _, p := range policies {
 		if err := s.cp.WriteAgentTLS(ctx, ns, p.name, s.tlsDir(p.name)); err != nil {
-			return fmt.Errorf("%w (Secret %s)\n%s", err, agentset.AgentTLSSecretName(p.name), mgr.Tail(30))
+			return fmt.Errorf("%w (Secret %s)\n%s", err, agentset.AgentCASecretName(p.name), mgr.Tail(30))
 		}
 	}
 	return nil

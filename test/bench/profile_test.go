@@ -53,21 +53,27 @@ func BenchmarkProfilePipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kp, err := ca.IssueServer([]string{pki.AgentServerName(policy)}, now)
+	const node = "profile-node"
+	id, err := serve.NewIdentity(policy, node)
 	if err != nil {
+		b.Fatal(err)
+	}
+	certPEM, err := ca.SignAgentCSR(id.CSR(), policy, node, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := id.Accept(certPEM, ca.CertPEM, now); err != nil {
 		b.Fatal(err)
 	}
 	tlsDir := filepath.Join(dir, "tls")
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	for k, v := range map[string][]byte{pki.CACertKey: ca.CertPEM, pki.TLSCertKey: kp.CertPEM, pki.TLSKeyKey: kp.KeyPEM} {
-		if err := os.WriteFile(filepath.Join(tlsDir, k), v, 0o600); err != nil {
-			b.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(tlsDir, pki.CACertKey), ca.CertPEM, 0o600); err != nil {
+		b.Fatal(err)
 	}
 	reg := serve.NewRegistry()
-	srv, err := serve.NewServer(serve.Options{Registry: reg, Logger: logr.Discard(), TLSDir: tlsDir}, "127.0.0.1:0")
+	srv, err := serve.NewServer(serve.Options{Registry: reg, Logger: logr.Discard(), TLSDir: tlsDir, Identity: id}, "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,7 +122,7 @@ func BenchmarkProfilePipeline(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					stream, err := ac.Fetch(ctx, endpoint, "core-profile", c, size)
+					stream, err := ac.Fetch(ctx, endpoint, node, "core-profile", c, size)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -17,6 +17,7 @@ import (
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
+	"github.com/coredog/coredog/internal/pki"
 )
 
 // TestAgentTokenWritesOnlyItsNode installs the agents' RBAC and admission
@@ -78,6 +79,8 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			own.Spec.HolderIdentity = nil
 			expectForbidden(t, "node-a's Lease without a holder", onA.Update(ctx, own))
 			expectForbidden(t, "node-a creating a Lease held by node-b", onA.Create(ctx, lease(src.namespace, agentlease.Name("p9", "node-a"), "node-b")))
+
+			servingCertificateIsTheManagers(ctx, t, admin, onA, src.namespace)
 
 			must(t, onB.Create(ctx, foreign))
 			foreign.Spec.HolderIdentity = new("node-a")
@@ -156,6 +159,64 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			unbound := agentClient(ctx, t, cfg, src.namespace, src.agentSA, "p1", "")
 			expectForbidden(t, "a token not bound to a pod", unbound.Create(ctx, lease(src.namespace, agentlease.Name("p3", "node-a"), "node-a")))
 		})
+	}
+}
+
+// servingCertificateIsTheManagers: the serving certificate in an agent's
+// Lease is written by the manager, for the Lease's node. The agent keeps
+// updating its Lease (as agent/app does: read, change, update) without
+// touching it, but cannot set one of its own making when it creates a Lease,
+// replace the manager's, or drop it; nor put an oversized request there.
+func servingCertificateIsTheManagers(ctx context.Context, t *testing.T, admin, onA client.Client, namespace string) {
+	t.Helper()
+	now := time.Now()
+	ca, err := pki.NewCA("manager", now)
+	must(t, err)
+	_, csr, err := pki.NewAgentKey()
+	must(t, err)
+	issued, err := ca.SignAgentCSR(csr, "p4", "node-a", now)
+	must(t, err)
+	// What root on node-a can make: its own CA, a certificate naming node-b.
+	own, err := pki.NewCA("forger", now)
+	must(t, err)
+	forged, err := own.SignAgentCSR(csr, "p4", "node-b", now)
+	must(t, err)
+
+	withCert := lease(namespace, agentlease.Name("p5", "node-a"), "node-a")
+	withCert.Annotations = map[string]string{agentlease.AnnotationServingCert: string(forged)}
+	expectForbidden(t, "node-a creating its Lease with a certificate", onA.Create(ctx, withCert))
+
+	l := lease(namespace, agentlease.Name("p4", "node-a"), "node-a")
+	l.Annotations = map[string]string{agentlease.AnnotationServingCSR: string(csr)}
+	must(t, onA.Create(ctx, l))
+	// The manager answers.
+	patch := client.MergeFrom(l.DeepCopy())
+	l.Annotations[agentlease.AnnotationServingCert] = string(issued)
+	must(t, admin.Patch(ctx, l, patch))
+
+	update := func(edit func(*coordinationv1.Lease)) error {
+		var cur coordinationv1.Lease
+		must(t, onA.Get(ctx, client.ObjectKeyFromObject(l), &cur))
+		cur.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		edit(&cur)
+		return onA.Update(ctx, &cur)
+	}
+	must(t, update(func(cur *coordinationv1.Lease) {
+		cur.Annotations[agentlease.AnnotationEndpoint] = "https://10.0.0.1:9443"
+	}))
+	expectForbidden(t, "node-a replacing the manager's certificate", update(func(cur *coordinationv1.Lease) {
+		cur.Annotations[agentlease.AnnotationServingCert] = string(forged)
+	}))
+	expectForbidden(t, "node-a dropping the manager's certificate", update(func(cur *coordinationv1.Lease) {
+		delete(cur.Annotations, agentlease.AnnotationServingCert)
+	}))
+	expectForbidden(t, "node-a putting a 5000-byte request into its Lease", update(func(cur *coordinationv1.Lease) {
+		cur.Annotations[agentlease.AnnotationServingCSR] = strings.Repeat("x", 5000)
+	}))
+	var got coordinationv1.Lease
+	must(t, admin.Get(ctx, client.ObjectKeyFromObject(l), &got))
+	if got.Annotations[agentlease.AnnotationServingCert] != string(issued) {
+		t.Errorf("the certificate in node-a's Lease is not the manager's any more")
 	}
 }
 

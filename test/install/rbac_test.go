@@ -35,12 +35,13 @@ var (
 		"coredog.io/coredumppolicies/finalizers: update",
 	)
 	// wantManagerNamespacedRules, in the controller's namespace only: agent
-	// DaemonSets and TLS Secrets, Leases (leader election, and an agent's
-	// endpoint read at upload), CoreDumps.
+	// DaemonSets and TLS Secrets (delete: the agents' former shared serving
+	// key), Leases (leader election, an agent's endpoint read at upload, and
+	// the serving certificate written into an agent's Lease), CoreDumps.
 	wantManagerNamespacedRules = expandRules(
 		"apps/daemonsets: get list watch create update patch delete",
-		"core/secrets: get list watch create update patch",
-		"coordination.k8s.io/leases: get create update",
+		"core/secrets: get list watch create update patch delete",
+		"coordination.k8s.io/leases: get list watch create update patch",
 		"coredog.io/coredumps: get list watch create update patch delete",
 		"coredog.io/coredumps/status: get update patch",
 		"coredog.io/coredumps/finalizers: update",

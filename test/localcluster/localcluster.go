@@ -153,9 +153,11 @@ func (c *ControlPlane) RunKubectl(ctx context.Context, stdin io.Reader, args ...
 }
 
 // WriteAgentTLS waits for the Secret the policy reconciler makes for a
-// policy's agents and writes it into dir, as the kubelet would mount it.
+// policy's agents (the CA certificate; agents make their own serving keys
+// and the manager certifies them through their Leases) and writes it into
+// dir, as the kubelet would mount it.
 func (c *ControlPlane) WriteAgentTLS(ctx context.Context, namespace, policy, dir string) error {
-	name := agentset.AgentTLSSecretName(policy)
+	name := agentset.AgentCASecretName(policy)
 	var s corev1.Secret
 	for {
 		err := c.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s)
@@ -171,12 +173,7 @@ func (c *ControlPlane) WriteAgentTLS(ctx context.Context, namespace, policy, dir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	for _, k := range []string{pki.CACertKey, pki.TLSCertKey, pki.TLSKeyKey} {
-		if err := os.WriteFile(filepath.Join(dir, k), s.Data[k], 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
+	return os.WriteFile(filepath.Join(dir, pki.CACertKey), s.Data[pki.CACertKey], 0o600)
 }
 
 // Process is a binary running in the background with its output in a log file.

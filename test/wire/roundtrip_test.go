@@ -28,14 +28,17 @@ import (
 
 // servedCommandLine is what the agent registers as the process's arguments;
 // servedCommandLineSafe is what the manager must keep of them.
+// agentNode is the node of the agent these tests run.
 const (
 	servedCommandLine     = "./server --password=hunter2 \x1b[2J \xff"
 	servedCommandLineSafe = `./server --password=hunter2 \x1b[2J \xff`
+	agentNode             = "n"
 )
 
 // agentWith serves the file at path as "core-1" from a real agent server
-// with a serving certificate for policy "p", and returns its endpoint and a
-// manager client holding that policy's client certificate.
+// with a serving certificate for policy "p" on node "n" (issued as the
+// manager issues it, for the agent's own key), and returns its endpoint and
+// a manager client holding that policy's client certificate.
 func agentWith(t *testing.T, path string) (string, *agentclient.Client) {
 	t.Helper()
 	now := time.Now()
@@ -43,15 +46,20 @@ func agentWith(t *testing.T, path string) (string, *agentclient.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := ca.AgentServingData("p", now)
+	id, err := serve.NewIdentity("p", agentNode)
 	if err != nil {
 		t.Fatal(err)
 	}
+	certPEM, err := ca.SignAgentCSR(id.CSR(), "p", agentNode, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := id.Accept(certPEM, ca.CertPEM, now); err != nil {
+		t.Fatal(err)
+	}
 	tlsDir := t.TempDir()
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(tlsDir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(tlsDir, pki.CACertKey), ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	creds, err := agentclient.NewCredentials("p", ca, now)
 	if err != nil {
@@ -69,7 +77,7 @@ func agentWith(t *testing.T, path string) (string, *agentclient.Client) {
 	}
 	reg := serve.NewRegistry()
 	reg.Add(serve.Entry{Name: "core-1", Path: path, Device: uint64(st.Dev), Inode: st.Ino, Size: st.Size, CommandLine: servedCommandLine}) //nolint:unconvert
-	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: tlsDir, Logger: logr.Discard()}, "127.0.0.1:0")
+	srv, err := serve.NewServer(serve.Options{Registry: reg, TLSDir: tlsDir, Identity: id, Logger: logr.Discard()}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +111,7 @@ func TestFetchFromRealAgentServer(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
 		t.Run(string(c), func(t *testing.T) {
-			s, err := client.Fetch(ctx, endpoint, "core-1", c, int64(len(data)))
+			s, err := client.Fetch(ctx, endpoint, agentNode, "core-1", c, int64(len(data)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,7 +135,7 @@ func TestFetchFromRealAgentServer(t *testing.T) {
 		})
 	}
 	t.Run("size changed after capture", func(t *testing.T) {
-		s, err := client.Fetch(ctx, endpoint, "core-1", coredogv1.CompressionZstd, int64(len(data))+1)
+		s, err := client.Fetch(ctx, endpoint, agentNode, "core-1", coredogv1.CompressionZstd, int64(len(data))+1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +145,7 @@ func TestFetchFromRealAgentServer(t *testing.T) {
 		}
 	})
 	t.Run("not served", func(t *testing.T) {
-		if _, err := client.Fetch(ctx, endpoint, "core-2", coredogv1.CompressionZstd, 1); !errors.Is(err, agentclient.ErrNotServed) {
+		if _, err := client.Fetch(ctx, endpoint, agentNode, "core-2", coredogv1.CompressionZstd, 1); !errors.Is(err, agentclient.ErrNotServed) {
 			t.Fatalf("err = %v, want ErrNotServed", err)
 		}
 	})
@@ -148,7 +156,7 @@ func TestFetchFromRealAgentServer(t *testing.T) {
 func TestFetchEmptyFile(t *testing.T) {
 	endpoint, client := agentWith(t, writeCore(t, nil))
 	for _, c := range []coredogv1.Compression{coredogv1.CompressionZstd, coredogv1.CompressionGzip, coredogv1.CompressionNone} {
-		s, err := client.Fetch(context.Background(), endpoint, "core-1", c, 0)
+		s, err := client.Fetch(context.Background(), endpoint, agentNode, "core-1", c, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
