@@ -23,9 +23,10 @@ $(CONTROLLER_GEN): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## CRDs and RBAC from the kubebuilder markers.
+manifests: $(CONTROLLER_GEN) ## CRDs and RBAC from the kubebuilder markers; the chart gets a copy of the CRDs.
 	$(CONTROLLER_GEN) rbac:roleName=coredog-manager crd paths="./api/..." paths="./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	cp config/crd/bases/*.yaml charts/coredog/crds/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## DeepCopy methods.

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 snapshot() {
-  { find api config/crd/bases config/rbac -type f \( -name 'zz_generated.*' -o -path 'config/crd/bases/*' -o -name 'role.yaml' \) 2>/dev/null | sort | xargs -r sha256sum; } || true
+  { find api config/crd/bases charts/coredog/crds config/rbac -type f \( -name 'zz_generated.*' -o -path 'config/crd/bases/*' -o -path 'charts/coredog/crds/*' -o -name 'role.yaml' \) 2>/dev/null | sort | xargs -r sha256sum; } || true
 }
 before="$(snapshot)"
 make --no-print-directory manifests generate >/dev/null

@@ -27,7 +27,10 @@ const (
 )
 
 // get sends a GET to the agent; only 200 and 206 come back as responses.
-func (c *Client) get(ctx context.Context, endpoint, path string, hdr http.Header) (*http.Response, error) {
+// get asks the agent of node at endpoint for path. Like Fetch, it talks
+// only to an agent whose certificate names node, on a connection of its own,
+// and follows no redirect.
+func (c *Client) get(ctx context.Context, endpoint, node, path string, hdr http.Header) (*http.Response, error) {
 	base, err := agentlease.ParseEndpoint(endpoint)
 	if err != nil {
 		return nil, err
@@ -38,7 +41,8 @@ func (c *Client) get(ctx context.Context, endpoint, path string, hdr http.Header
 		return nil, err
 	}
 	maps.Copy(req.Header, hdr)
-	resp, err := c.http.Do(req)
+	hc := &http.Client{Transport: c.transport(node), CheckRedirect: refuseRedirect}
+	resp, err := hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -60,11 +64,11 @@ func (c *Client) get(ctx context.Context, endpoint, path string, hdr http.Header
 // Modules asks the agent for the modules of a dump. The list is the
 // agent's word: at most wire.MaxModuleListBytes of strict JSON; the caller
 // bounds and escapes every field before using it.
-func (c *Client) Modules(ctx context.Context, endpoint, name string) ([]wire.Module, error) {
+func (c *Client) Modules(ctx context.Context, endpoint, node, name string) ([]wire.Module, error) {
 	if !wire.ValidName(name) {
 		return nil, fmt.Errorf("invalid dump name %q", name)
 	}
-	resp, err := c.get(ctx, endpoint, wire.DumpsPath+name+wire.ModulesSuffix, nil)
+	resp, err := c.get(ctx, endpoint, node, wire.DumpsPath+name+wire.ModulesSuffix, nil)
 	if err != nil {
 		return nil, fmt.Errorf("the modules of %s: %w", name, err)
 	}
@@ -93,6 +97,7 @@ type Module struct {
 	c        *Client
 	ctx      context.Context
 	endpoint string
+	node     string
 	path     string
 	// Size is the file's size, as the agent's first answer gave it.
 	Size     int64
@@ -110,11 +115,11 @@ type region struct {
 // with ErrNotServed when the agent does not serve it, and with
 // ErrIntegrity when the agent's answers do not describe a file of at most
 // wire.MaxModuleBytes.
-func (c *Client) Module(ctx context.Context, endpoint, id string) (*Module, error) {
+func (c *Client) Module(ctx context.Context, endpoint, node, id string) (*Module, error) {
 	if !buildid.Valid(id) {
 		return nil, fmt.Errorf("invalid build-id %q", id)
 	}
-	m := &Module{c: c, ctx: ctx, endpoint: endpoint, path: wire.BuildIDPath + id, Size: -1}
+	m := &Module{c: c, ctx: ctx, endpoint: endpoint, node: node, path: wire.BuildIDPath + id, Size: -1}
 	// The first ranged read learns the size from Content-Range.
 	if _, err := m.ReadAt(make([]byte, 1), 0); err != nil {
 		return nil, err
@@ -140,7 +145,7 @@ func (m *Module) ReadAt(p []byte, off int64) (int, error) {
 		want = min(want, m.Size-off)
 	}
 	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+want-1)}}
-	resp, err := m.c.get(m.ctx, m.endpoint, m.path, hdr)
+	resp, err := m.c.get(m.ctx, m.endpoint, m.node, m.path, hdr)
 	if err != nil {
 		return 0, err
 	}
@@ -181,7 +186,7 @@ func contentRange(v string) (start, total int64, ok bool) {
 // cleanly, when the file is not Size bytes or differs anywhere from what
 // the ranged reads saw.
 func (m *Module) Open() (io.ReadCloser, error) {
-	resp, err := m.c.get(m.ctx, m.endpoint, m.path, nil)
+	resp, err := m.c.get(m.ctx, m.endpoint, m.node, m.path, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -108,16 +108,22 @@ type moduleAgent struct {
 func newModuleAgent(t *testing.T, policy, node string, files moduleFiles) *moduleAgent {
 	t.Helper()
 	g := NewWithT(t)
+	// The agent's own key, certified by the manager through its Lease for
+	// its node, as a real agent's is.
+	id, err := serve.NewIdentity(policy, node)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tlsDir := t.TempDir()
+	var caPEM []byte
 	g.Eventually(func(g Gomega) {
 		var s corev1.Secret
-		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: testNamespace, Name: agentset.AgentTLSSecretName(policy)}, &s)).To(Succeed())
-		for _, k := range []string{pki.CACertKey, pki.TLSCertKey, pki.TLSKeyKey} {
-			g.Expect(os.WriteFile(filepath.Join(tlsDir, k), s.Data[k], 0o600)).To(Succeed())
-		}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: testNamespace, Name: agentset.AgentCASecretName(policy)}, &s)).To(Succeed())
+		caPEM = s.Data[pki.CACertKey]
+		g.Expect(os.WriteFile(filepath.Join(tlsDir, pki.CACertKey), caPEM, 0o600)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
 	reg := serve.NewRegistry()
-	srv, err := serve.NewServer(serve.Options{Registry: reg, Modules: files, TLSDir: tlsDir, Logger: testr.New(t).WithName("agent")}, "127.0.0.1:0")
+	srv, err := serve.NewServer(serve.Options{Registry: reg, Modules: files, TLSDir: tlsDir, Identity: id, Logger: testr.New(t).WithName("agent")}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,11 +134,20 @@ func newModuleAgent(t *testing.T, policy, node string, files moduleFiles) *modul
 	a := &moduleAgent{t: t, policy: policy, node: node, reg: reg, dir: t.TempDir(), endpoint: agentlease.Endpoint("127.0.0.1", portOf(srv.Addr()))}
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(policy, node), Namespace: testNamespace,
-			Annotations: map[string]string{agentlease.AnnotationEndpoint: a.endpoint}},
+			Labels: map[string]string{coredogv1.LabelPolicy: coredogv1.LabelValue(policy), coredogv1.LabelNode: node},
+			Annotations: map[string]string{agentlease.AnnotationEndpoint: a.endpoint, agentlease.AnnotationServingCSR: string(id.CSR())}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, RenewTime: &metav1.MicroTime{Time: time.Now()}},
 	}
 	g.Expect(k8s.Create(context.Background(), lease)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
+	g.Eventually(func(g Gomega) {
+		var l coordinationv1.Lease
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(lease), &l)).To(Succeed())
+		cert := l.Annotations[agentlease.AnnotationServingCert]
+		g.Expect(cert).NotTo(BeEmpty())
+		_, err := id.Accept([]byte(cert), caPEM, time.Now())
+		g.Expect(err).NotTo(HaveOccurred())
+	}, timeout, interval).Should(Succeed())
 	return a
 }
 

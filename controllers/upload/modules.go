@@ -54,7 +54,7 @@ func (u *Uploader) StoreModules(ctx context.Context, cd *coredogv1.CoreDump, p *
 	if err != nil {
 		return nil, err
 	}
-	list, err := ac.Modules(ctx, endpoint, cd.Name)
+	list, err := ac.Modules(ctx, endpoint, cd.Spec.NodeName, cd.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func (u *Uploader) StoreModules(ctx context.Context, cd *coredogv1.CoreDump, p *
 		case !m.Collected:
 			cm.Reason = m.Reason.Message()
 		default:
-			if err := u.storeModule(ctx, store, ac, endpoint, cm.BuildID); err != nil {
+			if err := u.storeModule(ctx, store, ac, endpoint, cd.Spec.NodeName, cm.BuildID); err != nil {
 				ctrl.LoggerFrom(ctx).Info("Cannot store a module", "buildID", cm.BuildID, "err", err.Error())
 				cm.Reason = moduleReason(err)
 			} else {
@@ -110,8 +110,8 @@ func isStored(ctx context.Context, store storage.Store, id string) bool {
 // storeModule checks the agent's file for id against id, through ranged
 // reads, then streams it whole into the store (and once more as debuginfo
 // when it has DWARF); the stream fails if it differs from what was checked.
-func (u *Uploader) storeModule(ctx context.Context, store storage.Store, ac *agentclient.Client, endpoint, id string) error {
-	mod, err := ac.Module(ctx, endpoint, id)
+func (u *Uploader) storeModule(ctx context.Context, store storage.Store, ac *agentclient.Client, endpoint, node, id string) error {
+	mod, err := ac.Module(ctx, endpoint, node, id)
 	if err != nil {
 		return err
 	}
