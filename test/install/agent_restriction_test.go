@@ -80,7 +80,7 @@ func TestAgentTokenWritesOnlyItsNode(t *testing.T) {
 			expectForbidden(t, "node-a's Lease without a holder", onA.Update(ctx, own))
 			expectForbidden(t, "node-a creating a Lease held by node-b", onA.Create(ctx, lease(src.namespace, agentlease.Name("p9", "node-a"), "node-b")))
 
-			servingCertificateIsTheManagers(ctx, t, admin, onA, src.namespace)
+			servingCertificateIsTheManagers(ctx, t, admin, agentClient(ctx, t, cfg, src.namespace, src.agentSA, "p4", "node-a"), src.namespace)
 
 			must(t, onB.Create(ctx, foreign))
 			foreign.Spec.HolderIdentity = new("node-a")
@@ -182,7 +182,7 @@ func servingCertificateIsTheManagers(ctx context.Context, t *testing.T, admin, o
 	forged, err := own.SignAgentCSR(csr, "p4", "node-b", now)
 	must(t, err)
 
-	withCert := lease(namespace, agentlease.Name("p5", "node-a"), "node-a")
+	withCert := lease(namespace, agentlease.Name("p4", "node-a"), "node-a")
 	withCert.Annotations = map[string]string{agentlease.AnnotationServingCert: string(forged)}
 	expectForbidden(t, "node-a creating its Lease with a certificate", onA.Create(ctx, withCert))
 
