@@ -446,7 +446,7 @@ func checkBase(t *testing.T, bi builtImage, user string) {
 func writeExecutable(t *testing.T, b []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "prog")
-	if err := os.WriteFile(p, b, 0o755); err != nil { //nolint:gosec // it is a program to run
+	if err := os.WriteFile(p, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return p
