@@ -22,6 +22,10 @@ type Entry struct {
 	// give them, sent to the controller in wire.CommandLineHeader (never
 	// into the CoreDump, which every agent may read).
 	CommandLine string
+	// Analysis is the JSON of the backtraces computed at capture
+	// (wire.Analysis), at most wire.MaxAnalysisBytes, served at
+	// wire.DumpsPath + Name + wire.AnalysisSuffix; nil when there is none.
+	Analysis []byte
 }
 
 // Registry holds the files the agent registered itself; only these are ever
