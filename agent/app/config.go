@@ -54,10 +54,10 @@ type Config struct {
 	// HostRoot is the host's root file system, where the binaries of a host
 	// process (one in no container) are read for the analysis; default:
 	// <ProcRoot>/1/root.
-	HostRoot string
-	MaxNodeUsage    string
-	MinNodeFree     string
-	MaxParallel     int
+	HostRoot     string
+	MaxNodeUsage string
+	MinNodeFree  string
+	MaxParallel  int
 	// LeaseRenew is how often the agent renews its Lease.
 	LeaseRenew time.Duration
 	// ReceiverBinary is the binary installed as the kernel's pipe handler in
