@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -88,16 +89,22 @@ func (u *unwinder) thread(start regs, limit int) (frames []coredogv1.StackFrame,
 		if !ok {
 			return frames, "the program counter is unknown"
 		}
+		var mod *module
+		var bias uint64
+		mp, inMap := u.mappingAt(pc)
+		if inMap {
+			mod, bias = u.moduleFor(mp)
+		}
+		// A signal trampoline's pc is where the handler returned to: the
+		// trampoline's first instruction, looked up as it is.
+		sig := u.isSigreturn(mod, bias, pc)
 		lookup := pc
-		if !cur.exact && lookup > 0 {
+		if !cur.exact && !sig && lookup > 0 {
 			lookup--
 		}
 		f := coredogv1.StackFrame{PC: hexAddr(pc)}
-		var mod *module
-		var bias uint64
-		if mp, ok := u.mappingAt(pc); ok {
+		if inMap {
 			f.Module = clipName(ModuleBase(mp.Path))
-			mod, bias = u.moduleFor(mp)
 			if mod != nil {
 				f.BuildID = mod.build
 				if mod.ef == nil {
@@ -117,7 +124,19 @@ func (u *unwinder) thread(start regs, limit int) (frames []coredogv1.StackFrame,
 		if u.steps > u.maxSteps {
 			return frames, "the unwinding budget is spent"
 		}
-		next, err := u.step(cur, mod, bias, lookup)
+		var next cursor
+		var err error
+		if sig {
+			next, err = u.stepSigframe(cur)
+		} else {
+			next, err = u.step(cur, mod, bias, lookup)
+		}
+		if err == nil && f.Function == "runtime.sigpanic" {
+			// Go's signal handler makes a goroutine that faulted look as if
+			// it called runtime.sigpanic from the faulting instruction: the
+			// caller's pc is that instruction, not a return address.
+			next.exact = true
+		}
 		if errors.Is(err, errOutermost) {
 			return frames, ""
 		}
@@ -425,6 +444,76 @@ func (u *unwinder) stepFP(cur cursor) (cursor, error) {
 		return next, errors.New("the frame-pointer chain does not go outwards (corrupt stack or a loop)")
 	}
 	return next, nil
+}
+
+// Signal return trampolines: what the kernel returns to from a handler
+// (glibc's __restore_rt, Go's runtime.sigreturn__sigaction, musl's).
+var (
+	sigreturnAMD64 = []byte{0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05} // mov $15,%rax; syscall
+	sigreturnARM64 = []byte{0x68, 0x11, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4}       // mov x8,#139; svc #0
+)
+
+// isSigreturn reports whether pc is the first instruction of a signal
+// return trampoline, read from the module's file or else from the core.
+func (u *unwinder) isSigreturn(mod *module, bias, pc uint64) bool {
+	want := sigreturnAMD64
+	if u.a == archARM64 {
+		want = sigreturnARM64
+	}
+	code := make([]byte, len(want))
+	ok := false
+	if mod != nil && mod.ef != nil {
+		ok = mod.readCode(pc-bias, code)
+	}
+	if !ok {
+		ok = u.mem.read(pc, code)
+	}
+	return ok && bytes.Equal(code, want)
+}
+
+// Where the interrupted registers are in a signal frame, from the stack
+// pointer at the trampoline (Linux's rt_sigframe), and their order.
+const (
+	// x86-64: after the handler's ret, sp is &uc; uc_mcontext is 40 bytes in.
+	sigcontextAMD64 = 40
+	// arm64: siginfo (128), then ucontext's uc_mcontext at 176, whose
+	// regs[] follow fault_address (8).
+	sigcontextARM64 = 128 + 176 + 8
+)
+
+// sigcontextAMD64Regs is struct sigcontext's r8..rip as DWARF numbers.
+var sigcontextAMD64Regs = []uint64{8, 9, 10, 11, 12, 13, 14, 15, 5, 4, 6, 3, 1, 0, 2, 7, 16}
+
+// sigcontextARM64Regs is struct sigcontext's regs[31], sp, pc.
+var sigcontextARM64Regs = func() []uint64 {
+	r := make([]uint64, 33)
+	for i := range r {
+		r[i] = uint64(i)
+	}
+	return r
+}()
+
+// stepSigframe unwinds a signal trampoline: the caller is the interrupted
+// code, with every register as the kernel saved it.
+func (u *unwinder) stepSigframe(cur cursor) (cursor, error) {
+	sp, ok := cur.r.get(u.a.sp)
+	if !ok {
+		return cur, errors.New("the stack pointer is unknown")
+	}
+	var next cursor
+	order := sigcontextAMD64Regs
+	base := sp + sigcontextAMD64
+	if u.a == archARM64 {
+		order, base = sigcontextARM64Regs, sp+sigcontextARM64
+	}
+	for i, reg := range order {
+		v, ok := u.mem.word(base+uint64(8*i), 8)
+		if !ok {
+			return cur, errors.New("the signal frame is not in the core")
+		}
+		next.r.set(reg, v)
+	}
+	return u.check(cur, next, sp, true)
 }
 
 func hexAddr(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }
