@@ -64,7 +64,7 @@ func analyzeProcess(r io.ReaderAt, size int64, p *corefile.Process, readErr erro
 			m.close()
 		}
 	}()
-	var problems []string
+	var problems, threadProblems []string
 	if readErr != nil {
 		problems = append(problems, "the core is damaged: "+readErr.Error())
 	}
@@ -81,13 +81,20 @@ func analyzeProcess(r io.ReaderAt, size int64, p *corefile.Process, readErr erro
 		}
 		if ts.Reason != "" {
 			ts.Reason = clipReason(ts.Reason)
-			problems = append(problems, fmt.Sprintf("thread %d: %s", tid, ts.Reason))
+			threadProblems = append(threadProblems, fmt.Sprintf("thread %d: %s", tid, ts.Reason))
 		}
 		out.Stacks = append(out.Stacks, ts)
 	}
 	if p.Threads > len(p.ThreadNotes) {
 		problems = append(problems, fmt.Sprintf("%d of %d threads unwound", len(p.ThreadNotes), p.Threads))
 	}
+	defer func() {
+		// The reason is short: what concerns the whole core first.
+		if len(threadProblems) > 0 {
+			out.Outcome = coredogv1.AnalysisPartial
+			out.Reason = clipReason(strings.Join(append(problems, threadProblems...), "; "))
+		}
+	}()
 	// Modules that frames landed in but that could not be read.
 	used := map[string]bool{}
 	for _, s := range out.Stacks {

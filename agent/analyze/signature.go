@@ -80,7 +80,22 @@ func isSkipped(fn string) bool {
 // .isra.0, .part.1, .constprop.0, .lto_priv.0) or addresses.
 func NormalizeFunction(fn string) string {
 	fn = stripBalanced(fn, '<', '>')
-	fn = stripBalanced(fn, '(', ')')
+	fn = strings.TrimSuffix(fn, " const")
+	if strings.HasSuffix(fn, ")") {
+		// A parameter list; Go's "main.(*Server).handle" keeps its receiver.
+		depth := 0
+		for i := len(fn) - 1; i >= 0; i-- {
+			if fn[i] == ')' {
+				depth++
+			} else if fn[i] == '(' {
+				depth--
+				if depth == 0 {
+					fn = fn[:i]
+					break
+				}
+			}
+		}
+	}
 	if i := strings.Index(fn, " [clone"); i >= 0 {
 		fn = fn[:i]
 	}
@@ -92,9 +107,9 @@ func NormalizeFunction(fn string) string {
 	return strings.TrimSpace(fn)
 }
 
-// stripBalanced removes every open...close group, nested ones included,
-// keeping "(anonymous namespace)" and "operator<" and the like readable
-// enough for a hash: only the removal has to be the same every time.
+// stripBalanced removes every open...close group, nested ones included
+// ("operator<" and the like come out mangled, but the same every time,
+// which is all a hash needs).
 func stripBalanced(s string, open, close byte) string {
 	var b strings.Builder
 	depth := 0
