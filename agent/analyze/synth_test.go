@@ -139,4 +139,6 @@ func words(ws ...uint64) []byte {
 // noModules opens nothing.
 type noModules struct{}
 
-func (noModules) Open(analyze.ModuleRef) (analyze.Module, error) { return nil, errors.New("no modules here") }
+func (noModules) Open(analyze.ModuleRef) (analyze.Module, error) {
+	return nil, errors.New("no modules here")
+}
