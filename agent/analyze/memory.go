@@ -81,14 +81,11 @@ func (m *memory) read(addr uint64, b []byte) bool {
 	return true
 }
 
-// word reads a 4- or 8-byte word at addr in the core's byte order.
-func (m *memory) word(addr uint64, n int) (uint64, bool) {
+// word64 reads an 8-byte word at addr in the core's byte order.
+func (m *memory) word64(addr uint64) (uint64, bool) {
 	var b [8]byte
-	if (n != 4 && n != 8) || !m.read(addr, b[:n]) {
+	if !m.read(addr, b[:]) {
 		return 0, false
 	}
-	if n == 4 {
-		return uint64(m.bo.Uint32(b[:4])), true
-	}
-	return m.bo.Uint64(b[:8]), true
+	return m.bo.Uint64(b[:]), true
 }

@@ -260,39 +260,64 @@ func parseCFI(s *elf.Section, bo binary.ByteOrder, ehFrameAddr uint64) (fdes fra
 
 // fdeFromHdr looks pc up in .eh_frame_hdr's sorted table, reads only the
 // FDE it points to and that FDE's CIE, and parses the two alone.
-func (m *module) fdeFromHdr(pc uint64) (fde *frame.FrameDescriptionEntry, err error) {
+func (m *module) fdeFromHdr(pc uint64) (*frame.FrameDescriptionEntry, error) {
 	hdr, eh := m.ef.Section(".eh_frame_hdr"), m.ef.Section(".eh_frame")
 	if hdr == nil || eh == nil || hdr.Type == elf.SHT_NOBITS || eh.Type == elf.SHT_NOBITS || hdr.Size < 12 {
 		return nil, nil
 	}
+	fdeAddr, err := m.hdrLookup(hdr, pc)
+	if err != nil || fdeAddr == 0 {
+		return nil, err
+	}
+	if fdeAddr < eh.Addr || fdeAddr-eh.Addr >= eh.Size {
+		return nil, errors.New(".eh_frame_hdr points outside .eh_frame")
+	}
+	fdeB, err := m.readCFIEntry(eh, fdeAddr)
+	if err != nil {
+		return nil, err
+	}
+	ciePtr := uint64(m.order.Uint32(fdeB[4:]))
+	cieAddr := fdeAddr + 4 - ciePtr
+	if ciePtr == 0 || cieAddr < eh.Addr || cieAddr >= fdeAddr {
+		return nil, errors.New("FDE's CIE pointer is out of .eh_frame")
+	}
+	cieB, err := m.readCFIEntry(eh, cieAddr)
+	if err != nil {
+		return nil, err
+	}
+	return parseCIEAndFDE(cieB, fdeB, fdeAddr, m.order, pc)
+}
+
+// hdrLookup binary-searches .eh_frame_hdr for the FDE of pc: the address of
+// the last entry whose initial location is <= pc, 0 when there is none.
+func (m *module) hdrLookup(hdr *elf.Section, pc uint64) (uint64, error) {
 	bo := m.order
 	var h [12]byte
 	if _, err := hdr.ReadAt(h[:], 0); err != nil {
-		return nil, err
+		return 0, err
 	}
 	// version 1, eh_frame_ptr pcrel|sdata4, fde_count udata4, table datarel|sdata4:
 	// what GNU ld, gold, lld and mold write.
 	if h[0] != 1 || h[1] != 0x1b || h[2] != 0x03 || h[3] != 0x3b {
-		return nil, nil
+		return 0, nil
 	}
 	count := uint64(bo.Uint32(h[8:]))
 	if count == 0 || 12+count*8 > hdr.Size {
-		return nil, errors.New("bad .eh_frame_hdr")
+		return 0, errors.New("bad .eh_frame_hdr")
 	}
-	entry := func(i uint64) (uint64, uint64, bool) {
+	entry := func(i uint64) (loc, fde uint64, err error) {
 		var e [8]byte
 		if _, err := hdr.ReadAt(e[:], int64(12+i*8)); err != nil {
-			return 0, 0, false
+			return 0, 0, err
 		}
-		return hdr.Addr + uint64(int64(int32(bo.Uint32(e[:])))), hdr.Addr + uint64(int64(int32(bo.Uint32(e[4:])))), true
+		return hdr.Addr + uint64(int64(int32(bo.Uint32(e[:])))), hdr.Addr + uint64(int64(int32(bo.Uint32(e[4:])))), nil
 	}
-	// The last entry whose initial location is <= pc.
 	lo, hi := uint64(0), count
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		loc, _, ok := entry(mid)
-		if !ok {
-			return nil, errors.New("cannot read .eh_frame_hdr")
+		loc, _, err := entry(mid)
+		if err != nil {
+			return 0, err
 		}
 		if loc <= pc {
 			lo = mid + 1
@@ -301,44 +326,34 @@ func (m *module) fdeFromHdr(pc uint64) (fde *frame.FrameDescriptionEntry, err er
 		}
 	}
 	if lo == 0 {
-		return nil, nil
+		return 0, nil
 	}
-	_, fdeAddr, ok := entry(lo - 1)
-	if !ok || fdeAddr < eh.Addr || fdeAddr-eh.Addr >= eh.Size {
-		return nil, errors.New(".eh_frame_hdr points outside .eh_frame")
-	}
-	readEntry := func(addr uint64) ([]byte, error) {
-		off := addr - eh.Addr
-		var l [4]byte
-		if _, err := eh.ReadAt(l[:], int64(off)); err != nil {
-			return nil, err
-		}
-		n := uint64(bo.Uint32(l[:]))
-		if n < 4 || n > maxCFIEntry || off+4+n > eh.Size {
-			return nil, fmt.Errorf("CFI entry of %d bytes", n)
-		}
-		b := make([]byte, 4+n)
-		if _, err := eh.ReadAt(b, int64(off)); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	fdeB, err := readEntry(fdeAddr)
-	if err != nil {
+	_, fde, err := entry(lo - 1)
+	return fde, err
+}
+
+// readCFIEntry reads the CIE or FDE at addr in .eh_frame, length included.
+func (m *module) readCFIEntry(eh *elf.Section, addr uint64) ([]byte, error) {
+	off := addr - eh.Addr
+	var l [4]byte
+	if _, err := eh.ReadAt(l[:], int64(off)); err != nil {
 		return nil, err
 	}
-	ciePtr := uint64(bo.Uint32(fdeB[4:]))
-	cieAddr := fdeAddr + 4 - ciePtr
-	if ciePtr == 0 || cieAddr < eh.Addr || cieAddr >= fdeAddr {
-		return nil, errors.New("FDE's CIE pointer is out of .eh_frame")
+	n := uint64(m.order.Uint32(l[:]))
+	if n < 8 || n > maxCFIEntry || off+4+n > eh.Size {
+		return nil, fmt.Errorf("CFI entry of %d bytes", n)
 	}
-	cieB, err := readEntry(cieAddr)
-	if err != nil {
+	b := make([]byte, 4+n)
+	if _, err := eh.ReadAt(b, int64(off)); err != nil {
 		return nil, err
 	}
-	// Lay the CIE and the FDE side by side, point the FDE at the CIE, and
-	// tell the parser the buffer sits where the FDE's pc-relative fields
-	// stay right.
+	return b, nil
+}
+
+// parseCIEAndFDE lays a CIE and an FDE side by side, points the FDE at the
+// CIE, and tells delve's parser the buffer sits where the FDE's pc-relative
+// fields stay right.
+func parseCIEAndFDE(cieB, fdeB []byte, fdeAddr uint64, bo binary.ByteOrder, pc uint64) (fde *frame.FrameDescriptionEntry, err error) {
 	buf := make([]byte, 0, len(cieB)+len(fdeB)+4)
 	buf = append(buf, cieB...)
 	fdeAt := len(buf)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,7 +171,7 @@ func (u *unwinder) step(cur cursor, mod *module, bias, lookup uint64) (cursor, e
 			if err != nil {
 				return next, err
 			}
-			return u.check(cur, next, sp, strings.ContainsRune(fde.CIE.Augmentation, 'S'))
+			return u.check(next, sp, strings.ContainsRune(fde.CIE.Augmentation, 'S'))
 		}
 	}
 	next, leaf, err := u.stepNoCFI(cur, mod, bias, lookup)
@@ -180,9 +181,9 @@ func (u *unwinder) step(cur cursor, mod *module, bias, lookup uint64) (cursor, e
 	if leaf {
 		// The caller's stack pointer is this frame's: nothing was pushed.
 		next.r.set(u.a.sp, sp)
-		return u.check(cur, next, sp-1, false)
+		return u.check(next, sp-1, false)
 	}
-	return u.check(cur, next, sp, false)
+	return u.check(next, sp, false)
 }
 
 // stepNoCFI unwinds a frame that has no call frame information the way gdb's
@@ -211,8 +212,8 @@ func (u *unwinder) stepNoCFI(cur cursor, mod *module, bias, lookup uint64) (next
 			return n, false, err
 		case pro && off >= 1:
 			// After push %rbp: the caller's rbp at [rsp], the return address above.
-			rbp, ok1 := u.mem.word(sp, 8)
-			ra, ok2 := u.mem.word(sp+8, 8)
+			rbp, ok1 := u.mem.word64(sp)
+			ra, ok2 := u.mem.word64(sp + 8)
 			if !ok1 || !ok2 {
 				return cur, false, errors.New("the stack is not in the core")
 			}
@@ -222,7 +223,7 @@ func (u *unwinder) stepNoCFI(cur cursor, mod *module, bias, lookup uint64) (next
 			next.r.set(u.a.pc, ra)
 			return next, false, nil
 		case cur.exact || !known:
-			ra, ok := u.mem.word(sp, 8)
+			ra, ok := u.mem.word64(sp)
 			if !ok {
 				return cur, false, errors.New("the stack is not in the core")
 			}
@@ -249,7 +250,7 @@ func (u *unwinder) stepNoCFI(cur cursor, mod *module, bias, lookup uint64) (next
 
 // check refuses a caller that makes no progress: the stack pointer must
 // grow, except out of a signal trampoline, whose caller ran on another stack.
-func (u *unwinder) check(cur, next cursor, sp uint64, sigFrame bool) (cursor, error) {
+func (u *unwinder) check(next cursor, sp uint64, sigFrame bool) (cursor, error) {
 	pc, ok := next.r.get(u.a.pc)
 	if !ok {
 		return next, errors.New("the return address is unknown")
@@ -318,7 +319,7 @@ func (u *unwinder) stepCFI(cur cursor, fde *frame.FrameDescriptionEntry, bias, l
 			next.r.unset(reg)
 		case frame.RuleSameVal:
 		case frame.RuleOffset:
-			if v, ok := u.mem.word(cfa+uint64(rule.Offset), 8); ok {
+			if v, ok := u.mem.word64(cfa + uint64(rule.Offset)); ok {
 				next.r.set(reg, v)
 			} else {
 				next.r.unset(reg)
@@ -346,10 +347,8 @@ func (u *unwinder) stepCFI(cur cursor, fde *frame.FrameDescriptionEntry, bias, l
 		}
 	}
 	next.r.set(u.a.sp, cfa)
-	if !hasRA && ra != u.a.pc {
-		// The return address column keeps its value (arm64: x30 unchanged in
-		// a leaf function).
-	}
+	// Without a rule the return address column keeps its value (arm64: x30
+	// in a leaf function).
 	rav, ok := next.r.get(ra)
 	if !ok {
 		return next, errors.New("the return address is not saved where the CFI says")
@@ -359,7 +358,7 @@ func (u *unwinder) stepCFI(cur cursor, fde *frame.FrameDescriptionEntry, bias, l
 }
 
 func (u *unwinder) readWord(addr uint64) (uint64, error) {
-	v, ok := u.mem.word(addr, 8)
+	v, ok := u.mem.word64(addr)
 	if !ok {
 		return 0, fmt.Errorf("memory at %s is not in the core", hexAddr(addr))
 	}
@@ -407,12 +406,7 @@ func (u *unwinder) eval(cur cursor, expr []byte, cfa *uint64) (v uint64, err err
 // containsUnbounded refuses expressions with operations whose operands can
 // ask the evaluator for an allocation of any size (DW_OP_implicit_value).
 func containsUnbounded(expr []byte) bool {
-	for _, b := range expr {
-		if b == byte(op.DW_OP_implicit_value) {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(expr, byte(op.DW_OP_implicit_value))
 }
 
 func establish(fde *frame.FrameDescriptionEntry, pc uint64) (ctx *frame.FrameContext, err error) {
@@ -431,8 +425,8 @@ func (u *unwinder) stepFP(cur cursor) (cursor, error) {
 	if !ok || fp == 0 {
 		return cur, errors.New("no call frame information and no frame pointer")
 	}
-	savedFP, ok1 := u.mem.word(fp, 8)
-	ra, ok2 := u.mem.word(fp+8, 8)
+	savedFP, ok1 := u.mem.word64(fp)
+	ra, ok2 := u.mem.word64(fp + 8)
 	if !ok1 || !ok2 {
 		return cur, errors.New("no call frame information, and the frame pointer leads out of the core")
 	}
@@ -507,13 +501,13 @@ func (u *unwinder) stepSigframe(cur cursor) (cursor, error) {
 		order, base = sigcontextARM64Regs, sp+sigcontextARM64
 	}
 	for i, reg := range order {
-		v, ok := u.mem.word(base+uint64(8*i), 8)
+		v, ok := u.mem.word64(base + uint64(8*i))
 		if !ok {
 			return cur, errors.New("the signal frame is not in the core")
 		}
 		next.r.set(reg, v)
 	}
-	return u.check(cur, next, sp, true)
+	return u.check(next, sp, true)
 }
 
 func hexAddr(v uint64) string { return "0x" + strconv.FormatUint(v, 16) }

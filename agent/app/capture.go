@@ -328,7 +328,8 @@ type fileFacts struct {
 // describe reads the file's ELF notes, and with analyzer (when not nil) the
 // backtraces of its threads. err is set when the file is no longer the one
 // detected; parseErr when it is, but could not be fully read.
-func describe(f detect.File, pipe bool, analyzer func(io.ReaderAt, int64) *wire.Analysis) (core *corefile.Core, facts fileFacts, parseErr error, analysis *wire.Analysis, err error) {
+func describe(f detect.File, pipe bool, analyzer func(io.ReaderAt, int64) *wire.Analysis) (
+	core *corefile.Core, facts fileFacts, parseErr error, analysis *wire.Analysis, err error) {
 	file, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, facts, nil, nil, err

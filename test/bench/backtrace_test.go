@@ -5,7 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -120,9 +120,9 @@ func runBacktrace(b *testing.B) backtraceResult {
 			res.Frames += len(s.Frames)
 		}
 	}
-	sort.Float64s(cpus)
-	sort.Float64s(walls)
-	sort.Slice(allocs, func(i, j int) bool { return allocs[i] < allocs[j] })
+	slices.Sort(cpus)
+	slices.Sort(walls)
+	slices.Sort(allocs)
 	res.CPUms, res.Wallms, res.AllocBytes = cpus[len(cpus)/2], walls[len(walls)/2], allocs[len(allocs)/2]
 	return res
 }
