@@ -55,8 +55,10 @@ type DumpUploader interface {
 	// Key decides where a dump will be stored.
 	Key(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error)
 	// Upload streams the dump into storage; it returns only after the
-	// store confirmed the write.
-	Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error)
+	// store confirmed the write. It also returns the agent's analysis of
+	// the dump, checked and bounded, as status.analysis takes it (nil when
+	// there is none).
+	Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, *coredogv1.CrashAnalysis, error)
 	// DeleteStored removes the dump's stored objects, if they are its own.
 	DeleteStored(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) error
 }
@@ -250,7 +252,7 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *c
 	}
 	*claimed = true
 	start := r.now()
-	stored, err := r.Uploader.Upload(ctx, cd, policy)
+	stored, analysis, err := r.Uploader.Upload(ctx, cd, policy)
 	r.Metrics.uploadAttempt(cd.Spec.PolicyName, err)
 	if err != nil {
 		if cd.Status.Attempts >= r.MaxAttempts {
@@ -275,6 +277,9 @@ func (r *CoreDumpReconciler) reconcileUploading(ctx context.Context, orig, cd *c
 	}
 	cd.Status.NextAttemptAt = nil
 	cd.Status.Storage = stored
+	// A merge patch from orig: status.analysis.modules, which the agent's
+	// module collection writes, is left as it is.
+	cd.Status.Analysis = upload.MergeAnalysis(cd.Status.Analysis, analysis)
 	r.storeModules(ctx, cd, policy)
 	r.Metrics.observeUpload(stored.StoredSize, r.now().Sub(start), cd.CrashTime(), stored.UploadedAt.Time)
 	r.finish(ctx, cd, coredogv1.PhaseUploaded, coredogv1.ReasonUploaded, "Stored at "+stored.URL)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,6 +25,7 @@ import (
 	"github.com/coredog/coredog/agent/serve"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 	"github.com/coredog/coredog/internal/agentlease"
+	"github.com/coredog/coredog/internal/wire"
 )
 
 // DumpName is the CoreDump name of a file: a hash of the node and the file's
@@ -154,7 +156,8 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 	name := DumpName(a.cfg.NodeName, f.Identity)
 	containerID := a.takeContainerID(f.Path)
 
-	core, facts, parseErr, err := describe(f, a.cfg.CorePattern == string(coredogv1.CorePatternPipe))
+	fields, _ := a.set.pattern.Parse(filepath.Base(f.Path))
+	core, facts, parseErr, analysis, err := describe(f, a.cfg.CorePattern == string(coredogv1.CorePatternPipe), a.analyzer(fields.HostPID, containerID))
 	if errors.Is(err, errHardLink) {
 		a.metrics.refused.WithLabelValues("HardLink").Inc()
 		log.Info("Ignoring a file with more than one hard link: it is not a core the kernel wrote")
@@ -166,7 +169,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 		log.Info("File changed before it could be captured", "err", err.Error())
 		return
 	}
-	cd := a.buildCoreDump(name, f, core, parseErr, containerID, facts)
+	cd := a.buildCoreDump(name, f, core, parseErr, containerID, facts, analysis)
 	if f.Previous != nil {
 		// The same crash, grown since it was captured: its CoreDump was
 		// paid for.
@@ -199,6 +202,7 @@ func (a *Agent) capture(ctx context.Context, f detect.File) {
 			captured.CommandLine = core.CommandLine
 		}
 		captured.Modules = a.modulesOf(f, core)
+		captured.Analysis = encodeAnalysis(analysis)
 		a.registry.Add(captured)
 		a.metrics.localBytes.Set(float64(a.guard.Usage()))
 	}
@@ -334,31 +338,38 @@ type fileFacts struct {
 
 // describe reads the file's ELF notes. err is set when the file is no longer
 // the one detected; parseErr when it is, but could not be fully read.
-func describe(f detect.File, pipe bool) (core *corefile.Core, facts fileFacts, parseErr error, err error) {
+// describe reads the file's ELF notes, and with analyzer (when not nil) the
+// backtraces of its threads. err is set when the file is no longer the one
+// detected; parseErr when it is, but could not be fully read.
+func describe(f detect.File, pipe bool, analyzer func(io.ReaderAt, int64) *wire.Analysis) (
+	core *corefile.Core, facts fileFacts, parseErr error, analysis *wire.Analysis, err error) {
 	file, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, facts, nil, err
+		return nil, facts, nil, nil, err
 	}
 	defer file.Close()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(file.Fd()), &st); err != nil {
-		return nil, facts, nil, err
+		return nil, facts, nil, nil, err
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Dev != f.Identity.Device || st.Ino != f.Identity.Inode {
-		return nil, facts, nil, errors.New("not the file that was detected")
+		return nil, facts, nil, nil, errors.New("not the file that was detected")
 	}
 	if st.Nlink != 1 {
 		// The kernel writes a core with one link. More mean a hard link,
 		// possibly to a file outside the directory (/etc/shadow): never
 		// describe, serve or upload it.
-		return nil, facts, nil, errHardLink
+		return nil, facts, nil, nil, errHardLink
 	}
 	facts = fileFacts{owner: st.Uid, pipe: pipe}
 	if pipe {
 		facts.dumpMode = dumpModeXattr(int(file.Fd()))
 	}
 	core, parseErr = corefile.ReadCore(file, st.Size)
-	return core, facts, parseErr, nil
+	if analyzer != nil {
+		analysis = analyzer(file, st.Size)
+	}
+	return core, facts, parseErr, analysis, nil
 }
 
 // dumpModeXattr reads the dump mode the pipe receiver left on the file: a
@@ -398,7 +409,7 @@ func dumpModeOf(f fileFacts, uid *int64) coredogv1.DumpMode {
 	return ""
 }
 
-func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, parseErr error, containerID string, facts fileFacts) *coredogv1.CoreDump {
+func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, parseErr error, containerID string, facts fileFacts, analysis *wire.Analysis) *coredogv1.CoreDump {
 	fields, _ := a.set.pattern.Parse(filepath.Base(f.Path))
 	if facts.dumpMode == 0 {
 		facts.dumpMode = fields.DumpMode
@@ -471,7 +482,7 @@ func (a *Agent) buildCoreDump(name string, f detect.File, core *corefile.Core, p
 		Process:      p,
 		ContainerID:  clip(containerID, 256),
 		ELF:          elfInfo,
-		Signature:    corefile.Signature(p.Executable, int(p.Signal), module, offset),
+		Signature:    signature(p.Executable, int(p.Signal), module, offset, analysis),
 	}
 	if parseErr != nil {
 		spec.ParseError = clip(parseErr.Error(), 1024)

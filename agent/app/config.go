@@ -48,9 +48,16 @@ type Config struct {
 	PollInterval    time.Duration
 	SettleTime      time.Duration
 	DisableWatch    bool
-	MaxNodeUsage    string
-	MinNodeFree     string
-	MaxParallel     int
+	// DisableAnalysis turns off unwinding the threads of each core at
+	// capture (status.analysis is Unavailable then).
+	DisableAnalysis bool
+	// HostRoot is the host's root file system, where the binaries of a host
+	// process (one in no container) are read for the analysis; default:
+	// <ProcRoot>/1/root.
+	HostRoot     string
+	MaxNodeUsage string
+	MinNodeFree  string
+	MaxParallel  int
 	// LeaseRenew is how often the agent renews its Lease.
 	LeaseRenew time.Duration
 	// ReceiverBinary is the binary installed as the kernel's pipe handler in
@@ -96,6 +103,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CutQuietTime, "cut-quiet-time", 0,
 		"Quiet time after which a core shorter than its ELF headers say is taken as cut, when its process cannot be checked; default 10 × --settle-time.")
 	fs.BoolVar(&c.DisableWatch, "disable-watch", false, "Find files by polling alone (for filesystems where inotify is unreliable).")
+	fs.BoolVar(&c.DisableAnalysis, "disable-analysis", false, "Do not unwind the threads of each core at capture.")
+	fs.StringVar(&c.HostRoot, "host-root", "", "The host's root file system, where host processes' binaries are read for backtraces; default: <proc-root>/1/root.")
 	fs.StringVar(&c.MaxNodeUsage, "max-node-usage", "10Gi", "Most disk that cores may use on the node; 0 for no limit.")
 	fs.StringVar(&c.MinNodeFree, "min-node-free", "5%", "Free space to leave on the node: a size (2Gi) or a percentage (5%).")
 	fs.IntVar(&c.MaxParallel, "max-parallel-downloads", 4, "Concurrent dump downloads served.")

@@ -78,7 +78,7 @@ func TestDescribeRefusesWhatIsNotTheDetectedFile(t *testing.T) {
 			var err error
 			go func() {
 				defer close(done)
-				_, _, _, err = describe(f, false)
+				_, _, _, _, err = describe(f, false, nil)
 			}()
 			select {
 			case <-done:
@@ -97,7 +97,7 @@ func TestDescribeRefusesWhatIsNotTheDetectedFile(t *testing.T) {
 	// The untouched file is described.
 	p := filepath.Join(dir, "core.untouched")
 	must(t, os.WriteFile(p, []byte("\x7fELF detected core"), 0o600))
-	if _, _, _, err := describe(detected(t, p), false); err != nil {
+	if _, _, _, _, err := describe(detected(t, p), false, nil); err != nil {
 		t.Fatalf("the detected file itself: %v", err)
 	}
 }

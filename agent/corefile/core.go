@@ -165,6 +165,9 @@ type coreReader struct {
 	phoff, hsize uint64
 	segEnd       uint64
 	shEnd        uint64
+	// keepThreads is how many NT_PRSTATUS notes to remember (ReadProcess).
+	keepThreads int
+	threadNotes []NoteRef
 }
 
 func (cr *coreReader) fail(err error) {
@@ -528,6 +531,9 @@ func (cr *coreReader) readNotes(ns noteSeg) {
 func (cr *coreReader) coreNote(typ uint32, off, size uint64) bool {
 	if typ == ntPrstatus {
 		cr.c.Threads++
+		if len(cr.threadNotes) < cr.keepThreads {
+			cr.threadNotes = append(cr.threadNotes, NoteRef{Offset: off, Size: size})
+		}
 	}
 	if cr.seen[typ] {
 		return true // the process-wide notes and the crashing thread come first

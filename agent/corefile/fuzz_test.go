@@ -160,3 +160,26 @@ func noteExtent(core []byte) (start, end uint64) {
 	}
 	return 0, 0
 }
+
+// FuzzReadProcess: the note reader that also keeps every thread's
+// NT_PRSTATUS place and the PT_LOAD segments for unwinding.
+func FuzzReadProcess(f *testing.F) {
+	f.Add([]byte("\x7fELF\x02\x01\x01"), 4)
+	f.Fuzz(func(t *testing.T, data []byte, maxThreads int) {
+		p, _ := ReadProcess(bytes.NewReader(data), int64(len(data)), maxThreads%1024)
+		if p == nil {
+			return
+		}
+		if len(p.ThreadNotes) > max(maxThreads%1024, 0) || len(p.ThreadNotes) > p.Threads {
+			t.Fatalf("%d thread notes kept of %d, limit %d", len(p.ThreadNotes), p.Threads, maxThreads%1024)
+		}
+		for _, n := range p.ThreadNotes {
+			if n.Offset+n.Size > uint64(len(data)) {
+				t.Fatalf("note at %d+%d past the end %d", n.Offset, n.Size, len(data))
+			}
+		}
+		for _, m := range p.Mappings {
+			_ = p.BuildID(m)
+		}
+	})
+}

@@ -9,7 +9,8 @@
 // The protocol itself (routes, the encoding parameter and header, the
 // trailers, the name rule) is internal/wire's, shared with the manager's
 // client; this package owns the server side of it: the Registry of
-// servable files, the HTTP routes (GET /v1/dumps/{name}, GET /healthz), the checks made on every open (no symbolic
+// servable files, the HTTP routes (GET /v1/dumps/{name}, GET /v1/dumps/{name}/analysis for the
+// backtraces computed at capture, GET /healthz), the checks made on every open (no symbolic
 // links, no FIFOs, the same device and inode as registered), the per-request
 // limits (parallel downloads, per-write deadlines) and reloading the TLS
 // material from its mounted Secret directory.

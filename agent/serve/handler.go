@@ -156,7 +156,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.metrics.request(http.StatusMethodNotAllowed)
 			return
 		}
-		h.metrics.request(h.serveDump(w, r, strings.TrimPrefix(path, wire.DumpsPath)))
+		rest := strings.TrimPrefix(path, wire.DumpsPath)
+		if name, ok := strings.CutSuffix(rest, wire.AnalysisSuffix); ok {
+			h.metrics.request(h.serveAnalysis(w, r, name))
+			return
+		}
+		h.metrics.request(h.serveDump(w, r, rest))
 	case strings.HasPrefix(path, wire.BuildIDPath):
 		if !allowGet(w, r) {
 			h.metrics.request(http.StatusMethodNotAllowed)
@@ -195,6 +200,26 @@ func notFound(w http.ResponseWriter) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusNotFound)
 	_, _ = w.Write([]byte(notFoundBody))
+}
+
+// serveAnalysis answers GET /v1/dumps/{name}/analysis with the analysis
+// computed at capture: the registered entry's, as it was registered, from
+// memory, and only to the controller.
+func (h *handler) serveAnalysis(w http.ResponseWriter, r *http.Request, name string) int {
+	if r.TLS != nil && !peerIs(r.TLS.PeerCertificates, h.clientCN) {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return http.StatusForbidden
+	}
+	entry, ok := h.reg.Get(name)
+	if !wire.ValidName(name) || !ok || len(entry.Analysis) == 0 || len(entry.Analysis) > wire.MaxAnalysisBytes {
+		notFound(w)
+		return http.StatusNotFound
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(entry.Analysis)))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(entry.Analysis)
+	return http.StatusOK
 }
 
 // serveDump answers one download and returns the status it sent, for

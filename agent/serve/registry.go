@@ -31,6 +31,10 @@ type Entry struct {
 	// GET BuildIDPath serves a build-id only while an entry lists it as
 	// collected.
 	Modules []wire.Module
+	// Analysis is the JSON of the backtraces computed at capture
+	// (wire.Analysis), at most wire.MaxAnalysisBytes, served at
+	// wire.DumpsPath + Name + wire.AnalysisSuffix; nil when there is none.
+	Analysis []byte
 }
 
 // Registry holds the files the agent registered itself; only these are ever

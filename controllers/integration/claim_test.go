@@ -50,11 +50,11 @@ func (u *countingUploader) Key(*coredogv1.CoreDump, *coredogv1.CoreDumpPolicy) (
 	return &coredogv1.StorageStatus{URL: "file:///store/k/core.zst", Key: "k/core.zst", Compression: coredogv1.CompressionZstd}, nil
 }
 
-func (u *countingUploader) Upload(_ context.Context, cd *coredogv1.CoreDump, _ *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
+func (u *countingUploader) Upload(_ context.Context, cd *coredogv1.CoreDump, _ *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, *coredogv1.CrashAnalysis, error) {
 	u.uploads.Add(1)
 	st := cd.Status.Storage.DeepCopy()
 	st.StoredSize, st.SHA256, st.UploadedAt = 42, "00", &metav1.Time{Time: time.Now()}
-	return st, nil
+	return st, nil, nil
 }
 
 func (u *countingUploader) DeleteStored(context.Context, *coredogv1.CoreDump, *coredogv1.CoreDumpPolicy) error {

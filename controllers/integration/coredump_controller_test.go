@@ -46,6 +46,13 @@ type dumpEnv struct {
 
 func newDumpEnv(t *testing.T, name string, mutate func(*coredogv1.CoreDumpPolicy)) *dumpEnv {
 	t.Helper()
+	return newDumpEnvWith(t, name, mutate, nil)
+}
+
+// newDumpEnvWith is newDumpEnv with the agent's configuration changed by
+// agentCfg.
+func newDumpEnvWith(t *testing.T, name string, mutate func(*coredogv1.CoreDumpPolicy), agentCfg func(*app.Config)) *dumpEnv {
+	t.Helper()
 	g := NewWithT(t)
 	e := &dumpEnv{t: t, node: "node-" + name, dir: t.TempDir(), store: filepath.Join(t.TempDir(), name+"-bucket")}
 	p := newPolicy(name, "/var/lib/cores-"+name)
@@ -71,6 +78,9 @@ func newDumpEnv(t *testing.T, name string, mutate func(*coredogv1.CoreDumpPolicy
 		FileNamePattern: coredogv1.DefaultFileNamePattern, ProcRoot: "", Listen: "127.0.0.1:0", TLSDir: tlsDir,
 		CorePattern: "Observe", MetricsAddr: "0", HealthAddr: "0", PollInterval: time.Second, SettleTime: 200 * time.Millisecond,
 		MaxNodeUsage: "1Gi", MinNodeFree: "0%", MaxParallel: 4, LeaseRenew: time.Second,
+	}
+	if agentCfg != nil {
+		agentCfg(&cfg)
 	}
 	go func() { done <- app.Run(ctx, cfg, restCfg, scheme.New(), testr.New(t).WithName("agent")) }()
 	t.Cleanup(func() {

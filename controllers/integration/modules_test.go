@@ -107,48 +107,62 @@ type moduleAgent struct {
 
 func newModuleAgent(t *testing.T, policy, node string, files moduleFiles) *moduleAgent {
 	t.Helper()
+	reg := serve.NewRegistry()
+	endpoint := certifiedAgent(t, policy, node, serve.Options{Registry: reg, Modules: files})
+	return &moduleAgent{t: t, policy: policy, node: node, reg: reg, dir: t.TempDir(), endpoint: endpoint}
+}
+
+// certifiedAgent runs the real agent server (agent/serve) of node with
+// opts, as that node's agent of policy does: its own key, certified by the
+// manager through the node's Lease, which then names the server's endpoint.
+// It returns the endpoint.
+func certifiedAgent(t *testing.T, policy, node string, opts serve.Options) string {
+	t.Helper()
 	g := NewWithT(t)
-	// The agent's own key, certified by the manager through its Lease for
-	// its node, as a real agent's is.
+	ctx := context.Background()
 	id, err := serve.NewIdentity(policy, node)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g.Expect(err).NotTo(HaveOccurred())
 	tlsDir := t.TempDir()
 	var caPEM []byte
 	g.Eventually(func(g Gomega) {
 		var s corev1.Secret
-		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Namespace: testNamespace, Name: agentset.AgentCASecretName(policy)}, &s)).To(Succeed())
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: testNamespace, Name: agentset.AgentCASecretName(policy)}, &s)).To(Succeed())
 		caPEM = s.Data[pki.CACertKey]
 		g.Expect(os.WriteFile(filepath.Join(tlsDir, pki.CACertKey), caPEM, 0o600)).To(Succeed())
 	}, timeout, interval).Should(Succeed())
-	reg := serve.NewRegistry()
-	srv, err := serve.NewServer(serve.Options{Registry: reg, Modules: files, TLSDir: tlsDir, Identity: id, Logger: testr.New(t).WithName("agent")}, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	a := &moduleAgent{t: t, policy: policy, node: node, reg: reg, dir: t.TempDir(), endpoint: agentlease.Endpoint("127.0.0.1", portOf(srv.Addr()))}
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: agentlease.Name(policy, node), Namespace: testNamespace,
-			Labels: map[string]string{coredogv1.LabelPolicy: coredogv1.LabelValue(policy), coredogv1.LabelNode: node},
-			Annotations: map[string]string{agentlease.AnnotationEndpoint: a.endpoint, agentlease.AnnotationServingCSR: string(id.CSR())}},
+			Labels:      map[string]string{coredogv1.LabelPolicy: coredogv1.LabelValue(policy), coredogv1.LabelNode: node},
+			Annotations: map[string]string{agentlease.AnnotationServingCSR: string(id.CSR())}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, RenewTime: &metav1.MicroTime{Time: time.Now()}},
 	}
-	g.Expect(k8s.Create(context.Background(), lease)).To(Succeed())
+	g.Expect(k8s.Create(ctx, lease)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), lease) })
 	g.Eventually(func(g Gomega) {
-		var l coordinationv1.Lease
-		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(lease), &l)).To(Succeed())
-		cert := l.Annotations[agentlease.AnnotationServingCert]
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(lease), lease)).To(Succeed())
+		cert := lease.Annotations[agentlease.AnnotationServingCert]
 		g.Expect(cert).NotTo(BeEmpty())
 		_, err := id.Accept([]byte(cert), caPEM, time.Now())
 		g.Expect(err).NotTo(HaveOccurred())
 	}, timeout, interval).Should(Succeed())
-	return a
+
+	opts.TLSDir, opts.Identity = tlsDir, id
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = testr.New(t).WithName("agent-" + node)
+	}
+	srv, err := serve.NewServer(opts, "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	srvCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(srvCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	endpoint := agentlease.Endpoint("127.0.0.1", portOf(srv.Addr()))
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(lease), lease)).To(Succeed())
+		lease.Annotations[agentlease.AnnotationEndpoint] = endpoint
+		g.Expect(k8s.Update(ctx, lease)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+	return endpoint
 }
 
 func portOf(addr string) int {

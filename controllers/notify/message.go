@@ -65,6 +65,29 @@ type Message struct {
 	LinkExpires time.Time
 	// Throttled is set for EventThrottled.
 	Throttled *ThrottleSummary
+	// Frames are the crashing thread's top frames (at most TopFrames) from
+	// status.analysis, innermost first.
+	Frames []coredogv1.StackFrame
+}
+
+// factTopFrames labels the frames among a message's facts.
+const factTopFrames = "Top frames"
+
+// TopFrames is how many frames of the crashing thread a notification shows.
+const TopFrames = 5
+
+// FrameText spells a frame in one short line: "function (module+0xoffset)",
+// "?? (module+0xoffset)" when it has no name.
+func FrameText(f coredogv1.StackFrame) string {
+	fn := cmp.Or(clean(f.Function, 200), "??")
+	where := clean(f.Module, 100)
+	if f.Offset != "" {
+		where += "+" + clean(f.Offset, 18)
+	}
+	if where == "" {
+		return fn
+	}
+	return fn + " (" + where + ")"
 }
 
 // ThrottleSummary counts the throttled dumps of one rate-limit window.
@@ -147,6 +170,13 @@ func (m *Message) Facts() []Fact {
 		if m.Size > 0 {
 			facts = append(facts, Fact{"Size", coredogv1.DisplaySize(m.Size)})
 		}
+	}
+	if len(m.Frames) > 0 {
+		texts := make([]string, 0, TopFrames)
+		for _, f := range m.Frames[:min(len(m.Frames), TopFrames)] {
+			texts = append(texts, FrameText(f))
+		}
+		facts = append(facts, Fact{factTopFrames, strings.Join(texts, " ← ")})
 	}
 	facts = append(facts, Fact{"CoreDump", clean(m.CoreDump, 253)})
 	if m.Event != EventUploaded && m.Detail != "" {

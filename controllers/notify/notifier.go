@@ -346,6 +346,9 @@ func baseMessage(cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy, cluster st
 	if proc.DumpedAt != nil {
 		m.CrashedAt = proc.DumpedAt.Time
 	}
+	if a := cd.Status.Analysis; a != nil {
+		m.Frames = append([]coredogv1.StackFrame(nil), a.Frames[:min(len(a.Frames), TopFrames)]...)
+	}
 	switch cd.Status.Phase {
 	case coredogv1.PhaseSkipped:
 		m.Event = EventSkipped

@@ -132,6 +132,9 @@ type Data struct {
 	DownloadURL          string         `json:"downloadURL,omitempty"`
 	DownloadURLExpiresAt *time.Time     `json:"downloadURLExpiresAt,omitempty"`
 	Throttled            *ThrottledData `json:"throttled,omitempty"`
+	// Frames are the crashing thread's top frames, innermost first (at
+	// most TopFrames), as status.analysis has them.
+	Frames []coredogv1.StackFrame `json:"frames,omitempty"`
 }
 
 // ObjectRef names a Kubernetes object.
@@ -162,7 +165,7 @@ func webhookBody(m *Message) *Data {
 		Namespace: m.Namespace, Pod: m.Pod, Container: m.Container, Image: m.Image, Workload: m.Workload,
 		Node: m.Node, Executable: m.Executable, Signal: m.Signal, SignalNumber: m.SignalNumber,
 		Signature: m.Signature, Occurrences: m.Occurrences, CrashedAt: m.CrashedAt.UTC(), Size: m.Size,
-		Reason: m.Reason, Message: m.Detail, Location: m.Location, DownloadURL: m.Link,
+		Reason: m.Reason, Message: m.Detail, Location: m.Location, DownloadURL: m.Link, Frames: m.Frames,
 	}
 	if !m.LinkExpires.IsZero() {
 		t := m.LinkExpires.UTC()
@@ -220,15 +223,24 @@ func slackBody(m *Message) map[string]any {
 		header = string(r[:slackHeaderRunes-1]) + "…"
 	}
 	var fields []map[string]string
+	var frames string
 	for _, f := range m.Facts() {
+		if f.Label == factTopFrames {
+			// Its own section: a field is short, and a section has ten.
+			frames = "*" + f.Label + "*\n" + slackEscape(f.Value)
+			continue
+		}
 		if len(fields) == 10 { // Slack's limit per section
-			break
+			continue
 		}
 		fields = append(fields, map[string]string{"type": "mrkdwn", "text": "*" + f.Label + "*\n" + slackEscape(f.Value)})
 	}
 	blocks := []map[string]any{
 		{"type": "header", "text": map[string]any{"type": "plain_text", "text": header}},
 		{"type": "section", "fields": fields},
+	}
+	if frames != "" {
+		blocks = append(blocks, map[string]any{"type": "section", "text": map[string]string{"type": "mrkdwn", "text": frames}})
 	}
 	text := slackEscape(title)
 	if m.Link != "" {

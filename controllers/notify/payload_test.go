@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -425,5 +426,47 @@ func TestMessageVariants(t *testing.T) {
 			}
 			tc.check(t, req.Body)
 		})
+	}
+}
+
+// TestNotificationsShowTheTopFrames: every sink gets the crashing thread's
+// first TopFrames frames, as one cleaned line in the chat sinks' facts and
+// as frames in CoreDog's own JSON.
+func TestNotificationsShowTheTopFrames(t *testing.T) {
+	m := testMessage()
+	for i := range 7 {
+		m.Frames = append(m.Frames, coredogv1.StackFrame{Module: "server", Offset: fmt.Sprintf("0x%x", 0x100*i), Function: fmt.Sprintf("f%d\n<b>", i)})
+	}
+	m.Frames[0] = coredogv1.StackFrame{Module: "libc.so.6", Offset: "0x9"}
+	m.Frames = m.Frames[:TopFrames]
+	var top string
+	for _, f := range m.Facts() {
+		if f.Label == "Top frames" {
+			top = f.Value
+		}
+	}
+	want := "?? (libc.so.6+0x9) ← f1 <b> (server+0x100) ← f2 <b> (server+0x200) ← f3 <b> (server+0x300) ← f4 <b> (server+0x400)"
+	if top != want {
+		t.Errorf("Top frames fact:\n got %q\nwant %q", top, want)
+	}
+	req, err := Render(Sink{Name: "w", Type: coredogv1.NotificationWebhook, URL: "https://example.invalid/hook"}, m, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Data
+	if err := json.Unmarshal(req.Body, &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Frames) != TopFrames || d.Frames[1].Function != "f1\n<b>" {
+		t.Errorf("webhook frames: %+v", d.Frames)
+	}
+	for _, typ := range []coredogv1.NotificationSinkType{coredogv1.NotificationSlack, coredogv1.NotificationTeams, coredogv1.NotificationWeCom} {
+		req, err := Render(Sink{Name: "c", Type: typ, URL: "https://example.invalid/hook"}, m, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(req.Body), "libc.so.6+0x9") {
+			t.Errorf("%s message lacks the frames: %s", typ, req.Body)
+		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/coredog/coredog/internal/agentlease"
 	"github.com/coredog/coredog/internal/pki"
 	"github.com/coredog/coredog/internal/storage"
+	"github.com/coredog/coredog/internal/wire"
 )
 
 // OpenStoreFunc opens a store; tests may swap it.
@@ -113,30 +114,55 @@ var ErrAgentLease = errors.New("the agent Lease of the dump's node cannot be use
 // it, writes the metadata file next to it, and returns where it is. It
 // returns only after the store confirmed both writes. An attempt that makes
 // no progress for StallTimeout is given up with an error wrapping ErrStalled.
-func (u *Uploader) Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
+//
+// Before the dump it fetches the backtraces the agent computed at capture
+// (agentclient.FetchAnalysis, checked and bounded there), stores every
+// thread of them in the metadata file, and returns what of them goes into
+// status.analysis (the crashing thread; no modules). An agent that sends
+// none, or a malformed one, makes that analysis Unavailable, never the
+// upload fail.
+func (u *Uploader) Upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, *coredogv1.CrashAnalysis, error) {
 	timeout := u.StallTimeout
 	if timeout <= 0 {
 		timeout = DefaultStallTimeout
 	}
 	actx, stop := watchStall(ctx, timeout)
 	defer stop()
-	stored, err := u.upload(actx, cd, p)
-	return stored, stallError(actx, err)
+	stored, analysis, err := u.upload(actx, cd, p)
+	if err != nil {
+		return nil, nil, stallError(actx, err)
+	}
+	return stored, analysis, nil
 }
 
-func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, error) {
+// analysisOf fetches a dump's analysis; what cannot be had is an
+// Unavailable analysis that says why in the manager's words.
+func analysisOf(ctx context.Context, ac *agentclient.Client, endpoint, node, name string) *wire.Analysis {
+	a, err := ac.FetchAnalysis(ctx, endpoint, node, name)
+	switch {
+	case err == nil:
+		return a
+	case errors.Is(err, agentclient.ErrNotServed):
+		return &wire.Analysis{Outcome: coredogv1.AnalysisUnavailable, Reason: "the agent did not analyse this dump"}
+	case errors.Is(err, agentclient.ErrBadAnalysis):
+		return &wire.Analysis{Outcome: coredogv1.AnalysisUnavailable, Reason: "the agent sent a malformed analysis"}
+	}
+	return &wire.Analysis{Outcome: coredogv1.AnalysisUnavailable, Reason: "the agent's analysis could not be fetched"}
+}
+
+func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredogv1.CoreDumpPolicy) (*coredogv1.StorageStatus, *coredogv1.CrashAnalysis, error) {
 	target := cd.Status.Storage
 	if target == nil || target.Key == "" {
-		return nil, errors.New("no storage key was decided")
+		return nil, nil, errors.New("no storage key was decided")
 	}
 	loc, store, err := u.open(ctx, p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer store.Close()
 	key, ok := loc.StoredKey(target.URL, target.Key)
 	if !ok {
-		return nil, fmt.Errorf("the policy's storage moved from %s; the dump cannot be written where it was planned", target.URL)
+		return nil, nil, fmt.Errorf("the policy's storage moved from %s; the dump cannot be written where it was planned", target.URL)
 	}
 	// The key is this dump's alone (its name is the key's last segment),
 	// and every write is conditional: whatever is there already is this
@@ -145,7 +171,7 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	docKey, logKey := storage.SidecarKey(key), storage.LogKey(key)
 	for _, k := range []string{key, logKey, docKey} {
 		if err := u.clearOwn(ctx, store, loc, k, docKey, cd); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// The log first: the dump may take minutes to stream, in which the
@@ -153,17 +179,19 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 	words := u.lastWords(ctx, cd)
 	endpoint, err := u.endpoint(ctx, cd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ac, err := u.agentClient(ctx, p.Name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	full := analysisOf(ctx, ac, endpoint, cd.Spec.NodeName, cd.Name)
+	analysis := full.Status()
 	// The agent must prove it is the dump's node's: the Lease's endpoint is
 	// only where to look.
 	stream, err := ac.Fetch(ctx, endpoint, cd.Spec.NodeName, cd.Name, target.Compression, cd.Spec.Size)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer stream.Close()
 	n, err := store.Write(ctx, key, stream, storage.WriteOptions{
@@ -173,7 +201,7 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 		IfAbsent:    true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("storing %s: %w", target.URL, err)
+		return nil, nil, fmt.Errorf("storing %s: %w", target.URL, err)
 	}
 	stored := target.DeepCopy()
 	stored.StoredSize = n
@@ -184,17 +212,20 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 		if _, err := store.Write(ctx, logKey, bytes.NewReader(words.Log), storage.WriteOptions{
 			ContentType: storage.ContentTypeLog, Metadata: identity(cd), SizeHint: int64(len(words.Log)), IfAbsent: true,
 		}); err != nil {
-			return nil, fmt.Errorf("storing the container's log next to %s: %w", target.URL, err)
+			return nil, nil, fmt.Errorf("storing the container's log next to %s: %w", target.URL, err)
 		}
 	}
 
 	meta := cd.DeepCopy()
 	meta.Status.Storage = stored
 	meta.Status.Phase = coredogv1.PhaseUploaded
+	meta.Status.Analysis = MergeAnalysis(meta.Status.Analysis, analysis)
 	fields := map[string]any{
 		"apiVersion": coredogv1.GroupVersion.String(), "kind": "CoreDump",
 		"metadata": map[string]any{"name": cd.Name, "namespace": cd.Namespace, "uid": cd.UID, "labels": cd.Labels, "annotations": cd.Annotations},
 		"spec":     storedSpec(meta.Spec, stream.CommandLine), "status": meta.Status,
+		// Every thread: status.analysis has the crashing thread's alone.
+		"analysis": full,
 	}
 	if words != nil {
 		fields["lastWords"] = words.Info
@@ -210,14 +241,27 @@ func (u *Uploader) upload(ctx context.Context, cd *coredogv1.CoreDump, p *coredo
 		doc, err = json.MarshalIndent(fields, "", "  ")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("encoding metadata: %w", err)
+		return nil, nil, fmt.Errorf("encoding metadata: %w", err)
 	}
 	if _, err := store.Write(ctx, docKey, bytes.NewReader(doc), storage.WriteOptions{
 		ContentType: storage.ContentTypeJSON, Metadata: identity(cd), SizeHint: int64(len(doc)), IfAbsent: true,
 	}); err != nil {
-		return nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
+		return nil, nil, fmt.Errorf("storing metadata next to %s: %w", target.URL, err)
 	}
-	return stored, nil
+	return stored, analysis, nil
+}
+
+// MergeAnalysis is cur with the outcome, reason, threads, crashing thread
+// and frames of next; the modules stay cur's, whoever wrote them.
+func MergeAnalysis(cur, next *coredogv1.CrashAnalysis) *coredogv1.CrashAnalysis {
+	if next == nil {
+		return cur
+	}
+	out := next.DeepCopy()
+	if cur != nil {
+		out.Modules = cur.Modules
+	}
+	return out
 }
 
 // lastWords gathers the crashed container's log and its pod, when the

@@ -413,6 +413,7 @@ func RenderDescription(w io.Writer, d Description, now time.Time) {
 		}
 	}
 	p.line(0, "Signature", sigLine)
+	describeBacktrace(p, cd)
 
 	p.line(0, "File:", "")
 	p.line(1, "Name", cd.Spec.FileName)

@@ -59,6 +59,7 @@ func TestRenderDescriptionFull(t *testing.T) {
 		"  Machine:        x86_64",
 		"  Threads:        4",
 		"Signature:        0123456789ab (1 other dump has it: kubectl coredog list -l coredog.io/signature=0123456789ab)",
+		"Backtrace:        <none>",
 		"File:",
 		"  Name:           core.web-0.server.1.11.0",
 		"  Size:           43Mi (45088768 bytes)",
@@ -120,6 +121,24 @@ func TestRenderDescriptionCases(t *testing.T) {
 				cd.Spec.Process.DumpMode = coredogv1.DumpModePrivileged
 			})), SameSignature: 0},
 			want: []string{"  Dump mode:      Privileged (dumped as root under fs.suid_dumpable=2"},
+		},
+		{
+			name: "backtrace of the crashing thread",
+			d: Description{Dump: new(testDump("core-bt", time.Minute, func(cd *coredogv1.CoreDump) {
+				cd.Status.Analysis = &coredogv1.CrashAnalysis{Outcome: coredogv1.AnalysisPartial, Reason: "libc.so.6: cannot open it", Threads: 3, CrashingThread: 42,
+					Frames: []coredogv1.StackFrame{
+						{Module: "libc.so.6", PC: "0x7f0000001000", Offset: "0x1000"},
+						{Module: "server", PC: "0x401234", Offset: "0x1234", Function: "shop::Cart<int>::checkout", File: "/src/cart.cc", Line: 17},
+						{Module: "server", PC: "0x401300", Offset: "0x1300", Function: "main\x1b[2J"},
+					}}
+			})), SameSignature: 0},
+			want: []string{
+				"Backtrace:        Partial, thread 42 of 3: libc.so.6: cannot open it",
+				"  #0  0x7f0000001000 in ?? (libc.so.6+0x1000)",
+				"  #1  0x401234 in shop::Cart<int>::checkout (server+0x1234) at /src/cart.cc:17",
+				`  #2  0x401300 in main\x1b[2J (server+0x1300)`,
+			},
+			notWant: []string{"\x1b"},
 		},
 		{
 			name: "hostile values are escaped",
