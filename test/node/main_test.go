@@ -66,7 +66,8 @@ func runSuite(m *testing.M) (code int) {
 		logf("%v", err)
 		return 1
 	}
-	guardian, err := StartGuardian(filepath.Join(StateRoot, "guardian.log"))
+	guardianLog := filepath.Join(os.TempDir(), "coredog-node-guardian.log")
+	guardian, err := StartGuardian(guardianLog)
 	if err != nil {
 		logf("starting the guardian: %v", err)
 		_ = Cleanup(state, logf)
@@ -84,6 +85,7 @@ func runSuite(m *testing.M) (code int) {
 			logf("teardown took %s", time.Since(t0).Round(time.Millisecond))
 			if teardownErr == nil {
 				guardian.Done()
+				_ = os.Remove(guardianLog)
 			}
 		})
 	}

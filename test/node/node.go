@@ -47,7 +47,7 @@ const (
 // their configuration says: the node's mount namespace puts a tmpfs over
 // each, so nothing lands on the host. A missing one is made (and recorded)
 // as a mount point.
-var coveredDirs = []string{"/var/log/containers", "/var/log/pods", "/var/lib/kubelet", "/var/lib/cni", "/run/netns", "/run/containerd", "/opt/cni", "/opt/containerd"}
+var coveredDirs = []string{"/run/mount", "/var/log/containers", "/var/log/pods", "/var/lib/kubelet", "/var/lib/cni", "/run/netns", "/run/containerd", "/opt/cni", "/opt/containerd"}
 
 // kubeletKernelDefaults are the values the kubelet requires with
 // protectKernelDefaults; where the machine's differ, the node's mount
@@ -161,7 +161,7 @@ func (n *Node) startNamespaces(context.Context) error {
 				return err
 			}
 		}
-		fmt.Fprintf(&script, "mount -t tmpfs -o mode=0755 coredog-node %s\n", d)
+		fmt.Fprintf(&script, "mount -n -t tmpfs -o mode=0755 coredog-node %s\n", d)
 	}
 	kdir := filepath.Join(n.Dir, "sysctl")
 	if err := os.MkdirAll(kdir, 0o755); err != nil {
@@ -176,7 +176,7 @@ func (n *Node) startNamespaces(context.Context) error {
 		if err := os.WriteFile(f, []byte(want+"\n"), 0o444); err != nil {
 			return err
 		}
-		fmt.Fprintf(&script, "mount --bind %s %s\n", f, path)
+		fmt.Fprintf(&script, "mount -n --bind %s %s\n", f, path)
 	}
 	script.WriteString("echo ready\nexec sleep 2147483647\n")
 	cmd := exec.Command("unshare", "--mount", "--net", "--propagation", "private", "--", "/bin/sh", "-c", script.String())
