@@ -142,6 +142,7 @@ test-faults: build ## The full fault matrix (TestFault* in test/e2e with COREDOG
 .PHONY: test-node
 test-node: ## The real-node suite alone (test/node, build tag nodesuite): a real kubelet and containerd, the chart installed with helm, real crashes; it changes the machine's core_pattern while it runs and restores it. Runs after every other suite, never beside one.
 	@hack/node-packages.sh
+	@$(MAKE) --no-print-directory images IMAGE_PLATFORMS=linux/$$($(GO) env GOARCH)
 	@assets="$$(hack/envtest.sh --node)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test -tags nodesuite -count=1 -timeout $(TEST_NODE_TIMEOUT) -v ./test/node/
 

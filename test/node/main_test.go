@@ -3,6 +3,8 @@
 package node
 
 import (
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"context"
 	"flag"
 	"fmt"
@@ -37,6 +39,7 @@ func TestMain(m *testing.M) {
 		os.Exit(RunGuardian())
 	}
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
 	os.Exit(runSuite(m))
 }
 

@@ -36,7 +36,7 @@ const (
 var (
 	coredogImage = "ghcr.io/coredog/coredog:" + imageTag
 	crasherImage = "coredog.test/crasher:v1"
-	imageTag     = "0.1.0"
+	imageTag     = "dev"
 )
 
 var s3c *s3.Client
