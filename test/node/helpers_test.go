@@ -162,8 +162,10 @@ func crashes(pods []corev1.Pod) int {
 	n := 0
 	for _, p := range pods {
 		for _, cs := range p.Status.ContainerStatuses {
+			// Every start before the current one crashed; so did the
+			// current one when it is terminated, or waiting to restart.
 			n += int(cs.RestartCount)
-			if cs.State.Terminated != nil {
+			if cs.State.Terminated != nil || cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil {
 				n++
 			}
 		}
