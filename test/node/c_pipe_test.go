@@ -15,8 +15,8 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/coredog/coredog/controllers/agentset"
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
+	"github.com/coredog/coredog/controllers/agentset"
 )
 
 // pipePattern is the core_pattern a Pipe agent sets for pipeDir.

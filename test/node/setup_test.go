@@ -74,7 +74,10 @@ func setUp(ctx context.Context) error {
 			return fmt.Errorf("image %s is not among those imported from %s:\n%s", want, imagesDir, out)
 		}
 	}
-	logf("imported %d images in %s", len(tars), time.Since(t0).Round(time.Millisecond))
+	if err := importToolbox(ctx, nd.Dir); err != nil {
+		return fmt.Errorf("the toolbox image: %w", err)
+	}
+	logf("imported %d images and the toolbox in %s", len(tars), time.Since(t0).Round(time.Millisecond))
 
 	dir := filepath.Join(nd.Dir, "s3")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
