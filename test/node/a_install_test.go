@@ -69,7 +69,7 @@ func waitAgentReady(t *testing.T, dir string) *corev1.Pod {
 			}
 		}
 		g.Expect(ready).To(HaveLen(1), "ready agent pods on %s with hostPath %s (of %d)", NodeName, dir, len(pods.Items))
-		g.Expect(len(pods.Items)).To(Equal(1), "agent pods: the old one must be gone")
+		g.Expect(pods.Items).To(HaveLen(1), "agent pods: the old one must be gone")
 		agent = ready[0]
 	}).WithTimeout(podTimeout).WithPolling(pollInterval).Should(Succeed())
 	return &agent

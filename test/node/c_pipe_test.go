@@ -95,7 +95,7 @@ func Test4PipeCrash(t *testing.T) {
 	Expect(cd.Status.Phase).To(Equal(coredogv1.PhaseUploaded), describeDump(*cd))
 	p := cd.Status.Pod
 	Expect(p.Name).To(Equal(pod.Name))
-	Expect(string(p.UID)).To(Equal(string(pod.UID)))
+	Expect(p.UID).To(Equal(string(pod.UID)))
 	Expect(p.ResolvedBy).To(Equal(coredogv1.ResolvedByContainerID))
 	Expect(p.Container).To(Equal("app"))
 	Expect(p.Image).To(Equal(crasherImage))

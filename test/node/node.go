@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,8 +40,11 @@ const (
 	// PauseImage is containerd's sandbox image; it must be imported.
 	PauseImage = "registry.k8s.io/pause:3.10"
 
-	hostVeth = "cdn-host"
-	nodeVeth = "cdn-node"
+	hostVeth    = "cdn-host"
+	kubeletName = "kubelet"
+	ipAdd       = "add"
+	ipLink      = "link"
+	nodeVeth    = "cdn-node"
 )
 
 // coveredDirs are paths the kubelet, containerd and CNI write whatever
@@ -108,7 +112,7 @@ func Start(ctx context.Context, s *State, o Options) (*Node, error) {
 			return n, err
 		}
 	}
-	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"} {
+	for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", kubeletName, "kubectl"} {
 		if _, err := os.Stat(filepath.Join(o.Assets, c)); err != nil {
 			return n, fmt.Errorf("%s is missing from %s: run hack/envtest.sh --node", c, o.Assets)
 		}
@@ -249,10 +253,10 @@ func (n *Node) setupNetwork(ctx context.Context) error {
 	}
 	pid := strconv.Itoa(n.HolderPID())
 	host := [][]string{
-		{"ip", "link", "add", hostVeth, "type", "veth", "peer", "name", nodeVeth},
-		{"ip", "link", "set", nodeVeth, "netns", pid},
-		{"ip", "addr", "add", HostIP + "/24", "dev", hostVeth},
-		{"ip", "link", "set", hostVeth, "up"},
+		{"ip", ipLink, ipAdd, hostVeth, "type", "veth", "peer", "name", nodeVeth},
+		{"ip", ipLink, "set", nodeVeth, "netns", pid},
+		{"ip", "addr", ipAdd, HostIP + "/24", "dev", hostVeth},
+		{"ip", ipLink, "set", hostVeth, "up"},
 	}
 	for _, c := range host {
 		if out, err := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput(); err != nil {
@@ -261,9 +265,9 @@ func (n *Node) setupNetwork(ctx context.Context) error {
 	}
 	dnat := "--to-destination=" + NodeIP + ":" + strconv.Itoa(APIServerPort)
 	node := [][]string{
-		{"ip", "addr", "add", NodeIP + "/24", "dev", nodeVeth},
-		{"ip", "link", "set", nodeVeth, "up"},
-		{"ip", "route", "add", "default", "via", HostIP},
+		{"ip", "addr", ipAdd, NodeIP + "/24", "dev", nodeVeth},
+		{"ip", ipLink, "set", nodeVeth, "up"},
+		{"ip", "route", ipAdd, "default", "via", HostIP},
 		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 		{"iptables", "-t", "nat", "-A", "PREROUTING", "-d", ServiceIP, "-p", "tcp", "--dport", "443", "-j", "DNAT", dnat},
 		{"iptables", "-t", "nat", "-A", "OUTPUT", "-d", ServiceIP, "-p", "tcp", "--dport", "443", "-j", "DNAT", dnat},
@@ -597,7 +601,7 @@ serializeImagePulls: false
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	kp, err := n.startProcess("kubelet", filepath.Join(n.assets, "kubelet"),
+	kp, err := n.startProcess(kubeletName, filepath.Join(n.assets, "kubelet"),
 		"--config", cfgPath, "--kubeconfig", p.kubeconfigs["kubelet"],
 		"--hostname-override", NodeName, "--node-ip", NodeIP,
 		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "pki"), "--v", "2")
@@ -646,7 +650,7 @@ func (n *Node) Run(ctx context.Context, stdin io.Reader, bin string, args ...str
 // the kubelet's and containerd's logs, the pods, events and nodes.
 func (n *Node) Diagnostics(ctx context.Context) string {
 	var b strings.Builder
-	for _, name := range []string{"kubelet", "containerd", "kube-controller-manager", "kube-scheduler", "kube-apiserver"} {
+	for _, name := range []string{kubeletName, "containerd", "kube-controller-manager", "kube-scheduler", "kube-apiserver"} {
 		if p := n.procs[name]; p != nil {
 			fmt.Fprintf(&b, "--- %s log (last 40 lines)\n%s\n", name, p.Tail(40))
 		}
@@ -671,7 +675,7 @@ func (n *Node) Diagnostics(ctx context.Context) string {
 // Cleanup undoes what the run recorded.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
-	if p := n.procs["kubelet"]; p != nil {
+	if p := n.procs[kubeletName]; p != nil {
 		_ = p.Stop(15 * time.Second)
 	}
 	if p := n.procs["containerd"]; p != nil && !p.Exited() {
@@ -683,9 +687,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 		cancel()
 	}
-	for i := len(n.order) - 1; i >= 0; i-- {
-		p := n.procs[n.order[i]]
-		if p != nil && p.Name != "kubelet" {
+	for _, name := range slices.Backward(n.order) {
+		p := n.procs[name]
+		if p != nil && p.Name != kubeletName {
 			_ = p.Stop(15 * time.Second)
 		}
 	}
