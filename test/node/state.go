@@ -49,6 +49,9 @@ type State struct {
 	// Procs are the processes the run started (each with its start time,
 	// so a reused PID is never signalled).
 	Procs []Proc `json:"procs,omitempty"`
+	// Owner is the suite's own process: a record whose owner still runs
+	// belongs to a run in progress, which the next one must not undo.
+	Owner Proc `json:"owner"`
 	// HostVeth is the host's end of the link into the node's network
 	// namespace.
 	HostVeth string `json:"hostVeth,omitempty"`
@@ -125,6 +128,9 @@ func Begin(log func(string, ...any)) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	if old != nil && old.Owner.PID != 0 && old.Owner.alive() {
+		return nil, fmt.Errorf("another run of the suite (pid %d) is in progress: %s is its record", old.Owner.PID, StateFile)
+	}
 	if old != nil {
 		log("A previous run did not finish: undoing what it recorded (%s)", StateFile)
 		if err := Cleanup(old, log); err != nil {
@@ -157,6 +163,9 @@ func Begin(log func(string, ...any)) (*State, error) {
 		}
 	}
 	s := &State{CorePattern: pattern, CorePipeLimit: limit}
+	if st, ok := procStart(os.Getpid()); ok {
+		s.Owner = Proc{Name: "suite", PID: os.Getpid(), Start: st}
+	}
 	if _, err := os.Stat(StateRoot); errors.Is(err, fs.ErrNotExist) {
 		s.RootCreated = true
 	}
