@@ -116,7 +116,7 @@ IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 IMAGES ?= coredog,pause,crasher
 
 .PHONY: images
-images: ## Without Docker: OCI image layout tars in dist/images (ctr -n k8s.io images import FILE): coredog.tar ($(IMG), IMAGE_PLATFORMS), and the node suite's pause.tar (registry.k8s.io/pause:3.10) and crasher.tar (coredog.test/crasher:v1) for this machine's arch; IMAGES=coredog for ours alone.
+images: ## Build images without Docker into dist/images, OCI archives for ctr -n k8s.io images import: coredog.tar (IMG, default ghcr.io/coredog/coredog:dev, for IMAGE_PLATFORMS linux/amd64,linux/arm64), and the node suite's pause.tar and crasher.tar (this machine's arch); IMAGES=coredog for ours alone.
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/images -out dist/images -image $(IMG) -platforms $(IMAGE_PLATFORMS) -only $(IMAGES)
 
 .PHONY: docker-build

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"maps"
@@ -14,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
 )
 
 // layerSpec is one layer of an image and the history line that says what it
@@ -30,17 +30,31 @@ type imageSpec struct {
 	config   v1.Config
 }
 
-// layer makes a gzip-compressed OCI layer of files. The compressed bytes
-// depend only on the files, the time and the Go toolchain's compress/gzip
-// (whose header carries no time or name here).
+// layer makes a gzip-compressed OCI layer of files. It compresses once, here
+// (go-containerregistry would compress again for the digest, the size and
+// the write), with klauspost/compress at the version go.mod pins; its gzip
+// header carries no time or name, so the bytes depend only on the files and
+// the time.
 func layer(files []file, created time.Time) (v1.Layer, error) {
 	raw, err := layerTar(files, created)
 	if err != nil {
 		return nil, err
 	}
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	compressed := buf.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(raw)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressionLevel(gzip.BestCompression))
+		return io.NopCloser(bytes.NewReader(compressed)), nil
+	}, tarball.WithMediaType(types.OCILayer))
 }
 
 // buildImage assembles spec on an empty base, with OCI media types and every

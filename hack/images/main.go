@@ -177,6 +177,10 @@ func splitName(s string) (repo, tag string, err error) {
 	return t.Context().Name(), t.TagStr(), nil
 }
 
+// hostArch is the build host's GOARCH, that of the test images: gcc
+// compiles for the machine it runs on.
+func hostArch() string { return runtime.GOARCH }
+
 // build writes the selected images into o.out and images.json, and returns
 // what it wrote.
 func build(o options) ([]result, error) {
@@ -188,7 +192,6 @@ func build(o options) ([]result, error) {
 		return nil, err
 	}
 	defer func() { _ = os.RemoveAll(work) }()
-	hostArch := runtime.GOARCH
 	var results []result
 	for _, img := range []string{imageCoreDog, imagePause, imageCrasher} {
 		if !o.only[img] {
@@ -200,9 +203,9 @@ func build(o options) ([]result, error) {
 		case imageCoreDog:
 			r, err = buildCoreDog(o, work)
 		case imagePause:
-			r, err = buildPause(o, work, hostArch)
+			r, err = buildPause(o, work, hostArch())
 		case imageCrasher:
-			r, err = buildCrasher(o, work, hostArch)
+			r, err = buildCrasher(o, work, hostArch())
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", img, err)
