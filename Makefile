@@ -14,6 +14,8 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 ENVTEST_ASSETS = $(shell $(CURDIR)/hack/envtest.sh)
 TEST_FLAGS ?= -race -count=1
 TEST_TIMEOUT ?= 25m
+# The real-node suite; a cold first run also builds the node binaries first.
+TEST_NODE_TIMEOUT ?= 15m
 # make test fuzzes each target for 30 s (CI runs make test); make fuzz for longer.
 TEST_FUZZ_TIME ?= 30s
 
@@ -81,13 +83,14 @@ demo: build ## Run CoreDog end to end on this machine: control plane, manager, a
 ##@ Test
 
 .PHONY: test
-test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, then a short fuzz of every target (builds the envtest binaries, promtool and krew's tools when missing).
+test: verify-generated vet lint build ## Unit, envtest and end-to-end suites, a short fuzz of every target, then the real-node suite alone (builds the envtest and node binaries, promtool, krew's tools, helm and the images when missing).
 	@hack/promtool.sh >/dev/null
 	@hack/krew-tools.sh >/dev/null
 	@assets="$$(hack/envtest.sh)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 	@echo "Fuzzing each target for $(TEST_FUZZ_TIME) (make fuzz FUZZ_TIME=10m for longer)"
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
+	@$(MAKE) --no-print-directory test-node
 
 FUZZ_TIME ?= 30s
 FUZZ_PARALLEL ?=
@@ -136,6 +139,17 @@ test-faults: build ## The full fault matrix (TestFault* in test/e2e with COREDOG
 		$(GO) test -count=1 -timeout 80m -v -run '^TestFault' ./test/e2e/
 	@assets="$$(hack/envtest.sh)"; KUBEBUILDER_ASSETS="$$assets" COREDOG_FAULTS=full \
 		$(GO) test -count=1 -timeout 10m -run '^TestCrashLoopIsCounted$$' ./agent/app/
+
+.PHONY: test-node
+test-node: ## The real-node suite alone (test/node, build tag nodesuite): a real kubelet and containerd, the chart installed with helm, real crashes; it changes the machine's core_pattern while it runs and restores it. Runs after every other suite, never beside one.
+	@hack/node-packages.sh
+	@$(MAKE) --no-print-directory images IMAGE_PLATFORMS=linux/$$($(GO) env GOARCH)
+	@assets="$$(hack/envtest.sh --node)"; echo "KUBEBUILDER_ASSETS=$$assets"; \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -tags nodesuite -count=1 -timeout $(TEST_NODE_TIMEOUT) -v ./test/node/
+
+.PHONY: helm
+helm: ## Build (once) and print helm's path (the real-node suite installs the chart with it).
+	@hack/helm.sh
 
 .PHONY: promtool
 promtool: ## Build (once) and print promtool's path (test/alerts runs it on the chart's alerting rules).
