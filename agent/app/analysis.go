@@ -3,11 +3,13 @@ package app
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 
 	"github.com/coredog/coredog/agent/analyze"
 	"github.com/coredog/coredog/agent/corefile"
+	"github.com/coredog/coredog/agent/modstore"
 	"github.com/coredog/coredog/internal/wire"
 )
 
@@ -37,12 +39,46 @@ func (a *Agent) analyzer(hostPID int64, containerID string) func(io.ReaderAt, in
 			o.Root = filepath.Join(a.cfg.ProcRoot, "1", "root")
 		}
 	}
+	var opener analyze.Opener = o
+	if a.modules != nil {
+		// Pipe mode: the receiver kept the process's files while the
+		// kernel held it; the process is gone by now.
+		opener = collectedFirst{store: a.modules, next: o}
+	}
 	return func(r io.ReaderAt, size int64) *wire.Analysis {
-		res := analyze.Analyze(r, size, o)
+		res := analyze.Analyze(r, size, opener)
 		res.Sanitize()
 		return res
 	}
 }
+
+// collectedFirst opens a module from the files the receiver collected by
+// build-id (agent/modstore: root-owned, checked against the core's build-id
+// when they were kept), and from next when it has none.
+type collectedFirst struct {
+	store *modstore.Store
+	next  analyze.Opener
+}
+
+func (c collectedFirst) Open(ref analyze.ModuleRef) (analyze.Module, error) {
+	if ref.BuildID != "" {
+		if f, err := c.store.Open(ref.BuildID); err == nil {
+			if st, err := f.Stat(); err == nil {
+				return collectedModule{File: f, size: st.Size()}, nil
+			}
+			f.Close()
+		}
+	}
+	return c.next.Open(ref)
+}
+
+// collectedModule is a collected file with its size.
+type collectedModule struct {
+	*os.File
+	size int64
+}
+
+func (m collectedModule) Size() int64 { return m.size }
 
 // sameContainer reports whether host PID pid is (still) in the container the
 // dump was attributed to; for a host process, whether it is in none.

@@ -149,6 +149,29 @@ func TestPipeModeCollectsTheModulesOfARealCrash(t *testing.T) {
 	if !exe || !libc {
 		t.Errorf("executable listed %v, C library listed %v: %+v", exe, libc, mods)
 	}
+	// The process is gone when the agent reads the core: its backtrace is
+	// symbolized from the files the receiver collected.
+	var an wire.Analysis
+	g.Eventually(func(g Gomega) {
+		cd := h.dumpFor(g, name)
+		resp, err := h.client.Get(h.endpoint(g) + wire.DumpsPath + cd.Name + wire.AnalysisSuffix)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		g.Expect(json.NewDecoder(resp.Body).Decode(&an)).To(Succeed())
+	}, wait, 100*time.Millisecond).Should(Succeed())
+	named := 0
+	for _, st := range an.Stacks {
+		for _, f := range st.Frames {
+			if f.Module == filepath.Base(crasher) && f.Function != "" {
+				named++
+			}
+		}
+	}
+	if named == 0 {
+		t.Errorf("no frame of %s is symbolized from the collected files: %+v", filepath.Base(crasher), an)
+	}
+
 	// A build-id no dump lists is not served, whatever the store holds.
 	resp, err := h.client.Get(h.endpoint(g) + wire.BuildIDPath + strings.Repeat("ab", 20))
 	must(t, err)
