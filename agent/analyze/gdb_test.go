@@ -3,6 +3,7 @@ package analyze_test
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,18 +240,10 @@ func TestBacktracesMatchGDB(t *testing.T) {
 	}
 }
 
-func analyzeFile(t *testing.T, path string) *wire.Analysis {
+func analyzeFile(t *testing.T, path string) (an *wire.Analysis) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return analyze.Analyze(f, st.Size(), analyze.HostRoot{Root: "/"})
+	testcrash.WithFile(t, path, func(r io.ReaderAt, size int64) { an = analyze.Analyze(r, size, analyze.HostRoot{Root: "/"}) })
+	return an
 }
 
 func compareWithGDB(t *testing.T, c crasher, a *wire.Analysis, want map[int32][]gdbFrame) {

@@ -19,6 +19,7 @@ import (
 	"github.com/coredog/coredog/agent/app"
 	"github.com/coredog/coredog/agent/receive"
 	"github.com/coredog/coredog/internal/wire"
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // heldCrash runs the crashing program under gdb until it takes its real
@@ -69,13 +70,11 @@ func heldCrash(t *testing.T) (pid int, core []byte, release func()) {
 
 func readelfBuildID(t *testing.T, path string) string {
 	t.Helper()
-	out, err := exec.Command("readelf", "-n", path).CombinedOutput()
-	must(t, err)
-	m := regexp.MustCompile(`Build ID: ([0-9a-f]+)`).FindSubmatch(out)
-	if m == nil {
+	id := testcrash.ReadelfBuildID(t, path)
+	if id == "" {
 		t.Fatalf("readelf: no build-id in %s", path)
 	}
-	return string(m[1])
+	return id
 }
 
 // TestPipeModeCollectsTheModulesOfARealCrash runs the real receiver as the

@@ -4,26 +4,14 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
-	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/coredog/coredog/test/testcrash"
 )
 
-var readelfBuildID = regexp.MustCompile(`Build ID: ([0-9a-f]+)`)
-
 // readelfID is the outside oracle: binutils' reading of a file's notes.
-func readelfID(t *testing.T, path string) string {
-	t.Helper()
-	out, err := exec.Command("readelf", "-n", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("readelf -n %s: %v\n%s", path, err, out)
-	}
-	if m := readelfBuildID.FindSubmatch(out); m != nil {
-		return string(m[1])
-	}
-	return ""
-}
+func readelfID(t *testing.T, path string) string { return testcrash.ReadelfBuildID(t, path) }
 
 // TestModulesOfRealCores lists the modules of real kernel-written cores
 // (a dynamically linked C program: itself, the C library, the dynamic

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coredog/coredog/test/testcrash"
 )
 
 // These tests crash real programs and read the cores the kernel writes. The machine's
@@ -261,18 +264,10 @@ func gnuBuildID(t *testing.T, path string) string {
 	return ""
 }
 
-func readCoreFile(t *testing.T, path string) (*Core, error) {
+func readCoreFile(t *testing.T, path string) (c *Core, err error) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ReadCore(f, st.Size())
+	testcrash.WithFile(t, path, func(r io.ReaderAt, size int64) { c, err = ReadCore(r, size) })
+	return c, err
 }
 
 func realPath(t *testing.T, p string) string {

@@ -242,14 +242,10 @@ func (h *handler) serveDump(w http.ResponseWriter, r *http.Request, name string)
 
 	// The slot is taken before looking the name up so that a 503 says nothing
 	// about whether the name exists.
-	select {
-	case h.slots <- struct{}{}:
-		defer func() { <-h.slots }()
-	default:
-		w.Header().Set("Retry-After", retryAfter)
-		http.Error(w, "too many downloads", http.StatusServiceUnavailable)
+	if !h.takeSlot(w) {
 		return http.StatusServiceUnavailable
 	}
+	defer h.releaseSlot()
 
 	entry, ok := h.reg.Get(name)
 	if !ok {
@@ -357,3 +353,19 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, comp wire.Compr
 	out.refresh()
 	return res, nil
 }
+
+// takeSlot takes one of the parallel downloads, or answers 503 with
+// Retry-After when all are taken. A taken slot is given back with
+// releaseSlot.
+func (h *handler) takeSlot(w http.ResponseWriter) bool {
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	default:
+		w.Header().Set("Retry-After", retryAfter)
+		http.Error(w, "too many downloads", http.StatusServiceUnavailable)
+		return false
+	}
+}
+
+func (h *handler) releaseSlot() { <-h.slots }

@@ -48,14 +48,10 @@ func (h *handler) serveBuildID(w http.ResponseWriter, r *http.Request, id string
 		notFound(w)
 		return http.StatusNotFound
 	}
-	select {
-	case h.slots <- struct{}{}:
-		defer func() { <-h.slots }()
-	default:
-		w.Header().Set("Retry-After", retryAfter)
-		http.Error(w, "too many downloads", http.StatusServiceUnavailable)
+	if !h.takeSlot(w) {
 		return http.StatusServiceUnavailable
 	}
+	defer h.releaseSlot()
 	f, err := h.modules.Open(id)
 	if err != nil {
 		h.log.V(1).Info("Not serving module", "buildID", id, "err", err.Error())

@@ -4,45 +4,32 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/coredog/coredog/internal/buildid"
+	"github.com/coredog/coredog/test/testcrash"
 )
-
-var readelfID = regexp.MustCompile(`Build ID: ([0-9a-f]+)`)
 
 // readelf is the oracle: binutils' own reading of the build-id note.
 func readelf(t *testing.T, path string) string {
 	t.Helper()
-	out, err := exec.Command("readelf", "-n", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("readelf -n %s: %v\n%s", path, err, out)
-	}
-	m := readelfID.FindSubmatch(out)
-	if m == nil {
+	id := testcrash.ReadelfBuildID(t, path)
+	if id == "" {
 		t.Fatalf("readelf found no build-id in %s", path)
 	}
-	return string(m[1])
+	return id
 }
 
-func readFile(t *testing.T, path string) (buildid.Info, error) {
+func readFile(t *testing.T, path string) (info buildid.Info, err error) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return buildid.Read(f, st.Size())
+	testcrash.WithFile(t, path, func(r io.ReaderAt, size int64) { info, err = buildid.Read(r, size) })
+	return info, err
 }
 
 // TestReadAgreesWithReadelf reads real binaries: a C program with and

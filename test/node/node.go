@@ -282,22 +282,12 @@ func (n *Node) setupNetwork(ctx context.Context) error {
 
 // startProcess starts a component in the node's namespaces.
 func (n *Node) startProcess(name, bin string, args ...string) (*localcluster.Process, error) {
-	full := append([]string{"--target", strconv.Itoa(n.HolderPID()), "--mount", "--net", "--", bin}, args...)
-	p, err := localcluster.StartProcess(name, n.LogDir, "nsenter", full, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.record(name, p.Cmd.Process.Pid); err != nil {
-		p.Kill()
-		return nil, err
-	}
-	n.procs[name] = p
-	n.order = append(n.order, name)
-	return p, nil
+	return n.StartInNode(name, bin, nil, args...)
 }
 
-// StartInNode starts a long-running helper (an S3 server) in the node's
-// namespaces; Stop ends it with the node.
+// StartInNode starts a long-running process (a component, an S3 server) in
+// the node's namespaces, with env added to its environment; Stop ends it
+// with the node.
 func (n *Node) StartInNode(name, bin string, env []string, args ...string) (*localcluster.Process, error) {
 	full := append([]string{"--target", strconv.Itoa(n.HolderPID()), "--mount", "--net", "--", bin}, args...)
 	p, err := localcluster.StartProcess(name, n.LogDir, "nsenter", full, env)
