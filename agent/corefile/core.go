@@ -207,19 +207,20 @@ func (cr *coreReader) readAt(buf []byte, off uint64) (int, error) {
 // only the ELF header, the program headers, the PT_NOTE segments and a few small windows
 // of process memory, so memory use stays bounded however large or hostile the file.
 func ReadCore(r io.ReaderAt, size int64) (*Core, error) {
-	cr, err := readCore(r, size)
+	cr, err := readCore(r, size, 0)
 	if cr == nil {
 		return nil, err
 	}
 	return cr.c, err
 }
 
-// readCore is ReadCore keeping the intermediate state, which tests inspect.
-func readCore(r io.ReaderAt, size int64) (*coreReader, error) {
+// readCore is ReadCore keeping the intermediate state (which tests and
+// ReadProcess use), and the places of the first keepThreads NT_PRSTATUS notes.
+func readCore(r io.ReaderAt, size int64, keepThreads int) (*coreReader, error) {
 	if size < 0 {
 		size = 0
 	}
-	cr := &coreReader{r: r, size: size, seen: map[uint32]bool{}}
+	cr := &coreReader{r: r, size: size, seen: map[uint32]bool{}, keepThreads: max(keepThreads, 0)}
 	notes, err := cr.readHeaders()
 	if err != nil {
 		return nil, err

@@ -37,21 +37,10 @@ type NoteRef struct{ Offset, Size uint64 }
 // places of the first maxThreads NT_PRSTATUS notes. Its bounds are
 // ReadCore's plus maxThreads small records.
 func ReadProcess(r io.ReaderAt, size int64, maxThreads int) (*Process, error) {
-	if size < 0 {
-		size = 0
-	}
-	cr := &coreReader{r: r, size: size, seen: map[uint32]bool{}, keepThreads: max(maxThreads, 0)}
-	notes, err := cr.readHeaders()
-	if err != nil {
+	cr, err := readCore(r, size, maxThreads)
+	if cr == nil {
 		return nil, err
 	}
-	for _, ns := range notes {
-		if cr.ioErr {
-			break
-		}
-		cr.readNotes(ns)
-	}
-	cr.derive()
 	p := &Process{Core: cr.c, ByteOrder: cr.bo, Is64: cr.is64, ELFMachine: cr.mach, ThreadNotes: cr.threadNotes, cr: cr}
 	p.Segments = make([]Segment, len(cr.loads))
 	for i, l := range cr.loads {

@@ -285,7 +285,7 @@ func TestReadCoreRealC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, err := readCore(bytes.NewReader(data), int64(len(data)))
+	state, err := readCore(bytes.NewReader(data), int64(len(data)), 0)
 	if err != nil {
 		t.Fatalf("ReadCore: %v", err)
 	}
