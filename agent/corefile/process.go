@@ -51,7 +51,7 @@ func ReadProcess(r io.ReaderAt, size int64, maxThreads int) (*Process, error) {
 
 // BuildID is the GNU build-id of the module behind mapping m, read from its
 // ELF headers in dumped memory ("" when the core does not hold them).
-func (p *Process) BuildID(m Mapping) string { return p.cr.buildID(p.Core.Mappings, m) }
+func (p *Process) BuildID(m Mapping) string { return p.cr.buildID(p.Mappings, m) }
 
 // ModuleName is a mapping path's base name without " (deleted)".
 func ModuleName(path string) string { return moduleName(path) }

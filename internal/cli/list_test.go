@@ -2,10 +2,11 @@ package cli
 
 import (
 	"bytes"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	coredogv1 "github.com/coredog/coredog/api/v1alpha1"
 )
