@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -72,6 +73,10 @@ type Agent struct {
 	identity *serve.Identity
 	// certErr is the last refused certificate's error, to log it once.
 	certErr string
+	// published: the Lease names the agent's endpoint, the last renewal
+	// having found a valid serving certificate. The agent is ready then,
+	// and not before: the manager dials no agent whose Lease names none.
+	published atomic.Bool
 }
 
 // Run starts the agent and blocks until ctx is done. On return, a managed
@@ -284,6 +289,10 @@ func (a *Agent) healthHandler() http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {
 		case <-a.ready:
+			if !a.published.Load() {
+				http.Error(w, "waiting for the manager's serving certificate", http.StatusServiceUnavailable)
+				return
+			}
 			_, _ = w.Write([]byte("ok"))
 		default:
 			http.Error(w, "starting", http.StatusServiceUnavailable)

@@ -102,7 +102,12 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	lease.Spec.HolderIdentity = new(a.cfg.NodeName)
 	lease.Spec.LeaseDurationSeconds = new(int32(3 * a.cfg.LeaseRenew / time.Second))
 	lease.Spec.RenewTime = &now
-	return a.client.updateLease(ctx, lease)
+	if err := a.client.updateLease(ctx, lease); err != nil {
+		return err
+	}
+	_, named := annotations[agentlease.AnnotationEndpoint]
+	a.published.Store(named)
+	return nil
 }
 
 // takeCertificate installs the serving certificate the manager put into the
