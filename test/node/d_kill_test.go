@@ -123,13 +123,20 @@ func Test6KillNineMidUpload(t *testing.T) {
 		}
 		objs, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3Bucket)})
 		Expect(err).NotTo(HaveOccurred())
-		n := 0
+		// The dump itself, once; beside it its .json and, when the
+		// container logged anything, its .log.
+		var dumps, keys []string
 		for _, o := range objs.Contents {
-			if strings.Contains(aws.ToString(o.Key), cd.Name) && !strings.HasSuffix(aws.ToString(o.Key), ".json") {
-				n++
+			key := aws.ToString(o.Key)
+			if !strings.Contains(key, cd.Name) {
+				continue
+			}
+			keys = append(keys, key)
+			if !strings.HasSuffix(key, ".json") && !strings.HasSuffix(key, ".log") {
+				dumps = append(dumps, key)
 			}
 		}
-		Expect(n).To(Equal(1), "stored objects of %s", cd.Name)
+		Expect(dumps).To(HaveLen(1), "stored objects of %s: %q", cd.Name, keys)
 		Expect(aws.ToString(objs.Contents[0].Key)).NotTo(BeEmpty())
 		t.Logf("%s: Uploaded after %d attempts, %s", cd.Name, cd.Status.Attempts, fmt.Sprint(cd.Status.Storage.Key))
 	}
