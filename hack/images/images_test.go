@@ -88,15 +88,7 @@ func readLayoutTar(t *testing.T, path, wantName, wantTag string) (v1.Descriptor,
 		t.Fatal(err)
 	}
 	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, f, func(hdr *tar.Header, r io.Reader) {
 		if !hdr.ModTime.Equal(testEpoch) || hdr.Uid != 0 || hdr.Gid != 0 {
 			t.Errorf("%s: %s %d:%d in the layout tar, want %s 0:0", hdr.Name, hdr.ModTime, hdr.Uid, hdr.Gid, testEpoch)
 		}
@@ -110,7 +102,7 @@ func readLayoutTar(t *testing.T, path, wantName, wantTag string) (v1.Descriptor,
 				t.Fatal(err)
 			}
 		case tar.TypeReg:
-			b, err := io.ReadAll(tr)
+			b, err := io.ReadAll(r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +112,7 @@ func readLayoutTar(t *testing.T, path, wantName, wantTag string) (v1.Descriptor,
 		default:
 			t.Fatalf("%s: type %c in the layout tar", hdr.Name, hdr.Typeflag)
 		}
-	}
+	})
 	var ociLayout struct{ ImageLayoutVersion string }
 	if b, err := os.ReadFile(filepath.Join(dir, "oci-layout")); err != nil || json.Unmarshal(b, &ociLayout) != nil || ociLayout.ImageLayoutVersion != "1.0.0" {
 		t.Errorf("oci-layout: %q, %v", b, err)
@@ -207,16 +199,8 @@ func readImage(t *testing.T, img v1.Image, desc v1.Descriptor) builtImage {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := tar.NewReader(rc)
-		for {
-			hdr, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := io.ReadAll(tr)
+		eachTarEntry(t, rc, func(hdr *tar.Header, r io.Reader) {
+			b, err := io.ReadAll(r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -225,7 +209,7 @@ func readImage(t *testing.T, img v1.Image, desc v1.Descriptor) builtImage {
 				t.Errorf("%s is in two layers", name)
 			}
 			files[name] = entry{hdr: hdr, data: b}
-		}
+		})
 		_ = rc.Close()
 	}
 	return builtImage{platform: *desc.Platform, digest: desc.Digest, config: cf, files: files}
@@ -428,23 +412,15 @@ func hostManifest(t *testing.T, path string) v1.Hash {
 	}
 	defer f.Close()
 	blobs := map[string][]byte{}
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, f, func(hdr *tar.Header, r io.Reader) {
 		if hdr.Size < 1<<20 { // index.json, the index, manifests and configs
-			b, err := io.ReadAll(tr)
+			b, err := io.ReadAll(r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			blobs[hdr.Name] = b
 		}
-	}
+	})
 	var top, idx v1.IndexManifest
 	if err := json.Unmarshal(blobs["index.json"], &top); err != nil || len(top.Manifests) != 1 {
 		t.Fatalf("index.json: %v, %d descriptors", err, len(top.Manifests))
@@ -533,5 +509,22 @@ func checkCrasher(t *testing.T, prog string) {
 		if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
 			t.Errorf("crasher %q: %v, want exit code 2", bad, err)
 		}
+	}
+}
+
+// eachTarEntry calls fn with each entry of the tar stream r and a reader of
+// its contents, failing the test on a malformed stream.
+func eachTarEntry(t *testing.T, r io.Reader, fn func(hdr *tar.Header, contents io.Reader)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(hdr, tr)
 	}
 }
